@@ -13,3 +13,34 @@ pub mod agent {
         include!("gen/stoker.agent.v1.rs");
     }
 }
+
+use sha2::{Digest, Sha256};
+
+/// The hash of a desired-config document that both sides compare: the first 16 hex
+/// digits of SHA-256 over its JSON form (maps are `BTreeMap`s, so the form is
+/// canonical). Secret values never enter it: the document only names their files.
+pub fn config_hash(doc: &agent::v1::DesiredConfig) -> String {
+    let json = serde_json::to_vec(doc).expect("a DesiredConfig always serialises");
+    let digest = Sha256::digest(&json);
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_hash_is_stable_and_sensitive() {
+        let mut doc = agent::v1::DesiredConfig {
+            schema_version: 1,
+            ..Default::default()
+        };
+        doc.broker_config.insert("b".into(), "1".into());
+        doc.broker_config.insert("a".into(), "1".into());
+        let h = config_hash(&doc);
+        assert_eq!(h.len(), 16);
+        assert_eq!(h, config_hash(&doc.clone()));
+        doc.broker_config.insert("a".into(), "2".into());
+        assert_ne!(h, config_hash(&doc));
+    }
+}

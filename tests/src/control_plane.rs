@@ -61,7 +61,10 @@ impl ControlPlane {
         let etcd_bin = provisioned("etcd", "bin/etcd")?;
         let apiserver_bin = provisioned("kube-apiserver", "bin/kube-apiserver")?;
         let kcm_bin = if options.controller_manager {
-            Some(provisioned("kube-controller-manager", "bin/kube-controller-manager")?)
+            Some(provisioned(
+                "kube-controller-manager",
+                "bin/kube-controller-manager",
+            )?)
         } else {
             None
         };
@@ -75,10 +78,16 @@ impl ControlPlane {
             .arg("--name=stoker")
             .arg(format!("--data-dir={}", work.path().join("etcd").display()))
             .arg(format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"))
-            .arg(format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{etcd_port}"
+            ))
             .arg(format!("--listen-peer-urls=http://127.0.0.1:{peer_port}"))
-            .arg(format!("--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"))
-            .arg(format!("--initial-cluster=stoker=http://127.0.0.1:{peer_port}"))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{peer_port}"
+            ))
+            .arg(format!(
+                "--initial-cluster=stoker=http://127.0.0.1:{peer_port}"
+            ))
             .arg("--unsafe-no-fsync")
             .arg("--log-level=warn");
         let mut etcd = ManagedProcess::spawn("etcd", etcd_cmd, &work.path().join("etcd.log"))?;
@@ -104,15 +113,27 @@ impl ControlPlane {
             .arg("--bind-address=127.0.0.1")
             .arg("--advertise-address=127.0.0.1")
             .arg(format!("--secure-port={api_port}"))
-            .arg(format!("--cert-dir={}", work.path().join("apiserver-certs").display()))
+            .arg(format!(
+                "--cert-dir={}",
+                work.path().join("apiserver-certs").display()
+            ))
             .arg(format!("--tls-cert-file={}", pki.serving_cert.display()))
-            .arg(format!("--tls-private-key-file={}", pki.serving_key.display()))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                pki.serving_key.display()
+            ))
             .arg(format!("--client-ca-file={}", pki.ca_cert.display()))
             .arg(format!("--token-auth-file={}", pki.tokens.display()))
             .arg("--authorization-mode=RBAC")
             .arg(format!("--service-account-issuer={server}"))
-            .arg(format!("--service-account-key-file={}", pki.sa_key.display()))
-            .arg(format!("--service-account-signing-key-file={}", pki.sa_key.display()))
+            .arg(format!(
+                "--service-account-key-file={}",
+                pki.sa_pub.display()
+            ))
+            .arg(format!(
+                "--service-account-signing-key-file={}",
+                pki.sa_key.display()
+            ))
             .arg("--service-cluster-ip-range=10.96.0.0/16")
             // No token controller mounts ServiceAccount tokens into Pods here; the
             // admission plugin would reject every Pod for want of one.
@@ -121,7 +142,11 @@ impl ControlPlane {
             .arg("--enable-priority-and-fairness=false")
             .arg("--profiling=false")
             .arg("--endpoint-reconciler-type=none");
-        let apiserver = ManagedProcess::spawn("kube-apiserver", api_cmd, &work.path().join("kube-apiserver.log"))?;
+        let apiserver = ManagedProcess::spawn(
+            "kube-apiserver",
+            api_cmd,
+            &work.path().join("kube-apiserver.log"),
+        )?;
 
         let kubeconfig = work.write("kubeconfig", pki.kubeconfig(&server))?;
         let mut plane = Self {
@@ -198,21 +223,26 @@ impl ControlPlane {
     async fn wait_api_ready(&mut self) -> Result<(), Error> {
         let client = self.client().await?;
         let apiserver = &mut self.apiserver;
-        wait_for("kube-apiserver", READY_TIMEOUT, Duration::from_millis(250), || {
-            let running = apiserver.ensure_running();
-            let client = client.clone();
-            async move {
-                running?;
-                let req = http_types::Request::get("/readyz")
-                    .body(Vec::new())
-                    .map_err(|e| Error::Other(format!("build /readyz request: {e}")))?;
-                Ok(match client.request_text(req).await {
-                    Ok(body) if body.trim() == "ok" => Ok(()),
-                    Ok(body) => Err(format!("/readyz: {body}")),
-                    Err(e) => Err(format!("/readyz: {e}")),
-                })
-            }
-        })
+        wait_for(
+            "kube-apiserver",
+            READY_TIMEOUT,
+            Duration::from_millis(250),
+            || {
+                let running = apiserver.ensure_running();
+                let client = client.clone();
+                async move {
+                    running?;
+                    let req = http_types::Request::get("/readyz")
+                        .body(Vec::new())
+                        .map_err(|e| Error::Other(format!("build /readyz request: {e}")))?;
+                    Ok(match client.request_text(req).await {
+                        Ok(body) if body.trim() == "ok" => Ok(()),
+                        Ok(body) => Err(format!("/readyz: {body}")),
+                        Err(e) => Err(format!("/readyz: {e}")),
+                    })
+                }
+            },
+        )
         .await
     }
 
@@ -224,18 +254,23 @@ impl ControlPlane {
         // The ServiceAccount controller creates `default` in every namespace; seeing it
         // proves the controller manager is connected and running its controllers.
         let sas: Api<ServiceAccount> = Api::namespaced(client, "default");
-        wait_for("kube-controller-manager", READY_TIMEOUT, Duration::from_millis(250), || {
-            let running = kcm.ensure_running();
-            let sas = sas.clone();
-            async move {
-                running?;
-                Ok(match sas.get_opt("default").await {
-                    Ok(Some(_)) => Ok(()),
-                    Ok(None) => Err("ServiceAccount default/default not created yet".into()),
-                    Err(e) => Err(format!("get ServiceAccount default/default: {e}")),
-                })
-            }
-        })
+        wait_for(
+            "kube-controller-manager",
+            READY_TIMEOUT,
+            Duration::from_millis(250),
+            || {
+                let running = kcm.ensure_running();
+                let sas = sas.clone();
+                async move {
+                    running?;
+                    Ok(match sas.get_opt("default").await {
+                        Ok(Some(_)) => Ok(()),
+                        Ok(None) => Err("ServiceAccount default/default not created yet".into()),
+                        Err(e) => Err(format!("get ServiceAccount default/default: {e}")),
+                    })
+                }
+            },
+        )
         .await
     }
 }
@@ -260,6 +295,7 @@ struct Pki {
     serving_cert: PathBuf,
     serving_key: PathBuf,
     sa_key: PathBuf,
+    sa_pub: PathBuf,
     tokens: PathBuf,
     admin_token: String,
 }
@@ -270,10 +306,15 @@ impl Pki {
         let cert_err = |what| move |source| Error::Certificate { what, source };
 
         let ca_key = KeyPair::generate().map_err(cert_err("CA key"))?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err("CA params"))?;
+        let mut ca_params =
+            CertificateParams::new(Vec::<String>::new()).map_err(cert_err("CA params"))?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "stoker-test-ca");
-        let ca_cert = ca_params.self_signed(&ca_key).map_err(cert_err("CA certificate"))?;
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "stoker-test-ca");
+        let ca_cert = ca_params
+            .self_signed(&ca_key)
+            .map_err(cert_err("CA certificate"))?;
         let issuer = Issuer::new(ca_params, ca_key);
 
         let serving_key = KeyPair::generate().map_err(cert_err("serving key"))?;
@@ -299,6 +340,7 @@ impl Pki {
             serving_cert: work.write("pki/apiserver.crt", serving_cert.pem())?,
             serving_key: work.write("pki/apiserver.key", serving_key.serialize_pem())?,
             sa_key: work.write("pki/sa.key", sa_key.serialize_pem())?,
+            sa_pub: work.write("pki/sa.pub", sa_key.public_key_pem())?,
             tokens: work.write(
                 "pki/tokens.csv",
                 format!("{admin_token},stoker-admin,uid-stoker-admin,\"system:masters\"\n"),

@@ -29,6 +29,10 @@ pub const BROKER_PORT: u16 = 9092;
 pub const CONTROLLER_PORT: u16 = 9093;
 /// Port of the JMX exporter javaagent, when enabled.
 pub const JMX_EXPORTER_PORT: u16 = 9404;
+/// Port of a node's agent admin server, when agents run.
+pub const AGENT_ADMIN_PORT: u16 = 8080;
+/// Port of a node's agent gRPC server, when agents run.
+pub const AGENT_GRPC_PORT: u16 = 8081;
 
 /// How long a cluster may take to start on a loaded 2-core machine.
 const START_TIMEOUT: Duration = Duration::from_secs(180);
@@ -65,10 +69,55 @@ impl NodeRole {
     }
 }
 
+/// A `stoker-agent` running beside one node, as the sidecar of its Pod would.
+#[derive(Debug)]
+pub struct AgentHandle {
+    process: ManagedProcess,
+    /// The desired-config document it renders from.
+    pub desired_config: PathBuf,
+    /// The folder it renders into.
+    pub out_dir: PathBuf,
+    /// Its admin HTTP address.
+    pub admin: std::net::SocketAddr,
+    /// Its gRPC address.
+    pub grpc: std::net::SocketAddr,
+}
+
+impl AgentHandle {
+    /// Wraps a started agent.
+    pub fn new(
+        process: ManagedProcess,
+        desired_config: PathBuf,
+        out_dir: PathBuf,
+        admin: std::net::SocketAddr,
+        grpc: std::net::SocketAddr,
+    ) -> Self {
+        Self {
+            process,
+            desired_config,
+            out_dir,
+            admin,
+            grpc,
+        }
+    }
+
+    /// The agent's process.
+    pub fn process(&mut self) -> &mut ManagedProcess {
+        &mut self.process
+    }
+
+    /// `http://addr:8081`, for a tonic client.
+    pub fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+}
+
 /// One Kafka node of a [`KafkaCluster`].
 #[derive(Debug)]
 pub struct KafkaNode {
     process: ManagedProcess,
+    /// The agent beside the node, when the cluster runs with agents.
+    pub agent: Option<AgentHandle>,
     /// Kafka `node.id`.
     pub id: i32,
     /// Its roles.
@@ -96,6 +145,21 @@ impl KafkaNode {
     pub fn log(&self) -> String {
         self.process.log_contents()
     }
+
+    /// The node's agent.
+    pub fn agent(&self) -> Result<&AgentHandle, Error> {
+        self.agent
+            .as_ref()
+            .ok_or_else(|| Error::Other(format!("node {} runs without an agent", self.id)))
+    }
+
+    /// The node's agent, mutably.
+    pub fn agent_mut(&mut self) -> Result<&mut AgentHandle, Error> {
+        let id = self.id;
+        self.agent
+            .as_mut()
+            .ok_or_else(|| Error::Other(format!("node {id} runs without an agent")))
+    }
 }
 
 /// Builds a [`KafkaCluster`].
@@ -107,6 +171,8 @@ pub struct KafkaClusterBuilder {
     jmx_exporter: bool,
     config: BTreeMap<String, String>,
     broker_heap: String,
+    agent_bin: Option<PathBuf>,
+    cluster_name: String,
 }
 
 impl Default for KafkaClusterBuilder {
@@ -118,6 +184,8 @@ impl Default for KafkaClusterBuilder {
             jmx_exporter: false,
             config: BTreeMap::new(),
             broker_heap: "-Xms128m -Xmx320m".into(),
+            agent_bin: None,
+            cluster_name: "kafka".into(),
         }
     }
 }
@@ -149,6 +217,15 @@ impl KafkaClusterBuilder {
         self
     }
 
+    /// Runs `stoker-agent` (the binary at `agent_bin`) beside every node: the agent
+    /// renders the node's server.properties from a desired-config document before
+    /// Kafka starts, exactly as in a broker Pod, and serves its admin and gRPC ports
+    /// on the node's address.
+    pub fn with_agents(mut self, agent_bin: PathBuf) -> Self {
+        self.agent_bin = Some(agent_bin);
+        self
+    }
+
     /// Sets a config key on every broker-capable node (applied last).
     pub fn config(mut self, key: &str, value: &str) -> Self {
         self.config.insert(key.to_owned(), value.to_owned());
@@ -174,9 +251,17 @@ impl KafkaClusterBuilder {
             layout.extend((1..=self.brokers).map(|i| (node_id(i), NodeRole::Broker)));
         }
         if !layout.iter().any(|(_, r)| r.is_controller()) {
-            return Err(Error::Other("a KRaft cluster needs at least one controller".into()));
+            return Err(Error::Other(
+                "a KRaft cluster needs at least one controller".into(),
+            ));
         }
-        let ports = [BROKER_PORT, CONTROLLER_PORT, JMX_EXPORTER_PORT];
+        let ports = [
+            BROKER_PORT,
+            CONTROLLER_PORT,
+            JMX_EXPORTER_PORT,
+            AGENT_ADMIN_PORT,
+            AGENT_GRPC_PORT,
+        ];
         let mut addrs = Vec::new();
         for _ in &layout {
             addrs.push(free_loopback_addr(&ports)?);
@@ -193,18 +278,51 @@ impl KafkaClusterBuilder {
         // Render and format every node; formatting starts a JVM each, so run them side
         // by side.
         let mut prepared = Vec::new();
+        let mut agents = BTreeMap::new();
         for (&(id, role), &addr) in layout.iter().zip(&addrs) {
             let log_dir = work.subdir(&format!("node-{id}/data"))?;
-            let props = render_properties(id, role, addr, &voters, &log_dir, broker_count, &self.config);
-            let properties = work.write(&format!("node-{id}/server.properties"), props)?;
+            let properties = if let Some(agent_bin) = &self.agent_bin {
+                let doc = crate::agent::desired_config(&crate::agent::NodeSpec {
+                    cluster: &self.cluster_name,
+                    id,
+                    role,
+                    addr,
+                    cluster_id: &cluster_id,
+                    voters: &voters,
+                    log_dir: &log_dir,
+                    config: &small_box_config(role, broker_count, &self.config),
+                });
+                let agent =
+                    crate::agent::spawn(agent_bin, &work, id, addr, &doc, self.jmx_exporter)
+                        .await?;
+                let props = agent.out_dir.join("server.properties");
+                agents.insert(id, agent);
+                props
+            } else {
+                let props = render_properties(
+                    id,
+                    role,
+                    addr,
+                    &voters,
+                    &log_dir,
+                    broker_count,
+                    &self.config,
+                );
+                work.write(&format!("node-{id}/server.properties"), props)?
+            };
             prepared.push((id, role, addr, properties, log_dir));
         }
         let mut formats = Vec::new();
         for (id, _, _, properties, _) in &prepared {
             let mut cmd = std::process::Command::new(home.join("bin/kafka-storage.sh"));
-            cmd.args(["format", "-t", &cluster_id, "-c"]).arg(properties);
+            cmd.args(["format", "-t", &cluster_id, "-c"])
+                .arg(properties);
             let log = work.path().join(format!("node-{id}/format.log"));
-            formats.push((*id, log.clone(), tokio::task::spawn_blocking(move || run_to_log(cmd, &log))));
+            formats.push((
+                *id,
+                log.clone(),
+                tokio::task::spawn_blocking(move || run_to_log(cmd, &log)),
+            ));
         }
         for (id, log, task) in formats {
             let ok = task
@@ -233,6 +351,15 @@ impl KafkaClusterBuilder {
                 // a few hundred MiB each and their start-up CPU low on two cores.
                 "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true",
             );
+            if let Some(agent) = agents.get(&id) {
+                cmd.env(
+                    "KAFKA_LOG4J_OPTS",
+                    format!(
+                        "-Dlog4j2.configurationFile=file:{}",
+                        agent.out_dir.join("log4j2.properties").display()
+                    ),
+                );
+            }
             if self.jmx_exporter {
                 cmd.env(
                     "KAFKA_OPTS",
@@ -250,6 +377,7 @@ impl KafkaClusterBuilder {
             )?;
             nodes.push(KafkaNode {
                 process,
+                agent: agents.remove(&id),
                 id,
                 role,
                 addr,
@@ -340,7 +468,10 @@ impl KafkaCluster {
     /// `grace`; returns true when it exited by itself within it.
     pub fn stop_node(&mut self, id: i32, grace: Duration) -> Result<bool, Error> {
         let node = self.node_mut(id)?;
-        Ok(node.process.terminate(grace).is_some_and(|(_, clean)| clean))
+        Ok(node
+            .process
+            .terminate(grace)
+            .is_some_and(|(_, clean)| clean))
     }
 
     /// Kills a node with SIGKILL.
@@ -379,22 +510,33 @@ impl KafkaCluster {
             .map(|n| (n.process.name().to_owned(), n.process.log_path().to_owned()))
             .collect();
         watched.sort();
-        wait_for("kafka brokers", START_TIMEOUT, Duration::from_millis(500), || {
-            let config = config.clone();
-            async move {
-                Ok(match fetch_metadata(config, None).await {
-                    Ok(md) if md.brokers().len() >= count => Ok(()),
-                    Ok(md) => Err(format!("{} of {count} brokers registered", md.brokers().len())),
-                    Err(e) => Err(e.to_string()),
-                })
-            }
-        })
+        wait_for(
+            "kafka brokers",
+            START_TIMEOUT,
+            Duration::from_millis(500),
+            || {
+                let config = config.clone();
+                async move {
+                    Ok(match fetch_metadata(config, None).await {
+                        Ok(md) if md.brokers().len() >= count => Ok(()),
+                        Ok(md) => Err(format!(
+                            "{} of {count} brokers registered",
+                            md.brokers().len()
+                        )),
+                        Err(e) => Err(e.to_string()),
+                    })
+                }
+            },
+        )
         .await
     }
 }
 
 /// Fetches metadata with a short-lived client (blocking rdkafka call on the blocking pool).
-pub async fn fetch_metadata(config: ClientConfig, topic: Option<String>) -> Result<Metadata, Error> {
+pub async fn fetch_metadata(
+    config: ClientConfig,
+    topic: Option<String>,
+) -> Result<Metadata, Error> {
     tokio::task::spawn_blocking(move || {
         let consumer: BaseConsumer = config.create().map_err(|source| Error::Kafka {
             what: "create a metadata client".into(),
@@ -469,18 +611,43 @@ fn render_properties(
     set("node.id", id.to_string());
     set("controller.quorum.voters", voters.into());
     set("controller.listener.names", "CONTROLLER".into());
-    set("listener.security.protocol.map", "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".into());
+    set(
+        "listener.security.protocol.map",
+        "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT".into(),
+    );
     set("log.dirs", log_dir.display().to_string());
     let controller = format!("CONTROLLER://{addr}:{CONTROLLER_PORT}");
     let broker = format!("PLAINTEXT://{addr}:{BROKER_PORT}");
     let (listeners, advertised) = match role {
         NodeRole::Controller => (controller.clone(), controller),
         NodeRole::Broker => (broker.clone(), broker),
-        NodeRole::Combined => (format!("{broker},{controller}"), format!("{broker},{controller}")),
+        NodeRole::Combined => (
+            format!("{broker},{controller}"),
+            format!("{broker},{controller}"),
+        ),
     };
     set("listeners", listeners);
     set("advertised.listeners", advertised);
-    // Sized for a 2-core machine running several nodes.
+    if role.is_broker() {
+        set("inter.broker.listener.name", "PLAINTEXT".into());
+    }
+    for (k, v) in small_box_config(role, broker_count, overrides) {
+        set(&k, v);
+    }
+    p.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+/// The non-topology settings of a test node: sized for a 2-core machine running
+/// several nodes, with fast fencing, plus the builder's overrides (applied last).
+pub fn small_box_config(
+    role: NodeRole,
+    broker_count: usize,
+    overrides: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    let mut p = BTreeMap::<String, String>::new();
+    let mut set = |k: &str, v: String| {
+        p.insert(k.to_owned(), v);
+    };
     set("num.network.threads", "1".into());
     set("num.io.threads", "2".into());
     set("background.threads", "2".into());
@@ -491,7 +658,6 @@ fn render_properties(
     if role.is_broker() {
         let rf = broker_count.clamp(1, 3);
         let min_isr = rf.saturating_sub(1).max(1);
-        set("inter.broker.listener.name", "PLAINTEXT".into());
         set("group.initial.rebalance.delay.ms", "0".into());
         set("auto.create.topics.enable", "false".into());
         set("offsets.topic.num.partitions", "3".into());
@@ -499,7 +665,10 @@ fn render_properties(
         set("transaction.state.log.num.partitions", "3".into());
         set("transaction.state.log.replication.factor", rf.to_string());
         set("transaction.state.log.min.isr", min_isr.to_string());
-        set("share.coordinator.state.topic.replication.factor", rf.to_string());
+        set(
+            "share.coordinator.state.topic.replication.factor",
+            rf.to_string(),
+        );
         set("share.coordinator.state.topic.min.isr", min_isr.to_string());
         // A killed broker is fenced (and leaves the ISRs) within seconds.
         set("broker.heartbeat.interval.ms", "1000".into());
@@ -508,7 +677,7 @@ fn render_properties(
             set(k, v.clone());
         }
     }
-    p.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+    p
 }
 
 #[cfg(test)]
@@ -520,7 +689,10 @@ mod tests {
         let id = new_cluster_id().expect("urandom works");
         assert_eq!(id.len(), 22);
         assert!(!id.starts_with('-'));
-        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        assert!(
+            id.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        );
     }
 
     #[test]

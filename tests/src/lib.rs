@@ -16,6 +16,7 @@
 //! A missing component is an error that says how to provision it: these tests fail
 //! loudly, they never skip.
 
+pub mod agent;
 pub mod control_plane;
 pub mod http;
 pub mod kafka;
@@ -36,7 +37,9 @@ pub use workdir::WorkDir;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A component is not in the cache.
-    #[error("{component} is not provisioned: {path} is missing; run `scripts/provision` (or `scripts/test`) first")]
+    #[error(
+        "{component} is not provisioned: {path} is missing; run `scripts/provision` (or `scripts/test`) first"
+    )]
     NotProvisioned {
         /// The component.
         component: &'static str,

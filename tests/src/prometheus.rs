@@ -32,18 +32,32 @@ impl Prometheus {
         for (name, content) in rules {
             work.write(name, content)?;
         }
-        check(Command::new(promtool).arg("check").arg("config").arg(&config_path), "promtool check config")?;
+        check(
+            Command::new(promtool)
+                .arg("check")
+                .arg("config")
+                .arg(&config_path),
+            "promtool check config",
+        )?;
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", work.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                work.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             .arg("--web.enable-lifecycle")
             .arg("--log.level=warn");
-        let mut process = ManagedProcess::spawn("prometheus", cmd, &work.path().join("prometheus.log"))?;
+        let mut process =
+            ManagedProcess::spawn("prometheus", cmd, &work.path().join("prometheus.log"))?;
         wait_http_ready("prometheus", &mut process, addr, "/-/ready").await?;
-        Ok(Self { process, addr, work })
+        Ok(Self {
+            process,
+            addr,
+            work,
+        })
     }
 
     /// The address Prometheus listens on.
@@ -57,7 +71,8 @@ impl Prometheus {
         let resp = http::get(self.addr, &path)
             .await
             .map_err(|e| Error::Other(format!("query Prometheus: {e}")))?;
-        serde_json::from_str(&resp.body).map_err(|e| Error::Other(format!("parse Prometheus answer {:?}: {e}", resp.body)))
+        serde_json::from_str(&resp.body)
+            .map_err(|e| Error::Other(format!("parse Prometheus answer {:?}: {e}", resp.body)))
     }
 
     /// The health of every scrape target (`/api/v1/targets`).
@@ -65,7 +80,8 @@ impl Prometheus {
         let resp = http::get(self.addr, "/api/v1/targets")
             .await
             .map_err(|e| Error::Other(format!("list Prometheus targets: {e}")))?;
-        serde_json::from_str(&resp.body).map_err(|e| Error::Other(format!("parse targets {:?}: {e}", resp.body)))
+        serde_json::from_str(&resp.body)
+            .map_err(|e| Error::Other(format!("parse targets {:?}: {e}", resp.body)))
     }
 
     /// The work dir (config, rules, data, log).
@@ -94,19 +110,30 @@ impl Alertmanager {
         let amtool = system_program("alertmanager (amtool)", "amtool")?;
         let work = WorkDir::new("alertmanager")?;
         let config_path = work.write("alertmanager.yml", config)?;
-        check(Command::new(amtool).arg("check-config").arg(&config_path), "amtool check-config")?;
+        check(
+            Command::new(amtool).arg("check-config").arg(&config_path),
+            "amtool check-config",
+        )?;
         let port = free_port()?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         let mut cmd = Command::new(bin);
         cmd.arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.path={}", work.path().join("data").display()))
+            .arg(format!(
+                "--storage.path={}",
+                work.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address={addr}"))
             // Empty disables HA gossip, which fails on hosts without a private address.
             .arg("--cluster.listen-address=")
             .arg("--log.level=warn");
-        let mut process = ManagedProcess::spawn("alertmanager", cmd, &work.path().join("alertmanager.log"))?;
+        let mut process =
+            ManagedProcess::spawn("alertmanager", cmd, &work.path().join("alertmanager.log"))?;
         wait_http_ready("alertmanager", &mut process, addr, "/-/ready").await?;
-        Ok(Self { process, addr, work })
+        Ok(Self {
+            process,
+            addr,
+            work,
+        })
     }
 
     /// The address Alertmanager listens on.
@@ -152,7 +179,9 @@ impl WebhookReceiver {
             received: Arc::default(),
             notify: Arc::default(),
         };
-        let app = Router::new().route("/alerts", post(record)).with_state(this.clone());
+        let app = Router::new()
+            .route("/alerts", post(record))
+            .with_state(this.clone());
         tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 eprintln!("webhook receiver stopped: {e}");
@@ -190,7 +219,10 @@ impl WebhookReceiver {
     }
 }
 
-async fn record(State(rx): State<WebhookReceiver>, Json(body): Json<serde_json::Value>) -> &'static str {
+async fn record(
+    State(rx): State<WebhookReceiver>,
+    Json(body): Json<serde_json::Value>,
+) -> &'static str {
     rx.received.lock().await.push(body);
     rx.notify.notify_waiters();
     "ok"
@@ -213,7 +245,12 @@ fn check(cmd: &mut Command, what: &str) -> Result<(), Error> {
     }
 }
 
-async fn wait_http_ready(name: &str, process: &mut ManagedProcess, addr: SocketAddr, path: &str) -> Result<(), Error> {
+async fn wait_http_ready(
+    name: &str,
+    process: &mut ManagedProcess,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(), Error> {
     wait_for(name, READY_TIMEOUT, Duration::from_millis(100), || {
         let running = process.ensure_running();
         async move {
@@ -232,7 +269,9 @@ async fn wait_http_ready(name: &str, process: &mut ManagedProcess, addr: SocketA
 pub fn url_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()

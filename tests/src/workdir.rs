@@ -63,11 +63,9 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let keep = std::thread::panicking() || std::env::var_os("STOKER_KEEP_TEST_DIRS").is_some();
-        if keep {
-            if let Some(dir) = self.dir.take() {
-                let kept = dir.keep();
-                eprintln!("test work dir kept at {}", kept.display());
-            }
+        if keep && let Some(dir) = self.dir.take() {
+            let kept = dir.keep();
+            eprintln!("test work dir kept at {}", kept.display());
         }
     }
 }

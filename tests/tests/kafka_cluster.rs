@@ -26,13 +26,20 @@ async fn three_brokers_replicate_survive_a_kill_and_stop_cleanly() {
         .await
         .expect("the cluster starts");
 
-    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().expect("admin client");
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.client_config().create().expect("admin client");
     let topic = NewTopic::new(TOPIC, 3, TopicReplication::Fixed(3)).set("min.insync.replicas", "2");
     let created = admin
-        .create_topics([&topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))))
+        .create_topics(
+            [&topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        )
         .await
         .expect("CreateTopics is answered");
-    assert!(created.iter().all(Result::is_ok), "topic creation failed: {created:?}");
+    assert!(
+        created.iter().all(Result::is_ok),
+        "topic creation failed: {created:?}"
+    );
     wait_isr(&kafka, 3, None).await;
 
     // 10,000 records with acks=all and idempotence; every send must be acknowledged.
@@ -49,7 +56,10 @@ async fn three_brokers_replicate_survive_a_kill_and_stop_cleanly() {
             let payload = format!("record-{i}");
             let key = i.to_string();
             producer
-                .send(FutureRecord::to(TOPIC).key(&key).payload(&payload), Duration::from_secs(30))
+                .send(
+                    FutureRecord::to(TOPIC).key(&key).payload(&payload),
+                    Duration::from_secs(30),
+                )
                 .await
                 .map(|_| ())
                 .map_err(|(e, _)| e)
@@ -57,7 +67,12 @@ async fn three_brokers_replicate_survive_a_kill_and_stop_cleanly() {
     });
     let results = futures::future::join_all(sends).await;
     let failed: Vec<_> = results.iter().filter(|r| r.is_err()).collect();
-    assert!(failed.is_empty(), "{} of {RECORDS} sends failed: {:?}", failed.len(), failed.first());
+    assert!(
+        failed.is_empty(),
+        "{} of {RECORDS} sends failed: {:?}",
+        failed.len(),
+        failed.first()
+    );
 
     let consumer: StreamConsumer = kafka
         .client_config()
@@ -71,11 +86,22 @@ async fn three_brokers_replicate_survive_a_kill_and_stop_cleanly() {
     let deadline = Instant::now() + Duration::from_secs(90);
     while seen.len() < RECORDS && Instant::now() < deadline {
         if let Ok(Ok(msg)) = tokio::time::timeout(Duration::from_secs(5), consumer.recv()).await {
-            let payload = msg.payload_view::<str>().and_then(Result::ok).unwrap_or_default().to_owned();
-            assert!(seen.insert(payload.clone()), "record {payload} consumed twice");
+            let payload = msg
+                .payload_view::<str>()
+                .and_then(Result::ok)
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                seen.insert(payload.clone()),
+                "record {payload} consumed twice"
+            );
         }
     }
-    assert_eq!(seen.len(), RECORDS, "every acknowledged record is consumed exactly once");
+    assert_eq!(
+        seen.len(),
+        RECORDS,
+        "every acknowledged record is consumed exactly once"
+    );
 
     // The JMX exporter serves the usual Kafka metric names.
     let broker1 = kafka.node(1).expect("broker 1").addr;
@@ -88,7 +114,10 @@ async fn three_brokers_replicate_survive_a_kill_and_stop_cleanly() {
         "kafka_server_replicamanager_underreplicatedpartitions ",
         "kafka_server_brokertopicmetrics_messagesin_total",
     ] {
-        assert!(metrics.body.contains(name), "JMX exporter output lacks {name}");
+        assert!(
+            metrics.body.contains(name),
+            "JMX exporter output lacks {name}"
+        );
     }
 
     // SIGKILL broker 3: the controller fences it and the ISRs shrink to the other two.
@@ -104,10 +133,20 @@ async fn three_brokers_replicate_survive_a_kill_and_stop_cleanly() {
     );
 
     // SIGTERM is a controlled shutdown that leaves Kafka's clean-shutdown marker.
-    let clean = kafka.stop_node(2, Duration::from_secs(60)).expect("broker 2 exists");
+    let clean = kafka
+        .stop_node(2, Duration::from_secs(60))
+        .expect("broker 2 exists");
     assert!(clean, "broker 2 stops by itself within the grace period");
-    let marker = kafka.node(2).expect("broker 2").log_dir.join(".kafka_cleanshutdown");
-    assert!(marker.exists(), "{} exists after a clean stop", marker.display());
+    let marker = kafka
+        .node(2)
+        .expect("broker 2")
+        .log_dir
+        .join(".kafka_cleanshutdown");
+    assert!(
+        marker.exists(),
+        "{} exists after a clean stop",
+        marker.display()
+    );
     kafka.ensure_running().expect("the other nodes still run");
 }
 
@@ -125,7 +164,9 @@ async fn wait_isr(kafka: &KafkaCluster, size: usize, without: Option<i32>) {
                     .flat_map(|t| t.partitions().iter().map(|p| p.isr().to_vec()))
                     .collect();
                 let ok = !isrs.is_empty()
-                    && isrs.iter().all(|isr| isr.len() == size && without.is_none_or(|w| !isr.contains(&w)));
+                    && isrs
+                        .iter()
+                        .all(|isr| isr.len() == size && without.is_none_or(|w| !isr.contains(&w)));
                 if ok {
                     return;
                 }

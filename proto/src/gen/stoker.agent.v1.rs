@@ -27,7 +27,8 @@ pub struct Listener {
     /// PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
     #[prost(string, tag = "2")]
     pub security_protocol: ::prost::alloc::string::String,
-    /// Port the broker binds.
+    /// Port the node binds; 0 means the node does not bind this listener but must
+    /// know its protocol (a broker-only node and the CONTROLLER listener).
     #[prost(uint32, tag = "3")]
     pub container_port: u32,
     /// Host advertised to clients; empty means the Pod IP.
@@ -80,9 +81,9 @@ pub struct DesiredConfig {
     /// Listeners used by controllers.
     #[prost(string, repeated, tag = "7")]
     pub controller_listeners: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
-    /// controller.quorum.bootstrap.servers (host:port,...).
+    /// controller.quorum.voters: "id@host:port,..." (a static KRaft quorum).
     #[prost(string, tag = "8")]
-    pub controller_quorum_bootstrap_servers: ::prost::alloc::string::String,
+    pub controller_quorum_voters: ::prost::alloc::string::String,
     /// Log directories, one per data volume.
     #[prost(string, repeated, tag = "9")]
     pub log_dirs: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
@@ -110,6 +111,9 @@ pub struct DesiredConfig {
     /// Config values read from mounted Secret files.
     #[prost(message, repeated, tag = "14")]
     pub secret_files: ::prost::alloc::vec::Vec<SecretFileRef>,
+    /// Root log level of the broker (log4j2): ERROR, WARN, INFO or DEBUG; empty is INFO.
+    #[prost(string, tag = "15")]
+    pub log_level: ::prost::alloc::string::String,
 }
 /// Asks for a broker's status.
 #[allow(clippy::all)]

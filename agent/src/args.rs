@@ -1,0 +1,146 @@
+//! Command-line flags. Every flag can also be set through its `STOKER_AGENT_*`
+//! environment variable, which is how the Pod spec configures the sidecar.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad flags or configuration (`EX_USAGE` from sysexits.h).
+pub const EXIT_USAGE: u8 = 64;
+
+/// The Stoker agent: renders its broker's server.properties, serves health, metrics
+/// and gRPC, and makes the broker's shutdown safe.
+#[derive(Debug, Parser)]
+#[command(name = "stoker-agent", version, about, long_about = None)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The agent's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run as the broker Pod's sidecar: render the config, then serve until SIGTERM.
+    Run(RunArgs),
+    /// Render server.properties offline from a desired-config document.
+    Render(RenderArgs),
+}
+
+/// Flags of `stoker-agent run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Admin HTTP address (/livez, /readyz, /healthz, /metrics).
+    #[arg(long, env = "STOKER_AGENT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
+    pub admin_addr: SocketAddr,
+    /// gRPC address (the coordinator's fast path).
+    #[arg(long, env = "STOKER_AGENT_GRPC_ADDR", default_value = "0.0.0.0:8081")]
+    pub grpc_addr: SocketAddr,
+    /// The desired-config document the coordinator writes into the broker's ConfigMap.
+    #[arg(
+        long,
+        env = "STOKER_AGENT_DESIRED_CONFIG",
+        default_value = "/etc/stoker/desired/config.json"
+    )]
+    pub desired_config: PathBuf,
+    /// Folder shared with the Kafka container that receives server.properties and
+    /// log4j2.properties.
+    #[arg(
+        long,
+        env = "STOKER_AGENT_OUTPUT_DIR",
+        default_value = "/var/run/stoker/kafka"
+    )]
+    pub output_dir: PathBuf,
+    /// The JMX exporter's /metrics URL inside the Pod, re-exposed on the agent's
+    /// /metrics; empty disables the pass-through.
+    #[arg(long, env = "STOKER_AGENT_JMX_EXPORTER_URL", default_value = "")]
+    pub jmx_exporter_url: String,
+    /// Longest wait for safe-to-stop in the preStop hook; keep it below the Pod's
+    /// terminationGracePeriodSeconds.
+    #[arg(long, env = "STOKER_AGENT_SHUTDOWN_TIMEOUT", default_value = "100s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Log format.
+    #[arg(long, env = "STOKER_AGENT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
+    pub log_format: String,
+}
+
+/// Flags of `stoker-agent render`.
+#[derive(Debug, clap::Args)]
+pub struct RenderArgs {
+    /// The desired-config document (JSON).
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Output folder.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// The Pod IP listeners bind and advertise when no host is given.
+    #[arg(long, env = "POD_IP", default_value = "127.0.0.1")]
+    pub pod_ip: String,
+    /// broker.rack to render (offline renders cannot read the Node's labels).
+    #[arg(long)]
+    pub rack: Option<String>,
+}
+
+impl Args {
+    /// Parses the process's arguments. `--help` and `--version` print and exit 0;
+    /// bad flags print clap's message and exit 64 before anything starts.
+    pub fn parse_or_exit() -> Self {
+        match Self::try_parse() {
+            Ok(args) => args,
+            Err(e) => {
+                let _ = e.print();
+                let code = if e.use_stderr() {
+                    i32::from(EXIT_USAGE)
+                } else {
+                    0
+                };
+                std::process::exit(code);
+            }
+        }
+    }
+
+    /// Runs the chosen subcommand and turns its outcome into the exit code.
+    pub fn run(self) -> ExitCode {
+        crate::run(self)
+    }
+}
+
+/// Parses `90s`, `2m`, `1500ms` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = s
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((s, "s"), |i| s.split_at(i));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 90s, 2m or 1500ms"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("invalid duration unit in {s:?}: use ms, s or m")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1500ms"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("7h").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        let err = Args::try_parse_from(["stoker-agent", "run", "--admin-addr", "nowhere"])
+            .expect_err("an invalid address is rejected");
+        assert!(err.use_stderr());
+        assert!(err.to_string().contains("--admin-addr"));
+    }
+}

@@ -1,0 +1,342 @@
+//! What the agent asks its own broker: the cluster snapshot behind readiness,
+//! safe-to-stop and the broker-fact metrics; the broker's configs and their
+//! dynamic-ness; incremental config changes; the KRaft quorum's state.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use kafka_protocol::{
+    ResponseError,
+    messages::{
+        DescribeConfigsRequest, DescribeQuorumRequest, IncrementalAlterConfigsRequest,
+        MetadataRequest, TopicName,
+        describe_configs_request::DescribeConfigsResource,
+        describe_quorum_request::{PartitionData, TopicData},
+        incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
+    },
+    protocol::StrBytes,
+};
+
+use super::wire::{Connection, WireError};
+use crate::safety::{PartitionView, VoterView};
+
+const METADATA_VERSION: i16 = 12;
+const DESCRIBE_CONFIGS_VERSION: i16 = 4;
+const INCREMENTAL_ALTER_CONFIGS_VERSION: i16 = 1;
+const DESCRIBE_QUORUM_VERSION: i16 = 1;
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+/// The broker default when a topic's config cannot be read.
+const DEFAULT_MIN_ISR: i32 = 1;
+
+/// A failed admin call.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// The exchange itself failed.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The broker answered with an error.
+    #[error("the broker refused {api}: {error}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
+    Refused {
+        /// The API.
+        api: &'static str,
+        /// Kafka's error.
+        error: ResponseError,
+        /// Kafka's message, if any.
+        message: Option<String>,
+    },
+}
+
+/// The cluster as this broker sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Ids of the live (registered, unfenced) brokers.
+    pub brokers: Vec<i32>,
+    /// The controller id clients are told.
+    pub controller_id: i32,
+    /// Every partition, with its topic's min.insync.replicas.
+    pub partitions: Vec<PartitionView>,
+    /// Leader of each partition, in the order of `partitions`.
+    pub leaders: Vec<i32>,
+    /// Offline replicas of each partition, in the order of `partitions`.
+    pub offline_replicas: Vec<Vec<i32>>,
+}
+
+impl Snapshot {
+    /// Partitions whose leader is `broker`.
+    pub fn partitions_led_by(&self, broker: i32) -> usize {
+        self.leaders.iter().filter(|l| **l == broker).count()
+    }
+
+    /// Partitions `broker` replicates whose ISR is smaller than their replica set.
+    pub fn under_replicated_of(&self, broker: i32) -> usize {
+        self.partitions
+            .iter()
+            .filter(|p| p.replicas.contains(&broker) && p.isr.len() < p.replicas.len())
+            .count()
+    }
+
+    /// Partitions `broker` replicates that have no leader.
+    pub fn offline_of(&self, broker: i32) -> usize {
+        self.partitions
+            .iter()
+            .zip(&self.leaders)
+            .filter(|(p, leader)| p.replicas.contains(&broker) && **leader < 0)
+            .count()
+    }
+}
+
+/// One entry of a broker's config, as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    /// The value (None for sensitive or unset).
+    pub value: Option<String>,
+    /// True when the key cannot be changed without a restart.
+    pub read_only: bool,
+}
+
+/// The KRaft quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quorum {
+    /// Current leader id.
+    pub leader: i32,
+    /// Every voter.
+    pub voters: Vec<VoterView>,
+}
+
+/// A client of the agent's own broker (or controller).
+#[derive(Debug, Clone)]
+pub struct BrokerClient {
+    addr: String,
+    timeout: Duration,
+}
+
+impl BrokerClient {
+    /// A client of the broker at `addr` (host:port of its internal listener).
+    pub fn new(addr: String, timeout: Duration) -> Self {
+        Self { addr, timeout }
+    }
+
+    /// The address.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    async fn connect(&self) -> Result<Connection, WireError> {
+        Connection::connect(&self.addr, self.timeout).await
+    }
+
+    /// Metadata of every topic, plus each topic's effective min.insync.replicas.
+    pub async fn snapshot(&self) -> Result<Snapshot, KafkaError> {
+        let mut conn = self.connect().await?;
+        let md = conn
+            .send(
+                "Metadata",
+                &MetadataRequest::default().with_topics(None),
+                METADATA_VERSION,
+            )
+            .await?;
+        let mut snap = Snapshot {
+            brokers: md.brokers.iter().map(|b| b.node_id.0).collect(),
+            controller_id: md.controller_id.0,
+            ..Snapshot::default()
+        };
+        snap.brokers.sort_unstable();
+        let topics: Vec<String> = md
+            .topics
+            .iter()
+            .filter_map(|t| t.name.as_ref().map(|n| n.0.to_string()))
+            .collect();
+        let min_isr = self.topic_min_isr(&mut conn, &topics).await?;
+        for t in &md.topics {
+            let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else {
+                continue;
+            };
+            let topic_min_isr = min_isr.get(&name).copied().unwrap_or(DEFAULT_MIN_ISR);
+            for p in &t.partitions {
+                snap.partitions.push(PartitionView {
+                    topic: name.clone(),
+                    partition: p.partition_index,
+                    replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
+                    isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                    min_isr: topic_min_isr,
+                });
+                snap.leaders.push(p.leader_id.0);
+                snap.offline_replicas
+                    .push(p.offline_replicas.iter().map(|b| b.0).collect());
+            }
+        }
+        Ok(snap)
+    }
+
+    async fn topic_min_isr(
+        &self,
+        conn: &mut Connection,
+        topics: &[String],
+    ) -> Result<BTreeMap<String, i32>, KafkaError> {
+        let mut out = BTreeMap::new();
+        // One request per 500 topics keeps each response small.
+        for chunk in topics.chunks(500) {
+            let resources = chunk
+                .iter()
+                .map(|t| {
+                    DescribeConfigsResource::default()
+                        .with_resource_type(RESOURCE_TOPIC)
+                        .with_resource_name(StrBytes::from_string(t.clone()))
+                        .with_configuration_keys(Some(vec![StrBytes::from_static_str(
+                            "min.insync.replicas",
+                        )]))
+                })
+                .collect();
+            let resp = conn
+                .send(
+                    "DescribeConfigs",
+                    &DescribeConfigsRequest::default().with_resources(resources),
+                    DESCRIBE_CONFIGS_VERSION,
+                )
+                .await?;
+            for r in resp.results {
+                let value = r
+                    .configs
+                    .iter()
+                    .find(|c| c.name.as_str() == "min.insync.replicas")
+                    .and_then(|c| c.value.as_ref())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(DEFAULT_MIN_ISR);
+                out.insert(r.resource_name.to_string(), value);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every config of broker `id` with whether it is read-only (static).
+    pub async fn broker_configs(
+        &self,
+        id: i32,
+    ) -> Result<BTreeMap<String, ConfigEntry>, KafkaError> {
+        let mut conn = self.connect().await?;
+        let resource = DescribeConfigsResource::default()
+            .with_resource_type(RESOURCE_BROKER)
+            .with_resource_name(StrBytes::from_string(id.to_string()))
+            .with_configuration_keys(None);
+        let resp = conn
+            .send(
+                "DescribeConfigs",
+                &DescribeConfigsRequest::default().with_resources(vec![resource]),
+                DESCRIBE_CONFIGS_VERSION,
+            )
+            .await?;
+        let mut out = BTreeMap::new();
+        for r in resp.results {
+            if let Some(error) = ResponseError::try_from_code(r.error_code) {
+                return Err(KafkaError::Refused {
+                    api: "DescribeConfigs",
+                    error,
+                    message: r.error_message.map(|m| m.to_string()),
+                });
+            }
+            for c in r.configs {
+                out.insert(
+                    c.name.to_string(),
+                    ConfigEntry {
+                        value: c.value.map(|v| v.to_string()),
+                        read_only: c.read_only,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets and deletes per-broker dynamic configs of broker `id` with one
+    /// IncrementalAlterConfigs request (never the non-incremental AlterConfigs, which
+    /// would wipe every key not named). `validate_only` asks the broker to check only.
+    pub async fn incremental_alter(
+        &self,
+        id: i32,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+        validate_only: bool,
+    ) -> Result<(), KafkaError> {
+        let mut configs: Vec<AlterableConfig> = set
+            .iter()
+            .map(|(k, v)| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(k.clone()))
+                    .with_config_operation(OP_SET)
+                    .with_value(Some(StrBytes::from_string(v.clone())))
+            })
+            .collect();
+        configs.extend(delete.iter().map(|k| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.clone()))
+                .with_config_operation(OP_DELETE)
+                .with_value(None)
+        }));
+        let resource = AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_BROKER)
+            .with_resource_name(StrBytes::from_string(id.to_string()))
+            .with_configs(configs);
+        let mut conn = self.connect().await?;
+        let resp = conn
+            .send(
+                "IncrementalAlterConfigs",
+                &IncrementalAlterConfigsRequest::default()
+                    .with_resources(vec![resource])
+                    .with_validate_only(validate_only),
+                INCREMENTAL_ALTER_CONFIGS_VERSION,
+            )
+            .await?;
+        for r in resp.responses {
+            if let Some(error) = ResponseError::try_from_code(r.error_code) {
+                return Err(KafkaError::Refused {
+                    api: "IncrementalAlterConfigs",
+                    error,
+                    message: r.error_message.map(|m| m.to_string()),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The metadata quorum's leader and voters (sent to a controller listener).
+    pub async fn quorum(&self) -> Result<Quorum, KafkaError> {
+        let mut conn = self.connect().await?;
+        let req = DescribeQuorumRequest::default().with_topics(vec![
+            TopicData::default()
+                .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+                .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+        ]);
+        let resp = conn
+            .send("DescribeQuorum", &req, DESCRIBE_QUORUM_VERSION)
+            .await?;
+        if let Some(error) = ResponseError::try_from_code(resp.error_code) {
+            return Err(KafkaError::Refused {
+                api: "DescribeQuorum",
+                error,
+                message: resp.error_message.map(|m| m.to_string()),
+            });
+        }
+        let p = resp
+            .topics
+            .first()
+            .and_then(|t| t.partitions.first())
+            .ok_or(KafkaError::Refused {
+                api: "DescribeQuorum",
+                error: ResponseError::UnknownServerError,
+                message: Some("no partition data".into()),
+            })?;
+        Ok(Quorum {
+            leader: p.leader_id.0,
+            voters: p
+                .current_voters
+                .iter()
+                .map(|v| VoterView {
+                    id: v.replica_id.0,
+                    last_caught_up_ms: v.last_caught_up_timestamp,
+                })
+                .collect(),
+        })
+    }
+}

@@ -1,0 +1,170 @@
+//! A minimal Kafka protocol connection on top of the `kafka-protocol` crate: one TCP
+//! connection to the agent's own broker, one request in flight at a time. The agent
+//! needs only a handful of admin APIs (Metadata, DescribeConfigs,
+//! IncrementalAlterConfigs, DescribeQuorum) that rdkafka either lacks or wraps only
+//! in their non-incremental form, and this keeps librdkafka out of the sidecar.
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use kafka_protocol::{
+    messages::{RequestHeader, ResponseHeader},
+    protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes},
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// The client id the agent's requests carry (visible in the broker's request logs).
+pub const CLIENT_ID: &str = "stoker-agent";
+
+/// Largest response the agent accepts (metadata of a big cluster fits easily).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A failed exchange with the broker.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    /// Connecting failed.
+    #[error("failed to connect to {addr}")]
+    Connect {
+        /// The address.
+        addr: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Sending or receiving failed.
+    #[error("failed to exchange {api} with the broker")]
+    Io {
+        /// The API.
+        api: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The broker did not answer in time.
+    #[error("the broker did not answer {api} within {0:?}", timeout)]
+    Timeout {
+        /// The API.
+        api: &'static str,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// The bytes could not be encoded or decoded.
+    #[error("failed to encode or decode {api}: {message}")]
+    Codec {
+        /// The API.
+        api: &'static str,
+        /// The codec's message.
+        message: String,
+    },
+}
+
+/// One connection to a broker or controller.
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    correlation_id: i32,
+    timeout: Duration,
+}
+
+impl Connection {
+    /// Connects to `addr` (host:port) within `timeout`; the same limit applies to every
+    /// request later.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Self, WireError> {
+        let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| WireError::Connect {
+                addr: addr.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"),
+            })?
+            .map_err(|source| WireError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            stream,
+            correlation_id: 0,
+            timeout,
+        })
+    }
+
+    /// Sends `request` at `version` and returns the decoded response.
+    pub async fn send<R: Request>(
+        &mut self,
+        api: &'static str,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, WireError> {
+        let timeout = self.timeout;
+        tokio::time::timeout(timeout, self.exchange(api, request, version))
+            .await
+            .map_err(|_| WireError::Timeout { api, timeout })?
+    }
+
+    async fn exchange<R: Request>(
+        &mut self,
+        api: &'static str,
+        request: &R,
+        version: i16,
+    ) -> Result<R::Response, WireError> {
+        let codec = |e: anyhow::Error| WireError::Codec {
+            api,
+            message: e.to_string(),
+        };
+        let io = |source| WireError::Io { api, source };
+        self.correlation_id = self.correlation_id.wrapping_add(1);
+        let header = RequestHeader::default()
+            .with_request_api_key(R::KEY)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation_id)
+            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
+        let mut body = BytesMut::new();
+        header
+            .encode(&mut body, R::header_version(version))
+            .map_err(codec)?;
+        request.encode(&mut body, version).map_err(codec)?;
+        let len = i32::try_from(body.len()).map_err(|_| WireError::Codec {
+            api,
+            message: "request too large".into(),
+        })?;
+        let mut frame = Vec::with_capacity(body.len() + 4);
+        frame.extend_from_slice(&len.to_be_bytes());
+        frame.extend_from_slice(&body);
+        self.stream.write_all(&frame).await.map_err(io)?;
+
+        let size = self.stream.read_i32().await.map_err(io)?;
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|s| *s <= MAX_RESPONSE_BYTES)
+            .ok_or_else(|| WireError::Codec {
+                api,
+                message: format!("bad response size {size}"),
+            })?;
+        let mut buf = vec![0; size];
+        self.stream.read_exact(&mut buf).await.map_err(io)?;
+        let mut buf = bytes::Bytes::from(buf);
+        let header = ResponseHeader::decode(&mut buf, R::Response::header_version(version))
+            .map_err(codec)?;
+        if header.correlation_id != self.correlation_id {
+            return Err(WireError::Codec {
+                api,
+                message: format!(
+                    "correlation id {} does not match {}",
+                    header.correlation_id, self.correlation_id
+                ),
+            });
+        }
+        let response = R::Response::decode(&mut buf, version).map_err(codec)?;
+        if buf.has_remaining() {
+            tracing::debug!(
+                api,
+                remaining = buf.remaining(),
+                "Response had trailing bytes"
+            );
+        }
+        Ok(response)
+    }
+}

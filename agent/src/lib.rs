@@ -1,0 +1,310 @@
+//! The Stoker agent: the sidecar beside every Kafka broker.
+//!
+//! It renders the broker's `server.properties` from the desired config the
+//! coordinator writes into the broker's ConfigMap (so the broker starts without the
+//! coordinator), serves the probes and metrics of the Pod, answers the coordinator
+//! over gRPC (status, safe-to-stop, live reconfiguration, prepare-shutdown), and makes
+//! every stop of its broker safe through the preStop hook.
+//!
+//! Modules, in the order a start-up uses them: [`args`] → [`config`] (validate) →
+//! [`facts`] (Pod, secrets, rack) → [`render`] (pure) → [`output`] (atomic write) →
+//! [`state`] + [`admin`] + [`grpc`] (serve) with [`broker`] (talk to Kafka),
+//! [`safety`] and [`reconfigure`] (pure rules).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod args;
+pub mod broker;
+pub mod config;
+pub mod facts;
+pub mod grpc;
+pub mod output;
+pub mod reconfigure;
+pub mod render;
+pub mod safety;
+pub mod state;
+pub mod telemetry;
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+pub use args::Args;
+use args::{Command, RenderArgs, RunArgs};
+use stoker_proto::agent::v1::DesiredConfig;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+use crate::{
+    config::ValidatedConfig,
+    render::{ConfigFileName, PodFacts},
+    state::{Running, Shared, error_chain},
+};
+
+/// How often the agent looks at its broker.
+const OBSERVE_INTERVAL: Duration = Duration::from_secs(2);
+/// How often a failed start-up is retried (the ConfigMap may be fixed meanwhile).
+const START_RETRY_INTERVAL: Duration = Duration::from_secs(5);
+
+fn run(args: Args) -> ExitCode {
+    match args.command {
+        Command::Render(a) => render_offline(&a),
+        Command::Run(a) => {
+            telemetry::init(&a.log_format);
+            // One thread: a sidecar has little to do, and a small footprint matters more.
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!(error = %e, "Failed to start the async runtime");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run_agent(a)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), "Agent failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `stoker-agent render`: validate and render offline, print where the files went.
+fn render_offline(a: &RenderArgs) -> ExitCode {
+    let result = (|| -> anyhow::Result<String> {
+        let (config, doc) = load(&a.config)?;
+        let facts = PodFacts {
+            pod_name: "offline".into(),
+            namespace: config.broker.namespace.clone(),
+            pod_ip: a.pod_ip.clone(),
+            node_name: String::new(),
+            rack: a.rack.clone(),
+        };
+        let secrets = facts::read_secrets(&config)?;
+        write_rendered(&config, &doc, &facts, &secrets, &a.out)
+    })();
+    match result {
+        Ok(hash) => {
+            println!(
+                "rendered {} and {} into {} (desired config {hash})",
+                ConfigFileName::ServerProperties.as_str(),
+                ConfigFileName::Log4j2Properties.as_str(),
+                a.out.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("stoker-agent render: {e:#}");
+            ExitCode::from(65)
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<(ValidatedConfig, DesiredConfig), config::ConfigError> {
+    let config = ValidatedConfig::load(path)?;
+    // Re-read the raw document for its hash (validation consumed it).
+    let raw = std::fs::read_to_string(path).map_err(|e| config::ConfigError::Read {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let doc: DesiredConfig =
+        serde_json::from_str(&raw).map_err(|e| config::ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+    Ok((config, doc))
+}
+
+fn write_rendered(
+    config: &ValidatedConfig,
+    doc: &DesiredConfig,
+    facts: &PodFacts,
+    secrets: &render::SecretValues,
+    out: &std::path::Path,
+) -> anyhow::Result<String> {
+    let hash = stoker_proto::config_hash(doc);
+    let rendered = render::render(config, facts, secrets, &hash);
+    // With secrets inside, keep the file from other users (the Pod's fsGroup reads it).
+    let mode = if secrets.0.is_empty() { 0o644 } else { 0o640 };
+    output::write_atomically(
+        out,
+        ConfigFileName::Log4j2Properties.as_str(),
+        &rendered.log4j2_properties,
+        0o644,
+    )?;
+    output::write_atomically(
+        out,
+        ConfigFileName::ServerProperties.as_str(),
+        &rendered.server_properties,
+        mode,
+    )?;
+    Ok(hash)
+}
+
+/// Renders once; on success the agent is started.
+async fn try_start(a: &RunArgs) -> anyhow::Result<Arc<Running>> {
+    let (config, doc) = load(&a.desired_config)?;
+    let mut facts = facts::pod_facts_from_env(|k| std::env::var(k).ok())?;
+    if !config.rack_labels.is_empty() {
+        let labels = facts::node_labels(&facts.node_name).await?;
+        facts.rack = Some(facts::rack_from_labels(
+            &facts.node_name,
+            &labels,
+            &config.rack_labels,
+        )?);
+    }
+    let secrets = facts::read_secrets(&config)?;
+    let hash = write_rendered(&config, &doc, &facts, &secrets, &a.output_dir)?;
+    info!(
+        broker_id = config.broker.broker_id,
+        cluster = %config.broker.cluster,
+        namespace = %config.broker.namespace,
+        hash = %hash,
+        out = %a.output_dir.display(),
+        rack = facts.rack.as_deref().unwrap_or(""),
+        "Rendered server.properties"
+    );
+    Ok(Arc::new(Running::new(config, &doc, &facts.pod_ip)))
+}
+
+async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
+    let jmx = (!a.jmx_exporter_url.is_empty()).then(|| a.jmx_exporter_url.clone());
+    let shared = Arc::new(Shared::new(a.shutdown_timeout, jmx.clone()));
+    let token = CancellationToken::new();
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let admin = tokio::net::TcpListener::bind(a.admin_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to bind the admin server to {}: {e}", a.admin_addr))?;
+    info!(addr = %a.admin_addr, version = env!("CARGO_PKG_VERSION"), "Admin server listening");
+    let admin_task = tokio::spawn(
+        axum::serve(admin, admin::router(shared.clone()))
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .into_future()
+            .instrument(info_span!("admin")),
+    );
+
+    // Render, retrying until the desired config is good; Kafka waits on /startupz.
+    let running = loop {
+        match try_start(&a).await {
+            Ok(r) => break r,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                error!(error = %msg, "Cannot render the broker config; Kafka will not start until this is fixed");
+                shared.set_startup_error(msg);
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(START_RETRY_INTERVAL) => {}
+            _ = sigterm.recv() => { token.cancel(); let _ = admin_task.await; return Ok(()); }
+            _ = sigint.recv() => { token.cancel(); let _ = admin_task.await; return Ok(()); }
+        }
+    };
+    shared.set_running(running.clone());
+
+    let grpc_addr = a.grpc_addr;
+    let grpc_token = token.clone();
+    let service = grpc::server::AgentService::new(shared.clone()).into_server();
+    let grpc_task = tokio::spawn(
+        async move {
+            info!(addr = %grpc_addr, "gRPC server listening");
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_shutdown(grpc_addr, grpc_token.cancelled_owned())
+                .await
+        }
+        .instrument(info_span!("grpc")),
+    );
+
+    let observer_shared = shared.clone();
+    let observer_token = token.clone();
+    let observer = tokio::spawn(
+        async move {
+            let running = observer_shared
+                .running()
+                .cloned()
+                .expect("set before the observer starts");
+            loop {
+                running
+                    .observe(observer_shared.jmx_exporter_url.as_deref())
+                    .await;
+                running
+                    .metrics
+                    .ready
+                    .set(i64::from(observer_shared.health().ready()));
+                tokio::select! {
+                    () = tokio::time::sleep(OBSERVE_INTERVAL) => {}
+                    () = observer_token.cancelled() => break,
+                }
+            }
+        }
+        .instrument(info_span!("observer")),
+    );
+
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    shared.begin_shutdown("SIGTERM");
+    // Kafka stops first (a native sidecar is terminated after the main containers);
+    // wait for it, bounded, and record whether it left its clean-shutdown marker.
+    let deadline = tokio::time::Instant::now() + a.shutdown_timeout;
+    let mut forced = false;
+    loop {
+        running.observe(None).await;
+        if running.observation().reachable.is_err() {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            warn!(
+                timeout_s = a.shutdown_timeout.as_secs(),
+                "Kafka still answers after the shutdown timeout; exiting anyway"
+            );
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = sigterm.recv() => { forced = true; }
+            _ = sigint.recv() => { forced = true; }
+        }
+        if forced {
+            shared.force_stop();
+            warn!("Second signal: exiting without waiting for Kafka");
+            break;
+        }
+    }
+    if !forced {
+        record_clean_shutdown(&running).await;
+    }
+    token.cancel();
+    observer.abort();
+    if let Ok(Err(e)) = grpc_task.await {
+        warn!(error = %error_chain(&e), "gRPC server ended with an error");
+    }
+    let _ = admin_task.await;
+    info!("Agent stopped");
+    Ok(())
+}
+
+/// Waits briefly for Kafka's clean-shutdown marker (LogManager writes it after the
+/// listeners close) and records the outcome in the log and the metrics.
+async fn record_clean_shutdown(running: &Running) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if broker::clean_shutdown_marked(&running.log_dirs) {
+            running.metrics.last_shutdown_clean.set(1);
+            info!(log_dirs = ?running.log_dirs, "Kafka shut down cleanly (clean-shutdown marker present)");
+            return;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            running.metrics.last_shutdown_clean.set(0);
+            warn!(log_dirs = ?running.log_dirs, "Kafka stopped without its clean-shutdown marker; it will recover its logs at the next start");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

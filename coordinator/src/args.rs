@@ -1,0 +1,76 @@
+//! Command-line flags, each also settable through a `STOKER_COORDINATOR_*` variable.
+
+use std::{net::SocketAddr, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// Exit code for bad flags or configuration (`EX_USAGE` from sysexits.h).
+pub const EXIT_USAGE: u8 = 64;
+
+/// The Stoker coordinator: reconciles KafkaCluster, KafkaTopic and KafkaUser
+/// resources, drives the broker agents and scales clusters on alerts.
+#[derive(Debug, Parser)]
+#[command(name = "stoker-coordinator", version, about, long_about = None)]
+pub struct Args {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The coordinator's subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the coordinator until SIGTERM.
+    Run(RunArgs),
+}
+
+/// Flags of `stoker-coordinator run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Admin HTTP address (/livez, /readyz, /metrics).
+    #[arg(
+        long,
+        env = "STOKER_COORDINATOR_ADMIN_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub admin_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "STOKER_COORDINATOR_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
+    pub log_format: String,
+}
+
+impl Args {
+    /// Parses the process's arguments: `--help`/`--version` exit 0, bad flags print
+    /// clap's message and exit 64 before anything starts.
+    pub fn parse_or_exit() -> Self {
+        match Self::try_parse() {
+            Ok(args) => args,
+            Err(e) => {
+                let _ = e.print();
+                std::process::exit(if e.use_stderr() {
+                    i32::from(EXIT_USAGE)
+                } else {
+                    0
+                });
+            }
+        }
+    }
+
+    /// Runs the chosen subcommand.
+    pub fn run(self) -> ExitCode {
+        crate::run(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        let err = Args::try_parse_from(["stoker-coordinator", "run", "--log-format", "xml"])
+            .expect_err("rejected");
+        assert!(err.use_stderr());
+        assert!(err.to_string().contains("--log-format"));
+    }
+}

@@ -1,0 +1,117 @@
+//! The Stoker coordinator: the one writer of Kubernetes objects for Kafka clusters.
+//! It reconciles `KafkaCluster`, `KafkaTopic` and `KafkaUser` resources, talks to the
+//! agent beside every broker over gRPC, drives Cruise Control and reacts to
+//! Alertmanager webhooks.
+//!
+//! This build serves its admin endpoints and watches the API server's health; the
+//! controllers land module by module (see `docs/ARCHITECTURE.md`).
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod args;
+
+use std::{process::ExitCode, sync::Arc, sync::atomic::Ordering, time::Duration};
+
+pub use args::Args;
+use args::{Command, RunArgs};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, error, info, info_span, warn};
+
+fn run(args: Args) -> ExitCode {
+    match args.command {
+        Command::Run(a) => {
+            init_tracing(&a.log_format);
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    error!(error = %e, "Failed to start the async runtime");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run_coordinator(a)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!(error = %format!("{e:#}"), "Coordinator failed");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn init_tracing(format: &str) {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = if format == "json" {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
+    let token = CancellationToken::new();
+    let state = Arc::new(admin::AdminState::default());
+    let listener = tokio::net::TcpListener::bind(a.admin_addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to bind the admin server to {}: {e}", a.admin_addr))?;
+    info!(addr = %a.admin_addr, version = env!("CARGO_PKG_VERSION"), "Admin server listening");
+    let admin_task = tokio::spawn(
+        axum::serve(listener, admin::router(state.clone()))
+            .with_graceful_shutdown(token.clone().cancelled_owned())
+            .into_future()
+            .instrument(info_span!("admin")),
+    );
+
+    let client = kube::Client::try_default().await.map_err(|e| {
+        anyhow::anyhow!("failed to configure a Kubernetes client (in-cluster or KUBECONFIG): {e}")
+    })?;
+    let check_token = token.clone();
+    let check_state = state.clone();
+    let checker = tokio::spawn(
+        async move {
+            loop {
+                match client.apiserver_version().await {
+                    Ok(v) => {
+                        if !check_state.api_reachable.swap(true, Ordering::SeqCst) {
+                            info!(version = %v.git_version, "Kubernetes API server reachable");
+                        }
+                        check_state.api_up.set(1);
+                    }
+                    Err(e) => {
+                        if check_state.api_reachable.swap(false, Ordering::SeqCst) {
+                            warn!(error = %e, "Kubernetes API server unreachable");
+                        }
+                        check_state.api_up.set(0);
+                        check_state.api_check_failures.inc();
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                    () = check_token.cancelled() => break,
+                }
+            }
+        }
+        .instrument(info_span!("api_check")),
+    );
+
+    let mut sigterm = signal(SignalKind::terminate())?;
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    info!("Shutting down");
+    token.cancel();
+    let _ = checker.await;
+    let _ = admin_task.await;
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! Running `stoker-agent` beside a test Kafka node: the desired-config document a
+//! coordinator would write for the node, and the agent process with the Pod's
+//! downward-API environment, its ports on the node's address.
+
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
+    path::Path,
+    process::Command,
+    time::Duration,
+};
+
+use stoker_proto::agent::v1::{BrokerRef, DesiredConfig, Listener};
+
+use crate::{
+    Error, ManagedProcess, WorkDir, http,
+    kafka::{
+        AGENT_ADMIN_PORT, AGENT_GRPC_PORT, AgentHandle, BROKER_PORT, CONTROLLER_PORT,
+        JMX_EXPORTER_PORT, NodeRole,
+    },
+    wait_for,
+};
+
+/// The namespace test agents report.
+pub const TEST_NAMESPACE: &str = "stoker-test";
+
+/// What the desired config of one node is made from.
+#[derive(Debug)]
+pub struct NodeSpec<'a> {
+    /// The KafkaCluster's name.
+    pub cluster: &'a str,
+    /// node.id.
+    pub id: i32,
+    /// Roles.
+    pub role: NodeRole,
+    /// The node's address (its Pod IP).
+    pub addr: Ipv4Addr,
+    /// KRaft cluster id.
+    pub cluster_id: &'a str,
+    /// controller.quorum.voters.
+    pub voters: &'a str,
+    /// The node's log dir.
+    pub log_dir: &'a Path,
+    /// Non-topology config.
+    pub config: &'a BTreeMap<String, String>,
+}
+
+/// The desired-config document for one node, as the coordinator writes it.
+pub fn desired_config(spec: &NodeSpec<'_>) -> DesiredConfig {
+    let mut process_roles = Vec::new();
+    if spec.role.is_broker() {
+        process_roles.push("broker".to_owned());
+    }
+    if spec.role.is_controller() {
+        process_roles.push("controller".to_owned());
+    }
+    let mut listeners = Vec::new();
+    if spec.role.is_broker() {
+        listeners.push(Listener {
+            name: "PLAINTEXT".into(),
+            security_protocol: "PLAINTEXT".into(),
+            container_port: u32::from(BROKER_PORT),
+            advertised_host: String::new(),
+            advertised_port: 0,
+        });
+    }
+    listeners.push(Listener {
+        name: "CONTROLLER".into(),
+        security_protocol: "PLAINTEXT".into(),
+        container_port: if spec.role.is_controller() {
+            u32::from(CONTROLLER_PORT)
+        } else {
+            0
+        },
+        advertised_host: String::new(),
+        advertised_port: 0,
+    });
+    DesiredConfig {
+        schema_version: 1,
+        broker: Some(BrokerRef {
+            cluster: spec.cluster.to_owned(),
+            namespace: TEST_NAMESPACE.to_owned(),
+            broker_id: spec.id,
+        }),
+        process_roles,
+        cluster_id: spec.cluster_id.to_owned(),
+        listeners,
+        inter_broker_listener: if spec.role.is_broker() {
+            "PLAINTEXT".into()
+        } else {
+            String::new()
+        },
+        controller_listeners: vec!["CONTROLLER".into()],
+        controller_quorum_voters: spec.voters.to_owned(),
+        log_dirs: vec![spec.log_dir.display().to_string()],
+        read_only_config: spec.config.clone(),
+        cluster_wide_config: BTreeMap::new(),
+        broker_config: BTreeMap::new(),
+        rack_labels: vec![],
+        secret_files: vec![],
+        log_level: String::new(),
+    }
+}
+
+/// Writes `doc` and starts the agent for node `id`, then waits until it has
+/// rendered (its /startupz answers 200), as a kubelet waits on a native sidecar's
+/// startup probe before starting the Kafka container.
+pub async fn spawn(
+    agent_bin: &Path,
+    work: &WorkDir,
+    id: i32,
+    addr: Ipv4Addr,
+    doc: &DesiredConfig,
+    jmx: bool,
+) -> Result<AgentHandle, Error> {
+    let desired = work.write(
+        &format!("node-{id}/desired/config.json"),
+        serde_json::to_vec_pretty(doc)
+            .map_err(|e| Error::Other(format!("serialise desired config: {e}")))?,
+    )?;
+    let out_dir = work.subdir(&format!("node-{id}/rendered"))?;
+    let admin = SocketAddr::from((addr, AGENT_ADMIN_PORT));
+    let grpc = SocketAddr::from((addr, AGENT_GRPC_PORT));
+    let mut cmd = Command::new(agent_bin);
+    cmd.arg("run")
+        .env("STOKER_AGENT_ADMIN_ADDR", admin.to_string())
+        .env("STOKER_AGENT_GRPC_ADDR", grpc.to_string())
+        .env("STOKER_AGENT_DESIRED_CONFIG", &desired)
+        .env("STOKER_AGENT_OUTPUT_DIR", &out_dir)
+        .env("STOKER_AGENT_SHUTDOWN_TIMEOUT", "60s")
+        .env("POD_NAME", format!("kafka-{id}"))
+        .env("POD_NAMESPACE", TEST_NAMESPACE)
+        .env("POD_IP", addr.to_string())
+        .env("NODE_NAME", "local")
+        .env("RUST_LOG", "info");
+    if jmx {
+        cmd.env(
+            "STOKER_AGENT_JMX_EXPORTER_URL",
+            format!("http://{addr}:{JMX_EXPORTER_PORT}/metrics"),
+        );
+    }
+    let mut process = ManagedProcess::spawn(
+        format!("agent-{id}"),
+        cmd,
+        &work.path().join(format!("node-{id}/agent.log")),
+    )?;
+    wait_for(
+        &format!("agent {id} startup"),
+        Duration::from_secs(30),
+        Duration::from_millis(50),
+        || {
+            let running = process.ensure_running();
+            async move {
+                running?;
+                Ok(match http::get(admin, "/startupz").await {
+                    Ok(r) if r.status == 200 => Ok(()),
+                    Ok(r) => Err(r.body),
+                    Err(e) => Err(e.to_string()),
+                })
+            }
+        },
+    )
+    .await?;
+    Ok(AgentHandle::new(process, desired, out_dir, admin, grpc))
+}
