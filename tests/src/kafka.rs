@@ -136,6 +136,11 @@ impl KafkaNode {
         format!("{}:{BROKER_PORT}", self.addr)
     }
 
+    /// The Kafka process id while it runs.
+    pub fn process_id(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
     /// The node's process.
     pub fn process(&mut self) -> &mut ManagedProcess {
         &mut self.process
@@ -462,6 +467,11 @@ impl KafkaCluster {
             .iter_mut()
             .find(|n| n.id == id)
             .ok_or_else(|| Error::Other(format!("no Kafka node with id {id}")))
+    }
+
+    /// The node's agent, mutably.
+    pub fn node_mut_agent(&mut self, id: i32) -> Result<&mut AgentHandle, Error> {
+        self.node_mut(id)?.agent_mut()
     }
 
     /// Stops a node with SIGTERM (Kafka's controlled shutdown) and waits up to
