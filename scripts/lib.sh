@@ -6,7 +6,9 @@ set -euo pipefail
 
 STOKER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STOKER_CACHE="${STOKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stoker}"
-export STOKER_ROOT STOKER_CACHE
+# Builds live outside the repository too, so a fresh clone (CI) reuses them.
+CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STOKER_CACHE/target}"
+export STOKER_ROOT STOKER_CACHE CARGO_TARGET_DIR
 mkdir -p "$STOKER_CACHE"
 
 # Pinned versions of every real component the tests and the demo run.

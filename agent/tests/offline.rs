@@ -194,3 +194,91 @@ async fn an_invalid_desired_config_keeps_the_agent_unstarted_until_fixed() {
     assert!(readyz.body.contains("kafka_reachable"), "{}", readyz.body);
     agent.ensure_running().expect("the agent keeps running");
 }
+
+/// The rack comes from the Node's labels, read through a real Kubernetes API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rack_is_read_from_the_node_labels_through_the_api() {
+    use k8s_openapi::api::core::v1::Node;
+    use kube::api::{ObjectMeta, PostParams};
+
+    let plane = stoker_testenv::ControlPlane::start_with(
+        stoker_testenv::control_plane::ControlPlaneOptions {
+            controller_manager: false,
+        },
+    )
+    .await
+    .expect("control plane");
+    let nodes: kube::Api<Node> = kube::Api::all(plane.client().await.expect("client"));
+    let node = Node {
+        metadata: ObjectMeta {
+            name: Some("worker-1".into()),
+            labels: Some(
+                [
+                    (
+                        "topology.kubernetes.io/region".to_owned(),
+                        "eu-west".to_owned(),
+                    ),
+                    (
+                        "topology.kubernetes.io/zone".to_owned(),
+                        "eu-west-1b".to_owned(),
+                    ),
+                ]
+                .into(),
+            ),
+            ..ObjectMeta::default()
+        },
+        ..Node::default()
+    };
+    nodes
+        .create(&PostParams::default(), &node)
+        .await
+        .expect("Node created");
+
+    let work = WorkDir::new("agent-rack").expect("work dir");
+    let mut racked = doc();
+    racked.rack_labels = vec![
+        "topology.kubernetes.io/region".into(),
+        "topology.kubernetes.io/zone".into(),
+    ];
+    let config = work
+        .write(
+            "desired/config.json",
+            serde_json::to_vec(&racked).expect("json"),
+        )
+        .expect("write");
+    let out_dir = work.path().join("rendered");
+    let admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port().expect("port")));
+    let mut cmd = Command::new(agent_bin());
+    cmd.arg("run")
+        .env("STOKER_AGENT_ADMIN_ADDR", admin.to_string())
+        .env(
+            "STOKER_AGENT_GRPC_ADDR",
+            format!("127.0.0.1:{}", free_port().expect("port")),
+        )
+        .env("STOKER_AGENT_DESIRED_CONFIG", &config)
+        .env("STOKER_AGENT_OUTPUT_DIR", &out_dir)
+        .env("KUBECONFIG", plane.kubeconfig())
+        .env("POD_NAME", "kafka-1")
+        .env("POD_NAMESPACE", "default")
+        .env("POD_IP", "127.0.0.1")
+        .env("NODE_NAME", "worker-1");
+    let _agent =
+        ManagedProcess::spawn("agent", cmd, &work.path().join("agent.log")).expect("spawns");
+    let mut started = false;
+    for _ in 0..100 {
+        if http::get(admin, "/startupz")
+            .await
+            .is_ok_and(|r| r.status == 200)
+        {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(started, "the agent renders once it has read the Node");
+    let props = std::fs::read_to_string(out_dir.join("server.properties")).expect("rendered");
+    assert!(
+        props.contains("broker.rack=eu-west,eu-west-1b\n"),
+        "{props}"
+    );
+}

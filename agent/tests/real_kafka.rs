@@ -85,9 +85,16 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
         .await
         .expect("a cluster booted from agent-rendered configs");
 
-    // Every agent (the controller's too) reports ready once its node serves.
+    // Every agent (the controller's too) was not ready before its node ran, and
+    // reports ready once it serves.
     for node in kafka.nodes() {
         let agent = node.agent().expect("agent");
+        assert_eq!(
+            agent.readyz_before_kafka,
+            Some(503),
+            "node {} was not ready before Kafka started",
+            node.id
+        );
         wait_http(agent.admin, "/readyz", 200, Duration::from_secs(60)).await;
         let health: serde_json::Value = serde_json::from_str(
             &wait_http(agent.admin, "/healthz", 200, Duration::from_secs(5)).await,

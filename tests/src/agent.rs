@@ -161,5 +161,8 @@ pub async fn spawn(
         },
     )
     .await?;
-    Ok(AgentHandle::new(process, desired, out_dir, admin, grpc))
+    let readyz = http::get(admin, "/readyz").await.ok().map(|r| r.status);
+    let mut handle = AgentHandle::new(process, desired, out_dir, admin, grpc);
+    handle.readyz_before_kafka = readyz;
+    Ok(handle)
 }

@@ -81,6 +81,8 @@ pub struct AgentHandle {
     pub admin: std::net::SocketAddr,
     /// Its gRPC address.
     pub grpc: std::net::SocketAddr,
+    /// What its /readyz answered after it rendered, before Kafka was started.
+    pub readyz_before_kafka: Option<u16>,
 }
 
 impl AgentHandle {
@@ -98,6 +100,7 @@ impl AgentHandle {
             out_dir,
             admin,
             grpc,
+            readyz_before_kafka: None,
         }
     }
 
