@@ -13,23 +13,8 @@ use stoker_proto::agent::v1::{BrokerRef, DesiredConfig};
 /// The schema version this agent renders.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Keys Stoker owns: they follow from the cluster's topology, so a user value for one
-/// of them is an error rather than a silent override.
-pub const OPERATOR_OWNED_KEYS: &[&str] = &[
-    "node.id",
-    "broker.id",
-    "process.roles",
-    "listeners",
-    "advertised.listeners",
-    "listener.security.protocol.map",
-    "inter.broker.listener.name",
-    "controller.listener.names",
-    "controller.quorum.voters",
-    "controller.quorum.bootstrap.servers",
-    "log.dirs",
-    "log.dir",
-    "metadata.log.dir",
-];
+/// Keys Stoker owns (shared with the coordinator).
+pub use stoker_proto::OPERATOR_OWNED_KEYS;
 
 const SECURITY_PROTOCOLS: &[&str] = &["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"];
 

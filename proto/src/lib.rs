@@ -16,6 +16,25 @@ pub mod agent {
 
 use sha2::{Digest, Sha256};
 
+/// Broker config keys Stoker owns: they follow from the cluster's topology, so both
+/// the coordinator (validating a `KafkaCluster`) and the agent (validating a desired
+/// config) refuse a user value for them, naming the key.
+pub const OPERATOR_OWNED_KEYS: &[&str] = &[
+    "node.id",
+    "broker.id",
+    "process.roles",
+    "listeners",
+    "advertised.listeners",
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
+    "controller.listener.names",
+    "controller.quorum.voters",
+    "controller.quorum.bootstrap.servers",
+    "log.dirs",
+    "log.dir",
+    "metadata.log.dir",
+];
+
 /// The hash of a desired-config document that both sides compare: the first 16 hex
 /// digits of SHA-256 over its JSON form (maps are `BTreeMap`s, so the form is
 /// canonical). Secret values never enter it: the document only names their files.

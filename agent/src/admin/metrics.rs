@@ -405,7 +405,19 @@ mod tests {
         let m = Metrics::new(labels(), vec![]);
         m.partitions_led.set(4);
         let text = m.encode();
-        assert!(text.contains("stoker_broker_partitions_led{broker_id=\"1\",kafka_cr=\"kf-kafka\",namespace=\"alerting\"} 4"), "{text}");
+        // Constant labels come out in hash order; check each one.
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("stoker_broker_partitions_led{"))
+            .expect("the gauge is exposed");
+        for label in [
+            "broker_id=\"1\"",
+            "kafka_cr=\"kf-kafka\"",
+            "namespace=\"alerting\"",
+        ] {
+            assert!(line.contains(label), "{line}");
+        }
+        assert!(line.ends_with("} 4"), "{line}");
         assert!(text.contains("stoker_agent_resident_memory_bytes"));
     }
 
