@@ -319,15 +319,25 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
         .into_inner();
     assert_eq!(out.applied_keys, ["log.retention.ms"]);
     assert_eq!(out.restart_needed_keys, ["auto.create.topics.enable"]);
-    let described = admin
-        .describe_configs([&ResourceSpecifier::Broker(1)], &AdminOptions::new())
-        .await
-        .expect("DescribeConfigs answered");
-    let value = described[0]
-        .as_ref()
-        .expect("broker 1 described")
-        .get("log.retention.ms")
-        .and_then(|e| e.value.clone());
+    // The change is committed to the metadata log; the broker applies it when it
+    // replays the record, a moment later.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut value = None;
+    while Instant::now() < deadline {
+        let described = admin
+            .describe_configs([&ResourceSpecifier::Broker(1)], &AdminOptions::new())
+            .await
+            .expect("DescribeConfigs answered");
+        value = described[0]
+            .as_ref()
+            .ok()
+            .and_then(|c| c.get("log.retention.ms"))
+            .and_then(|e| e.value.clone());
+        if value.as_deref() == Some("3600000") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     assert_eq!(
         value.as_deref(),
         Some("3600000"),
