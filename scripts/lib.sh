@@ -41,7 +41,7 @@ step() {
     local ms=$(( $(_now_ms) - t0 ))
     local dt; dt="$((ms / 1000)).$(( (ms % 1000) / 100 ))"
     printf '[stoker] step %-32s %7ss\n' "'$name'" "$dt" >&2
-    echo "$name $dt" >> "${STOKER_TIMINGS:-/dev/null}"
+    printf '%s\t%s\n' "$name" "$dt" >> "${STOKER_TIMINGS:-/dev/null}"
 }
 
 # stamp_ok FILE — true when a completion stamp exists with the expected content.

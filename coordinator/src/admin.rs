@@ -14,7 +14,8 @@ use prometheus::{Encoder, IntCounter, IntGauge, Opts, Registry, TextEncoder};
 pub struct AdminState {
     /// True once the API server answered.
     pub api_reachable: AtomicBool,
-    registry: Registry,
+    /// The process's one registry.
+    pub registry: Registry,
     /// Checks of the API server that failed.
     pub api_check_failures: IntCounter,
     /// 1 while the API server answers.

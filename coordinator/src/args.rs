@@ -22,6 +22,8 @@ pub struct Args {
 pub enum Command {
     /// Run the coordinator until SIGTERM.
     Run(RunArgs),
+    /// Print the CustomResourceDefinitions (what `deploy/crds/` holds).
+    Crd,
 }
 
 /// Flags of `stoker-coordinator run`.
@@ -34,6 +36,9 @@ pub struct RunArgs {
         default_value = "0.0.0.0:8080"
     )]
     pub admin_addr: SocketAddr,
+    /// The agent image injected into broker Pods.
+    #[arg(long, env = "STOKER_COORDINATOR_AGENT_IMAGE", default_value = concat!("stoker-agent:", env!("CARGO_PKG_VERSION")))]
+    pub agent_image: String,
     /// Log format.
     #[arg(long, env = "STOKER_COORDINATOR_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     pub log_format: String,

@@ -3,12 +3,15 @@
 //! agent beside every broker over gRPC, drives Cruise Control and reacts to
 //! Alertmanager webhooks.
 //!
-//! This build serves its admin endpoints and watches the API server's health; the
-//! controllers land module by module (see `docs/ARCHITECTURE.md`).
+//! Modules: [`crd`] (resource types), [`controller`] (reconcilers: validate → build →
+//! apply → status), [`admin`] and [`metrics`] (operations).
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod args;
+pub mod controller;
+pub mod crd;
+pub mod metrics;
 
 use std::{process::ExitCode, sync::Arc, sync::atomic::Ordering, time::Duration};
 
@@ -20,6 +23,10 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 fn run(args: Args) -> ExitCode {
     match args.command {
+        Command::Crd => {
+            print!("{}", crd::all_crds_yaml());
+            ExitCode::SUCCESS
+        }
         Command::Run(a) => {
             init_tracing(&a.log_format);
             let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -104,6 +111,27 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
         .instrument(info_span!("api_check")),
     );
 
+    let metrics = Arc::new(metrics::ControllerMetrics::new(
+        &state.registry,
+        controller::kafka_cluster::CONTROLLER_NAME,
+    ));
+    let controller_client = kube::Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to configure a Kubernetes client: {e}"))?;
+    let controller_task = tokio::spawn(
+        controller::kafka_cluster::run(
+            controller_client,
+            a.agent_image.clone(),
+            metrics,
+            token.clone(),
+        )
+        .instrument(info_span!(
+            "controller",
+            name = controller::kafka_cluster::CONTROLLER_NAME
+        )),
+    );
+    info!(agent_image = %a.agent_image, "KafkaCluster controller started");
+
     let mut sigterm = signal(SignalKind::terminate())?;
     tokio::select! {
         _ = sigterm.recv() => {}
@@ -111,6 +139,7 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
     }
     info!("Shutting down");
     token.cancel();
+    let _ = controller_task.await;
     let _ = checker.await;
     let _ = admin_task.await;
     Ok(())

@@ -1,0 +1,94 @@
+//! The broker's desired-config document (what its agent renders from) and the
+//! ConfigMap that carries it.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{api::core::v1::ConfigMap, apimachinery::pkg::apis::meta::v1::ObjectMeta};
+use stoker_proto::agent::v1::{BrokerRef, DesiredConfig, Listener};
+
+use super::{ClusterMeta, advertised_host, broker_labels, broker_name, quorum_voters};
+use crate::controller::kafka_cluster::validate::{ValidatedBroker, ValidatedCluster};
+
+/// The file name of the document in the ConfigMap.
+pub const DESIRED_CONFIG_KEY: &str = "config.json";
+
+/// The desired config of broker `b`.
+pub fn desired_config(
+    meta: &ClusterMeta,
+    cluster: &ValidatedCluster,
+    b: &ValidatedBroker,
+) -> DesiredConfig {
+    let host = advertised_host(meta, b.id);
+    let listeners = cluster
+        .listeners
+        .iter()
+        .map(|l| {
+            let is_controller = l.name == cluster.controller_listener;
+            // A broker-only node knows the controller listener's protocol but does not
+            // bind it; a controller-only node binds only the controller listener.
+            let bound = if is_controller {
+                b.roles.controller
+            } else {
+                b.roles.broker
+            };
+            Listener {
+                name: l.name.clone(),
+                security_protocol: l.protocol.clone(),
+                container_port: if bound { u32::from(l.port) } else { 0 },
+                advertised_host: host.clone(),
+                advertised_port: 0,
+            }
+        })
+        .filter(|l| l.container_port != 0 || l.name == cluster.controller_listener)
+        .collect();
+    DesiredConfig {
+        schema_version: 1,
+        broker: Some(BrokerRef {
+            cluster: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            broker_id: b.id,
+        }),
+        process_roles: b.roles.names(),
+        cluster_id: meta.cluster_id.clone(),
+        listeners,
+        inter_broker_listener: if b.roles.broker {
+            cluster.inter_broker_listener.clone()
+        } else {
+            String::new()
+        },
+        controller_listeners: vec![cluster.controller_listener.clone()],
+        controller_quorum_voters: quorum_voters(meta, cluster),
+        log_dirs: b
+            .storage
+            .iter()
+            .map(|s| format!("{}/kafka", s.mount_path.trim_end_matches('/')))
+            .collect(),
+        read_only_config: b.read_only_config.clone(),
+        cluster_wide_config: cluster.cluster_wide_config.clone(),
+        broker_config: b.dynamic_config.clone(),
+        rack_labels: cluster.rack_labels.clone(),
+        secret_files: vec![],
+        log_level: String::new(),
+    }
+}
+
+/// The ConfigMap `<cluster>-<id>-config` holding the document as `config.json`.
+pub fn desired_config_map(meta: &ClusterMeta, doc: &DesiredConfig) -> ConfigMap {
+    let id = doc.broker.as_ref().map_or(0, |b| b.broker_id);
+    let json = serde_json::to_string_pretty(doc).expect("a DesiredConfig always serialises");
+    ConfigMap {
+        metadata: ObjectMeta {
+            name: Some(format!("{}-config", broker_name(meta, id))),
+            namespace: Some(meta.namespace.clone()),
+            labels: Some(broker_labels(meta, id)),
+            annotations: Some(BTreeMap::from([(
+                "kafka.stoker.io/config-hash".to_owned(),
+                stoker_proto::config_hash(doc),
+            )])),
+            owner_references: Some(vec![meta.owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        data: Some(BTreeMap::from([(DESIRED_CONFIG_KEY.to_owned(), json)])),
+        ..ConfigMap::default()
+    }
+}

@@ -1,0 +1,343 @@
+//! One broker's Pod (the Kafka container and the agent as a native sidecar) and its
+//! PVCs (one per storage config; no owner reference, so deleting the cluster never
+//! deletes data).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::{
+    api::core::v1::{
+        Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+        EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
+        PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm,
+        PodAntiAffinity, PodSpec, Probe, Volume, VolumeMount,
+    },
+    apimachinery::pkg::{
+        apis::meta::v1::{LabelSelector, ObjectMeta},
+        util::intstr::IntOrString,
+    },
+};
+
+use super::{
+    AGENT_ADMIN_PORT, AGENT_GRPC_PORT, ANNOTATION_MOUNT_PATH, ClusterMeta, DESIRED_CONFIG_DIR,
+    KAFKA_HOME, LABEL_CLUSTER, RENDERED_DIR, broker_labels, broker_name,
+    config::DESIRED_CONFIG_KEY,
+};
+use crate::controller::kafka_cluster::validate::{ValidatedBroker, ValidatedCluster};
+
+/// Default grace period: room for the agent's safety wait and Kafka's controlled shutdown.
+pub const DEFAULT_GRACE_SECONDS: i64 = 120;
+/// The agent waits for safe-to-stop this long, leaving the rest of the grace period to Kafka.
+const AGENT_SHUTDOWN_MARGIN_SECONDS: i64 = 30;
+
+/// `<cluster>-<id>-storage-<index>`.
+pub fn pvc_name(meta: &ClusterMeta, id: i32, index: usize) -> String {
+    format!("{}-storage-{index}", broker_name(meta, id))
+}
+
+/// The PVCs of broker `b`, one per storage config with a `pvcSpec`.
+pub fn broker_pvcs(meta: &ClusterMeta, b: &ValidatedBroker) -> Vec<PersistentVolumeClaim> {
+    b.storage
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let spec = s.pvc_spec.clone()?;
+            Some(PersistentVolumeClaim {
+                metadata: ObjectMeta {
+                    name: Some(pvc_name(meta, b.id, i)),
+                    namespace: Some(meta.namespace.clone()),
+                    labels: Some(broker_labels(meta, b.id)),
+                    annotations: Some(BTreeMap::from([(
+                        ANNOTATION_MOUNT_PATH.to_owned(),
+                        s.mount_path.clone(),
+                    )])),
+                    ..ObjectMeta::default()
+                },
+                spec: Some(spec),
+                ..PersistentVolumeClaim::default()
+            })
+        })
+        .collect()
+}
+
+fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(AGENT_ADMIN_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(5),
+        ..Probe::default()
+    }
+}
+
+/// The Pod of broker `b`.
+pub fn broker_pod(
+    meta: &ClusterMeta,
+    cluster: &ValidatedCluster,
+    b: &ValidatedBroker,
+    one_broker_per_node: bool,
+    cluster_envs: &[EnvVar],
+) -> Pod {
+    let name = broker_name(meta, b.id);
+    let mut labels = b.config.broker_labels.clone();
+    labels.extend(broker_labels(meta, b.id));
+    let mut annotations = b.config.broker_annotations.clone();
+    // The hash of the desired document: a change of it is visible on the Pod without
+    // restarting anything (the agent applies dynamic keys live).
+    annotations.remove("kafka.stoker.io/config-hash");
+
+    let mut volumes = vec![
+        Volume {
+            name: "desired-config".into(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: format!("{name}-config"),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "rendered".into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        },
+    ];
+    let mut kafka_mounts = vec![VolumeMount {
+        name: "rendered".into(),
+        mount_path: RENDERED_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }];
+    let mut agent_mounts = vec![
+        VolumeMount {
+            name: "desired-config".into(),
+            mount_path: DESIRED_CONFIG_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        VolumeMount {
+            name: "rendered".into(),
+            mount_path: RENDERED_DIR.into(),
+            ..VolumeMount::default()
+        },
+    ];
+    for (i, s) in b.storage.iter().enumerate() {
+        let vol = format!("storage-{i}");
+        volumes.push(Volume {
+            name: vol.clone(),
+            persistent_volume_claim: s.pvc_spec.as_ref().map(|_| {
+                PersistentVolumeClaimVolumeSource {
+                    claim_name: pvc_name(meta, b.id, i),
+                    ..Default::default()
+                }
+            }),
+            empty_dir: s.empty_dir.clone(),
+            ..Volume::default()
+        });
+        kafka_mounts.push(VolumeMount {
+            name: vol.clone(),
+            mount_path: s.mount_path.clone(),
+            ..VolumeMount::default()
+        });
+        // The agent reads disk usage and the clean-shutdown marker, never writes.
+        agent_mounts.push(VolumeMount {
+            name: vol,
+            mount_path: s.mount_path.clone(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+
+    let grace = b
+        .config
+        .termination_grace_period_seconds
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    let downward = || {
+        vec![
+            field_env("POD_NAME", "metadata.name"),
+            field_env("POD_NAMESPACE", "metadata.namespace"),
+            field_env("POD_IP", "status.podIP"),
+            field_env("NODE_NAME", "spec.nodeName"),
+        ]
+    };
+    let mut agent_env = downward();
+    agent_env.extend([
+        env(
+            "STOKER_AGENT_ADMIN_ADDR",
+            format!("$(POD_IP):{AGENT_ADMIN_PORT}"),
+        ),
+        env(
+            "STOKER_AGENT_GRPC_ADDR",
+            format!("$(POD_IP):{AGENT_GRPC_PORT}"),
+        ),
+        env(
+            "STOKER_AGENT_DESIRED_CONFIG",
+            format!("{DESIRED_CONFIG_DIR}/{DESIRED_CONFIG_KEY}"),
+        ),
+        env("STOKER_AGENT_OUTPUT_DIR", RENDERED_DIR),
+        env(
+            "STOKER_AGENT_SHUTDOWN_TIMEOUT",
+            format!("{}s", (grace - AGENT_SHUTDOWN_MARGIN_SECONDS).max(10)),
+        ),
+    ]);
+    let agent = Container {
+        name: "stoker-agent".into(),
+        image: Some(meta.agent_image.clone()),
+        args: Some(vec!["run".into()]),
+        env: Some(agent_env),
+        // A native sidecar: starts first (Kafka waits on its startup probe, i.e. a
+        // rendered config) and stops last.
+        restart_policy: Some("Always".into()),
+        startup_probe: Some(http_probe("/startupz", 1, 600)),
+        liveness_probe: Some(http_probe("/livez", 10, 3)),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("agent-admin".into()),
+                container_port: AGENT_ADMIN_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("agent-grpc".into()),
+                container_port: AGENT_GRPC_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        volume_mounts: Some(agent_mounts),
+        ..Container::default()
+    };
+
+    let mut kafka_env = downward();
+    kafka_env.extend(cluster_envs.iter().cloned());
+    kafka_env.extend(b.config.envs.iter().cloned());
+    kafka_env.push(env(
+        "KAFKA_HEAP_OPTS",
+        b.config
+            .kafka_heap_opts
+            .clone()
+            .unwrap_or_else(|| "-Xmx2G -Xms2G".into()),
+    ));
+    if let Some(perf) = &b.config.kafka_jvm_perf_opts {
+        kafka_env.push(env("KAFKA_JVM_PERFORMANCE_OPTS", perf.clone()));
+    }
+    kafka_env.push(env(
+        "KAFKA_LOG4J_OPTS",
+        format!("-Dlog4j2.configurationFile=file:{RENDERED_DIR}/log4j2.properties"),
+    ));
+    kafka_env.push(env("CLUSTER_ID", meta.cluster_id.clone()));
+    let start = format!(
+        "set -e\n{KAFKA_HOME}/bin/kafka-storage.sh format --ignore-formatted -t \"$CLUSTER_ID\" -c {RENDERED_DIR}/server.properties\nexec {KAFKA_HOME}/bin/kafka-server-start.sh {RENDERED_DIR}/server.properties\n"
+    );
+    let kafka = Container {
+        name: "kafka".into(),
+        image: Some(b.image.clone()),
+        command: Some(vec!["/bin/bash".into(), "-c".into(), start]),
+        env: Some(kafka_env),
+        ports: Some(
+            cluster
+                .listeners
+                .iter()
+                .filter(|l| {
+                    if l.name == cluster.controller_listener {
+                        b.roles.controller
+                    } else {
+                        b.roles.broker
+                    }
+                })
+                .map(|l| ContainerPort {
+                    name: Some(l.name.to_ascii_lowercase().replace('_', "-")),
+                    container_port: i32::from(l.port),
+                    ..ContainerPort::default()
+                })
+                .collect(),
+        ),
+        resources: b.config.resource_requirements.clone(),
+        readiness_probe: Some(http_probe("/readyz", 5, 3)),
+        lifecycle: Some(Lifecycle {
+            // The agent holds the stop until no partition would fall below min ISR.
+            pre_stop: Some(LifecycleHandler {
+                http_get: Some(HTTPGetAction {
+                    path: Some("/prestop".into()),
+                    port: IntOrString::Int(AGENT_ADMIN_PORT),
+                    ..HTTPGetAction::default()
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
+        volume_mounts: Some(kafka_mounts),
+        ..Container::default()
+    };
+
+    let mut affinity = b.config.affinity.clone();
+    if one_broker_per_node && affinity.is_none() {
+        affinity = Some(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {
+                    label_selector: Some(LabelSelector {
+                        match_labels: Some(BTreeMap::from([(
+                            LABEL_CLUSTER.to_owned(),
+                            meta.name.clone(),
+                        )])),
+                        ..LabelSelector::default()
+                    }),
+                    topology_key: "kubernetes.io/hostname".into(),
+                    ..PodAffinityTerm::default()
+                }]),
+                ..PodAntiAffinity::default()
+            }),
+            ..Affinity::default()
+        });
+    }
+
+    Pod {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(meta.namespace.clone()),
+            labels: Some(labels),
+            annotations: (!annotations.is_empty()).then_some(annotations),
+            owner_references: Some(vec![meta.owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(PodSpec {
+            hostname: meta.headless.then(|| name.clone()),
+            subdomain: meta.headless.then(|| format!("{}-headless", meta.name)),
+            init_containers: Some(vec![agent]),
+            containers: vec![kafka],
+            volumes: Some(volumes),
+            restart_policy: Some("Always".into()),
+            termination_grace_period_seconds: Some(grace),
+            service_account_name: b.config.service_account_name.clone(),
+            image_pull_secrets: (!b.config.image_pull_secrets.is_empty())
+                .then(|| b.config.image_pull_secrets.clone()),
+            node_selector: b.config.node_selector.clone(),
+            tolerations: (!b.config.tolerations.is_empty()).then(|| b.config.tolerations.clone()),
+            affinity,
+            ..PodSpec::default()
+        }),
+        ..Pod::default()
+    }
+}

@@ -1,0 +1,633 @@
+//! The `KafkaCluster` controller: validate the whole spec, then apply each broker's
+//! ConfigMap (its agent's desired config), PVCs and Pod, the Services and the
+//! PodDisruptionBudget; remove brokers gone from the spec (keeping their PVCs unless
+//! asked); report status, conditions and an Event for every decision.
+//!
+//! Steps, one file each: [`validate`] (pure) → [`build`] (pure) → [`apply`] (I/O) →
+//! [`status`] (pure). Only `reconcile` and `apply` talk to the API server.
+
+pub mod apply;
+pub mod build;
+pub mod status;
+#[cfg(test)]
+pub(crate) mod test_support;
+pub mod validate;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service},
+    policy::v1::PodDisruptionBudget,
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{DeleteParams, ListParams, Patch, PatchParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        finalizer::{Event as Finalizer, finalizer},
+        watcher,
+    },
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+use self::{
+    apply::Applied,
+    build::{ClusterMeta, FIELD_MANAGER, LABEL_BROKER_ID, LABEL_CLUSTER},
+};
+use crate::{
+    crd::v1alpha1::{KafkaCluster, KafkaClusterStatus, PvcDeletionPolicy},
+    metrics::ControllerMetrics,
+};
+
+/// The controller's name (Events, logs, metrics).
+pub const CONTROLLER_NAME: &str = "kafkacluster";
+/// The finalizer that cleans up what garbage collection would not (PVCs, when asked).
+pub const KAFKA_CLUSTER_FINALIZER: &str = "kafkaclusters.kafka.stoker.io/cleanup";
+
+/// What every reconcile shares.
+#[derive(Clone)]
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// The Event recorder.
+    pub recorder: Recorder,
+    /// The agent's image for broker Pods.
+    pub agent_image: String,
+    /// Reconcile metrics.
+    pub metrics: Arc<ControllerMetrics>,
+}
+
+/// A failed reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes call failed.
+    #[error("failed to {action} {kind} {name}")]
+    Kube {
+        /// The verb.
+        action: &'static str,
+        /// The object kind.
+        kind: &'static str,
+        /// The object name.
+        name: String,
+        /// The cause.
+        #[source]
+        source: kube::Error,
+    },
+    /// The finalizer machinery failed.
+    #[error("failed to run the cleanup finalizer")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A stable label for metrics, logs and Event reasons.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube { action, .. } => match *action {
+                "apply" => "apply",
+                "delete" => "delete",
+                "list" | "get" => "read",
+                _ => "status",
+            },
+            Self::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+fn kube_err<'a>(
+    action: &'static str,
+    kind: &'static str,
+    name: &'a str,
+) -> impl FnOnce(kube::Error) -> Error + 'a {
+    move |source| Error::Kube {
+        action,
+        kind,
+        name: name.to_owned(),
+        source,
+    }
+}
+
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(
+    client: Client,
+    agent_image: String,
+    metrics: Arc<ControllerMetrics>,
+    shutdown: CancellationToken,
+) {
+    let clusters: Api<KafkaCluster> = Api::all(client.clone());
+    let recorder = Recorder::new(client.clone(), Reporter::from("stoker-coordinator"));
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder,
+        agent_image,
+        metrics,
+    });
+    let owned = watcher::Config::default().labels(LABEL_CLUSTER);
+    Controller::new(clusters, watcher::Config::default())
+        .owns(Api::<Pod>::all(client.clone()), owned.clone())
+        .owns(Api::<ConfigMap>::all(client.clone()), owned.clone())
+        .owns(Api::<Service>::all(client), owned)
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "Reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// Reconciles one `KafkaCluster`.
+#[instrument(skip(kc, ctx), fields(name = %kc.name_any(), namespace = kc.namespace().unwrap_or_default()))]
+pub async fn reconcile(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started();
+    let ns = kc.namespace().unwrap_or_else(|| "default".into());
+    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    finalizer(&api, KAFKA_CLUSTER_FINALIZER, kc, |event| async {
+        match event {
+            Finalizer::Apply(kc) => apply_cluster(&kc, &ctx).await,
+            Finalizer::Cleanup(kc) => cleanup(&kc, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Requeue on transient failures with a short backoff.
+pub fn error_policy(kc: Arc<KafkaCluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error.category());
+    warn!(name = %kc.name_any(), category = error.category(), error = %error_chain(error), "Reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(10))
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(src) = cur {
+        s.push_str(": ");
+        s.push_str(&src.to_string());
+        cur = src.source();
+    }
+    s
+}
+
+async fn event(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &kc.object_ref(&())).await {
+        warn!(error = %e, reason, "Failed to publish an Event");
+    }
+}
+
+async fn patch_status(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    status: &KafkaClusterStatus,
+) -> Result<(), Error> {
+    if kc.status.as_ref() == Some(status) {
+        return Ok(());
+    }
+    let ns = kc.namespace().unwrap_or_default();
+    let name = kc.name_any();
+    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = serde_json::json!({ "apiVersion": "kafka.stoker.io/v1alpha1", "kind": "KafkaCluster", "status": status });
+    api.patch_status(
+        &name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(kube_err("patch status of", "KafkaCluster", &name))?;
+    Ok(())
+}
+
+async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
+    let ns = kc.namespace().unwrap_or_default();
+    let name = kc.name_any();
+    let generation = kc.metadata.generation;
+    let previous = kc.status.clone().unwrap_or_default();
+    let now = status::now();
+
+    let cluster = match validate::validate(&kc.spec) {
+        Ok(c) => c,
+        Err(invalid) => {
+            let already = previous.conditions.iter().any(|c| {
+                c.type_ == status::INVALID && c.status == "True" && c.message == invalid.message
+            });
+            patch_status(
+                ctx,
+                kc,
+                &status::invalid_status(&previous, &invalid, generation, &now),
+            )
+            .await?;
+            if !already {
+                warn!(reason = invalid.reason, message = %invalid.message, "Spec is invalid; nothing applied");
+                event(
+                    ctx,
+                    kc,
+                    EventType::Warning,
+                    invalid.reason,
+                    "Validating",
+                    invalid.message.clone(),
+                )
+                .await;
+            }
+            // Permanent until the spec changes.
+            return Ok(Action::await_change());
+        }
+    };
+
+    // The KRaft cluster id is generated once and kept in status before anything uses it.
+    let cluster_id = match previous.cluster_id.clone() {
+        Some(id) => id,
+        None => {
+            let id = new_cluster_id();
+            let mut s = previous.clone();
+            s.cluster_id = Some(id.clone());
+            patch_status(ctx, kc, &s).await?;
+            event(
+                ctx,
+                kc,
+                EventType::Normal,
+                "ClusterIdGenerated",
+                "Initializing",
+                format!("KRaft cluster id {id}"),
+            )
+            .await;
+            id
+        }
+    };
+
+    let meta = ClusterMeta {
+        name: name.clone(),
+        namespace: ns.clone(),
+        owner: kc
+            .controller_owner_ref(&())
+            .expect("a stored KafkaCluster has a uid"),
+        cluster_id: cluster_id.clone(),
+        headless: kc.spec.headless_service_enabled,
+        agent_image: ctx.agent_image.clone(),
+    };
+
+    let cms: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &ns);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let svcs: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
+
+    let mut changes = Vec::new();
+    let mut note = |what: String, applied: Applied| {
+        if matches!(applied, Applied::Created | Applied::Updated) {
+            changes.push(format!(
+                "{what} {}",
+                if applied == Applied::Created {
+                    "created"
+                } else {
+                    "updated"
+                }
+            ));
+        }
+    };
+
+    // Services first: brokers advertise and find voters through their names.
+    if meta.headless {
+        let svc = build::headless_service(&meta, &cluster);
+        let n = svc.name_any();
+        note(
+            format!("Service {n}"),
+            apply::apply(&svcs, svc)
+                .await
+                .map_err(kube_err("apply", "Service", &n))?,
+        );
+    } else {
+        let svc = build::all_broker_service(&meta, &cluster);
+        let n = svc.name_any();
+        note(
+            format!("Service {n}"),
+            apply::apply(&svcs, svc)
+                .await
+                .map_err(kube_err("apply", "Service", &n))?,
+        );
+        for id in cluster.brokers.keys() {
+            let svc = build::broker_service(&meta, &cluster, *id);
+            let n = svc.name_any();
+            note(
+                format!("Service {n}"),
+                apply::apply(&svcs, svc)
+                    .await
+                    .map_err(kube_err("apply", "Service", &n))?,
+            );
+        }
+    }
+
+    let mut desired_hashes = BTreeMap::new();
+    let mut restart_needed = BTreeMap::new();
+    for b in cluster.brokers.values() {
+        let doc = build::desired_config(&meta, &cluster, b);
+        desired_hashes.insert(b.id, stoker_proto::config_hash(&doc));
+        let cm = build::desired_config_map(&meta, &doc);
+        let n = cm.name_any();
+        note(
+            format!("ConfigMap {n}"),
+            apply::apply(&cms, cm)
+                .await
+                .map_err(kube_err("apply", "ConfigMap", &n))?,
+        );
+        for pvc in build::broker_pvcs(&meta, b) {
+            let n = pvc.name_any();
+            note(
+                format!("PersistentVolumeClaim {n}"),
+                apply::create_only(&pvcs, pvc).await.map_err(kube_err(
+                    "apply",
+                    "PersistentVolumeClaim",
+                    &n,
+                ))?,
+            );
+        }
+        let pod = build::broker_pod(
+            &meta,
+            &cluster,
+            b,
+            kc.spec.one_broker_per_node,
+            &kc.spec.envs,
+        );
+        let n = pod.name_any();
+        match apply::create_only(&pods, pod)
+            .await
+            .map_err(kube_err("apply", "Pod", &n))?
+        {
+            Applied::Differs => {
+                restart_needed.insert(b.id, "the Pod's template changed (image, resources, JVM options, volumes or scheduling)".to_owned());
+            }
+            applied => note(format!("Pod {n}"), applied),
+        }
+    }
+
+    if let Some(budget) = kc.spec.disruption_budget.as_ref().filter(|b| b.create) {
+        let pdb = build::pod_disruption_budget(&meta, budget);
+        let n = pdb.name_any();
+        note(
+            format!("PodDisruptionBudget {n}"),
+            apply::apply(&pdbs, pdb)
+                .await
+                .map_err(kube_err("apply", "PodDisruptionBudget", &n))?,
+        );
+    }
+
+    // Brokers removed from the spec: their Pod, ConfigMap and Service go; PVCs stay
+    // unless the spec asks for deletion.
+    let selector = format!("{LABEL_CLUSTER}={name},{LABEL_BROKER_ID}");
+    let lp = ListParams::default().labels(&selector);
+    let existing_pods = pods
+        .list(&lp)
+        .await
+        .map_err(kube_err("list", "Pod", &name))?;
+    let mut live_pods = BTreeMap::new();
+    let mut removed = Vec::new();
+    for p in existing_pods {
+        let Some(id) = p
+            .labels()
+            .get(LABEL_BROKER_ID)
+            .and_then(|v| v.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if cluster.brokers.contains_key(&id) {
+            live_pods.insert(id, p);
+        } else {
+            removed.push(id);
+        }
+    }
+    for cm in cms
+        .list(&lp)
+        .await
+        .map_err(kube_err("list", "ConfigMap", &name))?
+    {
+        if let Some(id) = cm
+            .labels()
+            .get(LABEL_BROKER_ID)
+            .and_then(|v| v.parse::<i32>().ok())
+            && !cluster.brokers.contains_key(&id)
+            && !removed.contains(&id)
+        {
+            removed.push(id);
+        }
+    }
+    for id in removed {
+        let base = build::broker_name(&meta, id);
+        delete_if_exists(&pods, &base, "Pod").await?;
+        delete_if_exists(&cms, &format!("{base}-config"), "ConfigMap").await?;
+        if !meta.headless {
+            delete_if_exists(&svcs, &base, "Service").await?;
+        }
+        let keep_pvcs =
+            kc.spec.pvc_deletion_policy.unwrap_or_default() == PvcDeletionPolicy::Retain;
+        if !keep_pvcs {
+            for pvc in pvcs
+                .list(
+                    &ListParams::default()
+                        .labels(&format!("{LABEL_CLUSTER}={name},{LABEL_BROKER_ID}={id}")),
+                )
+                .await
+                .map_err(kube_err("list", "PersistentVolumeClaim", &base))?
+            {
+                delete_if_exists(&pvcs, &pvc.name_any(), "PersistentVolumeClaim").await?;
+            }
+        }
+        let kept = if keep_pvcs {
+            "; its PersistentVolumeClaims are kept (pvcDeletionPolicy: Retain)"
+        } else {
+            "; its PersistentVolumeClaims were deleted (pvcDeletionPolicy: Delete)"
+        };
+        info!(broker_id = id, "Removed a broker gone from the spec");
+        event(
+            ctx,
+            kc,
+            EventType::Normal,
+            "BrokerRemoved",
+            "Removing",
+            format!(
+                "broker {id} is no longer in spec.brokers: its Pod and ConfigMap were deleted{kept}"
+            ),
+        )
+        .await;
+    }
+
+    if !changes.is_empty() {
+        info!(changes = ?changes, "Applied");
+        event(
+            ctx,
+            kc,
+            EventType::Normal,
+            "Applied",
+            "Reconciling",
+            changes.join(", "),
+        )
+        .await;
+    }
+
+    let mut st = status::observed_status(
+        &previous,
+        &cluster,
+        &cluster_id,
+        &desired_hashes,
+        &live_pods,
+        generation,
+        &now,
+    );
+    for (id, why) in &restart_needed {
+        if let Some(b) = st.brokers_state.get_mut(&id.to_string()) {
+            b.restart_needed = true;
+            b.restart_reason = Some(why.clone());
+        }
+    }
+    for (id, b) in st.brokers_state.iter_mut() {
+        if !restart_needed.contains_key(&id.parse().unwrap_or(-1))
+            && b.restart_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("the Pod's template"))
+        {
+            b.restart_needed = false;
+            b.restart_reason = None;
+        }
+    }
+    let newly_restart_needed: Vec<i32> = restart_needed
+        .keys()
+        .copied()
+        .filter(|id| {
+            !previous
+                .brokers_state
+                .get(&id.to_string())
+                .is_some_and(|b| b.restart_needed)
+        })
+        .collect();
+    if !newly_restart_needed.is_empty() {
+        event(ctx, kc, EventType::Normal, "RestartNeeded", "Planning", format!("broker(s) {newly_restart_needed:?} need a restart: the Pod's template changed; they keep running until a safe rolling restart replaces them")).await;
+    }
+    patch_status(ctx, kc, &st).await?;
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn delete_if_exists<K>(api: &Api<K>, name: &str, kind: &'static str) -> Result<(), Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(Error::Kube {
+            action: "delete",
+            kind,
+            name: name.to_owned(),
+            source: e,
+        }),
+    }
+}
+
+async fn cleanup(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
+    let ns = kc.namespace().unwrap_or_default();
+    let name = kc.name_any();
+    // Owned objects go with the garbage collector; PVCs carry no owner reference, so
+    // only an explicit Delete policy removes them.
+    if kc.spec.pvc_deletion_policy == Some(PvcDeletionPolicy::Delete) {
+        let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &ns);
+        for pvc in pvcs
+            .list(&ListParams::default().labels(&format!("{LABEL_CLUSTER}={name}")))
+            .await
+            .map_err(kube_err("list", "PersistentVolumeClaim", &name))?
+        {
+            delete_if_exists(&pvcs, &pvc.name_any(), "PersistentVolumeClaim").await?;
+        }
+        event(
+            ctx,
+            kc,
+            EventType::Normal,
+            "Deleted",
+            "Deleting",
+            "cluster deleted with its PersistentVolumeClaims (pvcDeletionPolicy: Delete)".into(),
+        )
+        .await;
+    } else {
+        event(
+            ctx,
+            kc,
+            EventType::Normal,
+            "Deleted",
+            "Deleting",
+            "cluster deleted; its PersistentVolumeClaims are kept (pvcDeletionPolicy: Retain)"
+                .into(),
+        )
+        .await;
+    }
+    Ok(Action::await_change())
+}
+
+/// A new KRaft cluster id: a random v4 UUID in Kafka's base64url form (22
+/// characters, never starting with '-').
+pub fn new_cluster_id() -> String {
+    use std::io::Read;
+    loop {
+        let mut b = [0u8; 16];
+        if std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut b))
+            .is_err()
+        {
+            // Fall back on the clock and pid; uniqueness per cluster is all that matters.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            b = (t ^ (u128::from(std::process::id()) << 64)).to_le_bytes();
+        }
+        b[6] = (b[6] & 0x0f) | 0x40;
+        b[8] = (b[8] & 0x3f) | 0x80;
+        let id = base64url(&b);
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let chars = chunk.len() + 1;
+        for i in 0..chars {
+            out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_ids_are_kafka_shaped() {
+        let id = new_cluster_id();
+        assert_eq!(id.len(), 22);
+        assert!(!id.starts_with('-'));
+        assert_eq!(base64url(&[0xfb, 0xff]), "-_8");
+    }
+}

@@ -1,0 +1,564 @@
+//! Validation: a `KafkaCluster` spec becomes a [`ValidatedCluster`] or one error that
+//! says exactly what is wrong and how to fix it. Everything is checked before the
+//! first write, so a bad spec never produces half-applied objects. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use stoker_proto::OPERATOR_OWNED_KEYS;
+
+use crate::crd::v1alpha1::{
+    Broker, BrokerConfig, InternalListener, KafkaClusterSpec, StorageConfig,
+};
+
+/// A spec that cannot be reconciled, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidSpec {
+    /// A PascalCase reason for the condition and the Event.
+    pub reason: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+fn invalid(reason: &'static str, message: impl Into<String>) -> InvalidSpec {
+    InvalidSpec {
+        reason,
+        message: message.into(),
+    }
+}
+
+/// Kafka 4's KRaft roles of one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    /// Serves clients, hosts partitions.
+    pub broker: bool,
+    /// Votes in the metadata quorum.
+    pub controller: bool,
+}
+
+impl Roles {
+    /// Kafka's `process.roles` values.
+    pub fn names(self) -> Vec<String> {
+        let mut v = Vec::new();
+        if self.broker {
+            v.push("broker".to_owned());
+        }
+        if self.controller {
+            v.push("controller".to_owned());
+        }
+        v
+    }
+}
+
+/// A listener, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// Kafka's (upper-case) name.
+    pub name: String,
+    /// Security protocol (upper case).
+    pub protocol: String,
+    /// Container port.
+    pub port: u16,
+}
+
+/// One broker with its group merged in and its config parsed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedBroker {
+    /// node.id.
+    pub id: i32,
+    /// KRaft roles.
+    pub roles: Roles,
+    /// Settings after merging the group (the broker's own values win).
+    pub config: BrokerConfig,
+    /// Static config: the cluster's readOnlyConfig, then the broker's own.
+    pub read_only_config: BTreeMap<String, String>,
+    /// Per-broker dynamic config.
+    pub dynamic_config: BTreeMap<String, String>,
+    /// Data volumes.
+    pub storage: Vec<StorageConfig>,
+    /// The Kafka image.
+    pub image: String,
+}
+
+/// A `KafkaCluster` that passed every check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedCluster {
+    /// Brokers by id.
+    pub brokers: BTreeMap<i32, ValidatedBroker>,
+    /// Every internal listener.
+    pub listeners: Vec<Listener>,
+    /// The inter-broker listener's name.
+    pub inter_broker_listener: String,
+    /// The controller listener's name.
+    pub controller_listener: String,
+    /// Cluster-wide dynamic config.
+    pub cluster_wide_config: BTreeMap<String, String>,
+    /// Rack label names.
+    pub rack_labels: Vec<String>,
+}
+
+/// The Kafka image used when neither the broker nor the cluster names one.
+pub const DEFAULT_KAFKA_IMAGE: &str = "apache/kafka:4.1.1";
+
+/// Parses `key=value` lines (Koperator's config strings); `#` comments and blank lines
+/// are skipped. `field` names the spec field in errors.
+pub fn parse_properties(field: &str, text: &str) -> Result<BTreeMap<String, String>, InvalidSpec> {
+    let mut out = BTreeMap::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            return Err(invalid(
+                "InvalidConfig",
+                format!(
+                    "{field} line {}: expected key=value, found {:?}",
+                    i + 1,
+                    truncate(line)
+                ),
+            ));
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return Err(invalid(
+                "InvalidConfig",
+                format!(
+                    "{field} line {}: {:?} is not a valid config key (letters, digits, '.', '_', '-')",
+                    i + 1,
+                    truncate(k)
+                ),
+            ));
+        }
+        if OPERATOR_OWNED_KEYS.contains(&k) {
+            return Err(invalid(
+                "OwnedConfigKey",
+                format!(
+                    "{field} sets `{k}`, which Stoker manages from the cluster's topology; remove it (log dirs come from storageConfigs, listeners from listenersConfig)"
+                ),
+            ));
+        }
+        out.insert(k.to_owned(), v.to_owned());
+    }
+    Ok(out)
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(60).collect()
+}
+
+/// Validates the whole spec.
+pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec> {
+    if !spec.zk_addresses.is_empty() || spec.zk_path.is_some() {
+        return Err(invalid(
+            "ZooKeeperNotSupported",
+            "spec.zkAddresses/zkPath are set, but Kafka 4 runs in KRaft mode without ZooKeeper. Remove them and declare controllers: give three brokers entries `brokerConfig.processRoles: [controller]` (or [broker, controller] for combined nodes)",
+        ));
+    }
+
+    let listeners = validate_listeners(&spec.listeners_config.internal_listeners)?;
+    let inner: Vec<_> = spec
+        .listeners_config
+        .internal_listeners
+        .iter()
+        .filter(|l| l.used_for_inner_broker_communication)
+        .collect();
+    let ctrl: Vec<_> = spec
+        .listeners_config
+        .internal_listeners
+        .iter()
+        .filter(|l| l.used_for_controller_communication)
+        .collect();
+    if inner.len() != 1 {
+        return Err(invalid(
+            "InvalidListeners",
+            format!(
+                "exactly one internal listener needs usedForInnerBrokerCommunication: true; found {}",
+                inner.len()
+            ),
+        ));
+    }
+    if ctrl.len() != 1 {
+        return Err(invalid(
+            "InvalidListeners",
+            format!(
+                "exactly one internal listener needs usedForControllerCommunication: true (the KRaft controller listener); found {}",
+                ctrl.len()
+            ),
+        ));
+    }
+    if inner[0].name == ctrl[0].name {
+        return Err(invalid(
+            "InvalidListeners",
+            format!(
+                "listener {:?} cannot serve both brokers and controllers; add a separate controller listener (e.g. name: controller, containerPort: 29093)",
+                inner[0].name
+            ),
+        ));
+    }
+
+    let read_only = parse_properties("spec.readOnlyConfig", &spec.read_only_config)?;
+    let cluster_wide_config =
+        parse_properties("spec.clusterWideConfig", &spec.cluster_wide_config)?;
+
+    let mut seen = BTreeSet::new();
+    let mut brokers = BTreeMap::new();
+    for (i, b) in spec.brokers.iter().enumerate() {
+        if !seen.insert(b.id) {
+            return Err(invalid(
+                "DuplicateBrokerId",
+                format!(
+                    "spec.brokers[{i}].id {} is used by another broker; broker ids must be unique",
+                    b.id
+                ),
+            ));
+        }
+        let vb = validate_broker(spec, i, b, &read_only)?;
+        brokers.insert(b.id, vb);
+    }
+    if !brokers.values().any(|b| b.roles.controller) {
+        return Err(invalid(
+            "NoController",
+            "no broker has the controller role: KRaft needs at least one controller (three for production); set brokerConfig.processRoles: [controller] on them",
+        ));
+    }
+    if !brokers.values().any(|b| b.roles.broker) {
+        return Err(invalid(
+            "NoBroker",
+            "every node is a controller only; at least one needs processRoles including broker",
+        ));
+    }
+
+    Ok(ValidatedCluster {
+        brokers,
+        listeners,
+        inter_broker_listener: inner[0].name.to_ascii_uppercase(),
+        controller_listener: ctrl[0].name.to_ascii_uppercase(),
+        cluster_wide_config,
+        rack_labels: spec
+            .rack_awareness
+            .as_ref()
+            .map(|r| r.labels.clone())
+            .unwrap_or_default(),
+    })
+}
+
+fn validate_listeners(listeners: &[InternalListener]) -> Result<Vec<Listener>, InvalidSpec> {
+    let mut names = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    let mut out = Vec::new();
+    for (i, l) in listeners.iter().enumerate() {
+        let at = format!("spec.listenersConfig.internalListeners[{i}]");
+        if l.name.is_empty()
+            || !l
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            return Err(invalid(
+                "InvalidListeners",
+                format!("{at}.name {:?} must be letters, digits, '-' or '_'", l.name),
+            ));
+        }
+        let upper = l.name.to_ascii_uppercase().replace('-', "_");
+        if !names.insert(upper.clone()) {
+            return Err(invalid(
+                "InvalidListeners",
+                format!(
+                    "{at}.name {:?} clashes with another listener's name",
+                    l.name
+                ),
+            ));
+        }
+        let protocol = match l.type_.to_ascii_lowercase().as_str() {
+            "plaintext" => "PLAINTEXT",
+            "ssl" => "SSL",
+            "sasl_plaintext" => "SASL_PLAINTEXT",
+            "sasl_ssl" => "SASL_SSL",
+            other => {
+                return Err(invalid(
+                    "InvalidListeners",
+                    format!(
+                        "{at}.type {other:?} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl"
+                    ),
+                ));
+            }
+        };
+        let port = u16::try_from(l.container_port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                invalid(
+                    "InvalidListeners",
+                    format!("{at}.containerPort {} is not a port", l.container_port),
+                )
+            })?;
+        if !ports.insert(port) {
+            return Err(invalid(
+                "InvalidListeners",
+                format!("{at}.containerPort {port} is used by another listener"),
+            ));
+        }
+        out.push(Listener {
+            name: upper,
+            protocol: protocol.to_owned(),
+            port,
+        });
+    }
+    Ok(out)
+}
+
+fn validate_broker(
+    spec: &KafkaClusterSpec,
+    i: usize,
+    b: &Broker,
+    cluster_read_only: &BTreeMap<String, String>,
+) -> Result<ValidatedBroker, InvalidSpec> {
+    let at = format!("spec.brokers[{i}] (id {})", b.id);
+    let group = match &b.broker_config_group {
+        Some(name) => Some(spec.broker_config_groups.get(name).ok_or_else(|| {
+            invalid(
+                "UnknownBrokerConfigGroup",
+                format!(
+                    "{at} uses brokerConfigGroup {name:?}, which spec.brokerConfigGroups does not define (defined: {:?})",
+                    spec.broker_config_groups.keys().collect::<Vec<_>>()
+                ),
+            )
+        })?),
+        None => None,
+    };
+    let config = merge(group, b.broker_config.as_ref());
+    let mut roles = Roles {
+        broker: false,
+        controller: false,
+    };
+    for r in &config.process_roles {
+        match r.as_str() {
+            "broker" => roles.broker = true,
+            "controller" => roles.controller = true,
+            other => {
+                return Err(invalid(
+                    "InvalidProcessRoles",
+                    format!("{at} has processRoles entry {other:?}; use broker and/or controller"),
+                ));
+            }
+        }
+    }
+    if config.process_roles.is_empty() {
+        roles.broker = true;
+    }
+    if config.storage_configs.is_empty() {
+        return Err(invalid(
+            "NoStorage",
+            format!(
+                "{at} has no storageConfigs; give it (or its group) at least one, e.g. mountPath: /kafka-logs with a pvcSpec"
+            ),
+        ));
+    }
+    let mut mounts = BTreeSet::new();
+    for (j, s) in config.storage_configs.iter().enumerate() {
+        if !s.mount_path.starts_with('/') || s.mount_path.contains(',') {
+            return Err(invalid(
+                "InvalidStorage",
+                format!(
+                    "{at} storageConfigs[{j}].mountPath {:?} must be an absolute path without commas",
+                    s.mount_path
+                ),
+            ));
+        }
+        if !mounts.insert(s.mount_path.trim_end_matches('/').to_owned()) {
+            return Err(invalid(
+                "InvalidStorage",
+                format!("{at} mounts {:?} twice", s.mount_path),
+            ));
+        }
+        if s.pvc_spec.is_some() == s.empty_dir.is_some() {
+            return Err(invalid(
+                "InvalidStorage",
+                format!("{at} storageConfigs[{j}] needs exactly one of pvcSpec or emptyDir"),
+            ));
+        }
+    }
+    let mut read_only_config = cluster_read_only.clone();
+    read_only_config.extend(parse_properties(
+        &format!("{at} readOnlyConfig"),
+        &b.read_only_config,
+    )?);
+    let dynamic_config = parse_properties(
+        &format!("{at} brokerConfig.config"),
+        config.config.as_deref().unwrap_or(""),
+    )?;
+    let image = config
+        .image
+        .clone()
+        .or_else(|| spec.cluster_image.clone())
+        .unwrap_or_else(|| DEFAULT_KAFKA_IMAGE.to_owned());
+    Ok(ValidatedBroker {
+        id: b.id,
+        roles,
+        storage: config.storage_configs.clone(),
+        config,
+        read_only_config,
+        dynamic_config,
+        image,
+    })
+}
+
+fn pick_vec<T>(group: Vec<T>, own: Vec<T>) -> Vec<T> {
+    if own.is_empty() { group } else { own }
+}
+
+/// A broker's settings: its group's, overridden field by field by its own; lists and
+/// maps from the broker replace the group's, except envs, labels and annotations,
+/// which are merged (the broker's entry wins on a clash).
+pub fn merge(group: Option<&BrokerConfig>, own: Option<&BrokerConfig>) -> BrokerConfig {
+    let (g, o) = (
+        group.cloned().unwrap_or_default(),
+        own.cloned().unwrap_or_default(),
+    );
+    let mut envs = g.envs.clone();
+    for e in o.envs {
+        envs.retain(|x| x.name != e.name);
+        envs.push(e);
+    }
+    let mut labels = g.broker_labels.clone();
+    labels.extend(o.broker_labels);
+    let mut annotations = g.broker_annotations.clone();
+    annotations.extend(o.broker_annotations);
+    BrokerConfig {
+        process_roles: pick_vec(g.process_roles, o.process_roles),
+        image: o.image.or(g.image),
+        config: o.config.or(g.config),
+        storage_configs: pick_vec(g.storage_configs, o.storage_configs),
+        resource_requirements: o.resource_requirements.or(g.resource_requirements),
+        node_selector: o.node_selector.or(g.node_selector),
+        affinity: o.affinity.or(g.affinity),
+        tolerations: pick_vec(g.tolerations, o.tolerations),
+        broker_annotations: annotations,
+        broker_labels: labels,
+        envs,
+        kafka_heap_opts: o.kafka_heap_opts.or(g.kafka_heap_opts),
+        kafka_jvm_perf_opts: o.kafka_jvm_perf_opts.or(g.kafka_jvm_perf_opts),
+        service_account_name: o.service_account_name.or(g.service_account_name),
+        image_pull_secrets: pick_vec(g.image_pull_secrets, o.image_pull_secrets),
+        termination_grace_period_seconds: o
+            .termination_grace_period_seconds
+            .or(g.termination_grace_period_seconds),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::kafka_cluster::test_support::example_spec;
+
+    #[test]
+    fn the_example_is_valid_and_groups_merge_with_broker_values_winning() {
+        let v = validate(&example_spec()).expect("the example validates");
+        assert_eq!(v.brokers.len(), 4);
+        assert_eq!(v.inter_broker_listener, "PLAINTEXT");
+        assert_eq!(v.controller_listener, "CONTROLLER");
+        let b0 = &v.brokers[&0];
+        assert!(b0.roles.broker && !b0.roles.controller);
+        assert_eq!(
+            b0.config.service_account_name.as_deref(),
+            Some("kf-kafka"),
+            "from the group"
+        );
+        assert!(
+            b0.config.resource_requirements.is_some(),
+            "the broker's own"
+        );
+        assert!(v.brokers[&100].roles.controller);
+        assert_eq!(b0.read_only_config["num.partitions"], "32");
+    }
+
+    #[test]
+    fn zookeeper_is_rejected_with_directions() {
+        let mut spec = example_spec();
+        spec.zk_addresses = vec!["zk-zookeeper:2181".into()];
+        let e = validate(&spec).expect_err("ZooKeeper is gone");
+        assert_eq!(e.reason, "ZooKeeperNotSupported");
+        assert!(e.message.contains("KRaft") && e.message.contains("processRoles: [controller]"));
+    }
+
+    #[test]
+    fn duplicate_ids_unknown_groups_and_no_controller_are_rejected() {
+        let mut spec = example_spec();
+        spec.brokers[1].id = spec.brokers[0].id;
+        assert_eq!(
+            validate(&spec).expect_err("dup").reason,
+            "DuplicateBrokerId"
+        );
+
+        let mut spec = example_spec();
+        spec.brokers[0].broker_config_group = Some("missing".into());
+        let e = validate(&spec).expect_err("unknown group");
+        assert_eq!(e.reason, "UnknownBrokerConfigGroup");
+        assert!(e.message.contains("\"missing\""));
+
+        let mut spec = example_spec();
+        spec.brokers.retain(|b| b.id < 100);
+        assert_eq!(
+            validate(&spec).expect_err("no controller").reason,
+            "NoController"
+        );
+    }
+
+    #[test]
+    fn owned_keys_and_malformed_lines_in_config_strings_are_rejected() {
+        let mut spec = example_spec();
+        spec.read_only_config
+            .push_str("\nlog.dirs=/kafka-logs/data\n");
+        let e = validate(&spec).expect_err("owned key");
+        assert_eq!(e.reason, "OwnedConfigKey");
+        assert!(e.message.contains("`log.dirs`"));
+
+        let mut spec = example_spec();
+        spec.cluster_wide_config = "background.threads 2".into();
+        let e = validate(&spec).expect_err("malformed");
+        assert!(
+            e.message.contains("spec.clusterWideConfig line 1"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn listener_mistakes_are_named() {
+        let mut spec = example_spec();
+        spec.listeners_config.internal_listeners[1].used_for_controller_communication = false;
+        assert!(
+            validate(&spec)
+                .expect_err("no controller listener")
+                .message
+                .contains("usedForControllerCommunication")
+        );
+
+        let mut spec = example_spec();
+        spec.listeners_config.internal_listeners[1].container_port =
+            spec.listeners_config.internal_listeners[0].container_port;
+        assert!(
+            validate(&spec)
+                .expect_err("port clash")
+                .message
+                .contains("used by another listener")
+        );
+    }
+
+    #[test]
+    fn properties_parse_with_comments() {
+        let p = parse_properties("x", "# c\n\na=1\n b = two \n").expect("parses");
+        assert_eq!(
+            p,
+            BTreeMap::from([
+                ("a".to_owned(), "1".to_owned()),
+                ("b".to_owned(), "two".to_owned())
+            ])
+        );
+    }
+}

@@ -1,0 +1,3 @@
+//! The coordinator's controllers.
+
+pub mod kafka_cluster;

@@ -1,0 +1,398 @@
+//! `KafkaCluster`: a superset of Koperator's `KafkaCluster` (`kafka.banzaicloud.io/v1beta1`)
+//! with the same field names and meanings, so a Koperator user migrates by changing
+//! `apiVersion`. KRaft only: controllers are brokers entries whose `processRoles`
+//! include `controller`; `zkAddresses` and `zkPath` are accepted by the schema only so
+//! that validation can say what to do instead.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Affinity, EmptyDirVolumeSource, EnvVar, LocalObjectReference, PersistentVolumeClaimSpec,
+    ResourceRequirements, Toleration,
+};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// The desired state of a Kafka cluster.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[kube(
+    group = "kafka.stoker.io",
+    version = "v1alpha1",
+    kind = "KafkaCluster",
+    plural = "kafkaclusters",
+    shortname = "kc",
+    namespaced,
+    status = "KafkaClusterStatus",
+    printcolumn = r#"{"name":"Ready","type":"string","description":"Ready brokers / desired brokers","jsonPath":".status.readyBrokers"}"#,
+    printcolumn = r#"{"name":"State","type":"string","description":"Cluster state","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[x_kube(
+    validation = Rule::new("self.brokers.all(b, self.brokers.exists_one(c, c.id == b.id))").message("broker ids must be unique: two entries of spec.brokers have the same id"),
+    validation = Rule::new("self.brokers.all(b, !has(b.brokerConfigGroup) || (has(self.brokerConfigGroups) && b.brokerConfigGroup in self.brokerConfigGroups))").message("every spec.brokers[].brokerConfigGroup must name a group defined in spec.brokerConfigGroups"),
+    validation = Rule::new("self.listenersConfig.internalListeners.all(l, self.listenersConfig.internalListeners.exists_one(m, m.name == l.name))").message("listener names must be unique in spec.listenersConfig.internalListeners"),
+    validation = Rule::new("!has(self.listenersConfig.externalListeners) || self.listenersConfig.externalListeners.all(e, !self.listenersConfig.internalListeners.exists(i, i.name == e.name))").message("an external listener may not reuse the name of an internal listener")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaClusterSpec {
+    /// One headless Service for all brokers (true) or one Service per broker plus an
+    /// all-broker Service (false).
+    #[serde(default)]
+    pub headless_service_enabled: bool,
+    /// Not supported: Kafka 4 runs KRaft only. Declare controllers with
+    /// `brokerConfig.processRoles: [controller]` instead.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zk_addresses: Vec<String>,
+    /// Not supported: Kafka 4 runs KRaft only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zk_path: Option<String>,
+    /// The brokers' listeners.
+    pub listeners_config: ListenersConfig,
+    /// Every broker and controller, each managed individually.
+    #[schemars(length(min = 1, max = 256))]
+    pub brokers: Vec<Broker>,
+    /// Named templates of broker settings; a broker's own `brokerConfig` overrides its group.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_config_groups: BTreeMap<String, BrokerConfig>,
+    /// Static server.properties lines shared by every broker (a change restarts brokers).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub read_only_config: String,
+    /// Dynamic cluster-wide config lines, applied without restarts.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster_wide_config: String,
+    /// Node label names whose values form each broker's `broker.rack`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack_awareness: Option<RackAwareness>,
+    /// At most one broker per Kubernetes node (pod anti-affinity on the hostname).
+    #[serde(default)]
+    pub one_broker_per_node: bool,
+    /// The Kafka image for brokers that set none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_image: Option<String>,
+    /// How changes roll through the brokers.
+    #[serde(default)]
+    pub rolling_upgrade_config: RollingUpgradeConfig,
+    /// Cruise Control settings (used by rebalancing and scaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cruise_control_config: Option<CruiseControlConfig>,
+    /// The PodDisruptionBudget of the brokers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disruption_budget: Option<DisruptionBudget>,
+    /// Environment variables of every broker's Kafka container.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub envs: Vec<EnvVar>,
+    /// What happens to a removed broker's volumes: `Retain` (default) keeps its PVCs,
+    /// `Delete` deletes them once the broker is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc_deletion_policy: Option<PvcDeletionPolicy>,
+}
+
+/// What happens to a removed broker's PVCs.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum PvcDeletionPolicy {
+    /// Keep them (the default): data is never deleted unless asked for.
+    #[default]
+    Retain,
+    /// Delete them when the broker is removed from the spec.
+    Delete,
+}
+
+/// One broker (or controller) of the cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Broker {
+    /// Kafka `node.id`, 0..=65535.
+    #[schemars(range(min = 0, max = 65535))]
+    pub id: i32,
+    /// The `brokerConfigGroups` entry this broker starts from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_config_group: Option<String>,
+    /// This broker's own static server.properties lines.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub read_only_config: String,
+    /// This broker's settings; they override its group's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_config: Option<BrokerConfig>,
+}
+
+/// Settings of a broker, or of a group of brokers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerConfig {
+    /// KRaft roles: `broker`, `controller` or both (default: broker).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub process_roles: Vec<String>,
+    /// The Kafka image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Per-broker dynamic config lines, applied without restarts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Data volumes: one PVC (or emptyDir) per entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_configs: Vec<StorageConfig>,
+    /// Resources of the Kafka container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_requirements: Option<ResourceRequirements>,
+    /// Node selector of the broker Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Affinity of the broker Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Tolerations of the broker Pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// Annotations of the broker Pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_annotations: BTreeMap<String, String>,
+    /// Labels of the broker Pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub broker_labels: BTreeMap<String, String>,
+    /// Environment variables of the Kafka container (after the cluster's `envs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub envs: Vec<EnvVar>,
+    /// KAFKA_HEAP_OPTS (default `-Xmx2G -Xms2G`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_heap_opts: Option<String>,
+    /// KAFKA_JVM_PERFORMANCE_OPTS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_jvm_perf_opts: Option<String>,
+    /// ServiceAccount of the broker Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Pull secrets of the broker Pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Grace period of the broker Pod (default 120 s, room for the agent's safety wait).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
+}
+
+/// One data volume of a broker.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageConfig {
+    /// Where the volume is mounted; Kafka's log dir is `<mountPath>/kafka`.
+    pub mount_path: String,
+    /// The PVC to create for this volume.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pvc_spec: Option<PersistentVolumeClaimSpec>,
+    /// An emptyDir instead of a PVC (data is lost with the Pod).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<EmptyDirVolumeSource>,
+}
+
+/// The brokers' listeners.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenersConfig {
+    /// Listeners inside the Kubernetes cluster.
+    #[schemars(length(min = 1, max = 16))]
+    pub internal_listeners: Vec<InternalListener>,
+    /// Listeners reachable from outside.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16))]
+    pub external_listeners: Option<Vec<ExternalListener>>,
+    /// TLS material for SSL listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssl_secrets: Option<SslSecrets>,
+}
+
+/// A listener inside the Kubernetes cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InternalListener {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Listener name (lower case in the spec; upper case in Kafka).
+    #[schemars(length(min = 1, max = 32))]
+    pub name: String,
+    /// Port the brokers bind.
+    #[schemars(range(min = 1, max = 65535))]
+    pub container_port: i32,
+    /// Brokers replicate over this listener.
+    #[serde(default)]
+    pub used_for_inner_broker_communication: bool,
+    /// Controllers talk over this listener.
+    #[serde(default)]
+    pub used_for_controller_communication: bool,
+}
+
+/// A listener reachable from outside the Kubernetes cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalListener {
+    /// `plaintext`, `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// Listener name.
+    #[schemars(length(min = 1, max = 32))]
+    pub name: String,
+    /// Port the brokers bind.
+    #[schemars(range(min = 1, max = 65535))]
+    pub container_port: i32,
+    /// Broker N is advertised on `externalStartingPort + N`.
+    pub external_starting_port: i32,
+    /// `LoadBalancer`, `NodePort` or `ClusterIP`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_method: Option<String>,
+    /// Host advertised instead of the Service's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname_override: Option<String>,
+}
+
+/// TLS material for SSL listeners.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SslSecrets {
+    /// Secret holding the CA and broker certificates.
+    pub tls_secret_name: String,
+    /// Let Stoker create the certificates.
+    #[serde(default)]
+    pub create: bool,
+}
+
+/// Rack awareness.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct RackAwareness {
+    /// Node label names; their values, joined with commas, become `broker.rack`.
+    pub labels: Vec<String>,
+}
+
+/// How changes roll through the brokers.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpgradeConfig {
+    /// A roll stops while this many brokers (or more) have offline or under-replicated partitions.
+    #[serde(default = "default_failure_threshold")]
+    #[schemars(range(min = 1))]
+    pub failure_threshold: i32,
+    /// Brokers of one rack restarted at once (default 1).
+    #[serde(default = "default_concurrent_restarts")]
+    #[schemars(range(min = 1))]
+    pub concurrent_broker_restart_count_per_rack: i32,
+}
+
+const fn default_failure_threshold() -> i32 {
+    1
+}
+
+const fn default_concurrent_restarts() -> i32 {
+    1
+}
+
+impl Default for RollingUpgradeConfig {
+    fn default() -> Self {
+        Self {
+            failure_threshold: default_failure_threshold(),
+            concurrent_broker_restart_count_per_rack: default_concurrent_restarts(),
+        }
+    }
+}
+
+/// Cruise Control settings, kept for rebalancing and scaling.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CruiseControlConfig {
+    /// Cruise Control's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// ServiceAccount of the Cruise Control Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// cruisecontrol.properties content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// capacity.json content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_config: Option<String>,
+    /// clusterConfigs.json content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_configs: Option<String>,
+    /// An existing Cruise Control to use instead of deploying one (host:port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cruise_control_endpoint: Option<String>,
+}
+
+/// The brokers' PodDisruptionBudget.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct DisruptionBudget {
+    /// Create the budget.
+    #[serde(default)]
+    pub create: bool,
+    /// How many brokers (or what percentage, e.g. "20%") may be down at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<String>,
+}
+
+/// The observed state of a Kafka cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaClusterStatus {
+    /// The generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Reconciling`, `Running`, `RollingUpgrading`, `Degraded` or `Invalid`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// "ready/desired", for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_brokers: Option<String>,
+    /// The KRaft cluster id, generated once and kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_id: Option<String>,
+    /// Kubernetes-style conditions: Ready, Reconciling, Degraded, Invalid.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Per-broker state, by broker id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub brokers_state: BTreeMap<String, BrokerStatus>,
+}
+
+/// A condition (the shape of `metav1.Condition`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    /// Ready, Reconciling, Degraded or Invalid.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// True, False or Unknown.
+    pub status: String,
+    /// A PascalCase reason.
+    pub reason: String,
+    /// What a person should know.
+    pub message: String,
+    /// When the status last changed (RFC 3339).
+    pub last_transition_time: String,
+    /// The generation the condition was set for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+/// The state of one broker.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerStatus {
+    /// The Pod's phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_phase: Option<String>,
+    /// The agent's readiness.
+    #[serde(default)]
+    pub ready: bool,
+    /// Hash of the desired config.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_config_hash: Option<String>,
+    /// Hash of the config in force, as the agent reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_hash_in_force: Option<String>,
+    /// True when a change waits for a restart.
+    #[serde(default)]
+    pub restart_needed: bool,
+    /// Why a restart is needed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_reason: Option<String>,
+}

@@ -1,0 +1,8 @@
+//! `kafka.stoker.io/v1alpha1`.
+
+// The `KubeSchema` derive re-emits each struct inside a generated module, which the
+// `unreachable_pub` lint misreads as a private path.
+#[allow(unreachable_pub)]
+pub mod kafka_cluster;
+
+pub use kafka_cluster::*;

@@ -1,0 +1,494 @@
+//! The KafkaCluster controller against a real API server (etcd, kube-apiserver and
+//! kube-controller-manager): the example becomes the expected objects with per-broker
+//! differences preserved; the CRD's CEL rules and the controller's validation reject
+//! bad specs with exact messages; a change to one broker touches only its objects; a
+//! removed broker's Pod goes and its PVCs stay; an unchanged cluster reconciled
+//! repeatedly makes no writes; a restarted controller converges with no duplicates.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Service},
+    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    runtime::{conditions, wait::await_condition, watcher},
+};
+use stoker_coordinator::{crd::v1alpha1::KafkaCluster, metrics::ControllerMetrics};
+use stoker_testenv::ControlPlane;
+use tokio_util::sync::CancellationToken;
+
+const NS: &str = "alerting";
+
+fn example() -> KafkaCluster {
+    serde_yaml::from_str(include_str!("../../deploy/examples/kafkacluster.yaml"))
+        .expect("the example parses")
+}
+
+async fn install_crds(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for doc in
+        serde_yaml::Deserializer::from_str(include_str!("../../deploy/crds/kafka.stoker.io.yaml"))
+    {
+        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).expect("a CRD");
+        let name = crd.name_any();
+        crds.patch(
+            &name,
+            &PatchParams::apply("stoker-test").force(),
+            &Patch::Apply(&crd),
+        )
+        .await
+        .expect("the CRD installs");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            await_condition(crds.clone(), &name, conditions::is_crd_established()),
+        )
+        .await
+        .expect("established in time")
+        .expect("watchable");
+    }
+}
+
+fn start_controller(
+    client: Client,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<()>,
+    Arc<ControllerMetrics>,
+) {
+    let token = CancellationToken::new();
+    let metrics = Arc::new(ControllerMetrics::new(
+        &prometheus::Registry::new(),
+        "kafkacluster",
+    ));
+    let handle = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+        client,
+        "stoker-agent:test".into(),
+        metrics.clone(),
+        token.clone(),
+    ));
+    (token, handle, metrics)
+}
+
+async fn eventually<T, F, Fut>(what: &str, f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server() {
+    let plane = ControlPlane::start().await.expect("control plane");
+    let client = plane.client().await.expect("client");
+    install_crds(&client).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(NS.into()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            },
+        )
+        .await
+        .expect("namespace");
+
+    let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
+    // The API server's own checks (schema and CEL) reject what they can.
+    let mut dup = example();
+    dup.spec.brokers[1].id = 0;
+    let err = clusters
+        .create(&PostParams::default(), &dup)
+        .await
+        .expect_err("duplicate ids are refused");
+    assert!(
+        err.to_string().contains("broker ids must be unique"),
+        "{err}"
+    );
+    let mut unknown = example();
+    unknown.spec.brokers[0].broker_config_group = Some("nope".into());
+    let err = clusters
+        .create(&PostParams::default(), &unknown)
+        .await
+        .expect_err("unknown group is refused");
+    assert!(
+        err.to_string()
+            .contains("must name a group defined in spec.brokerConfigGroups"),
+        "{err}"
+    );
+
+    let (token, controller, metrics) = start_controller(client.clone());
+    clusters
+        .create(&PostParams::default(), &example())
+        .await
+        .expect("the example is accepted");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+    let svcs: Api<Service> = Api::namespaced(client.clone(), NS);
+    let lp = ListParams::default().labels("kafka_cr=kf-kafka");
+    eventually("4 Pods", || async {
+        (pods.list(&lp).await.ok()?.items.len() == 4).then_some(())
+    })
+    .await;
+
+    // Per-broker objects with per-broker differences preserved.
+    let pod0 = pods.get("kf-kafka-0").await.expect("broker 0's Pod");
+    let spec0 = pod0.spec.clone().expect("spec");
+    let kafka0 = &spec0.containers[0];
+    assert_eq!(
+        kafka0
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .and_then(|l| l.get("memory"))
+            .map(|q| q.0.as_str()),
+        Some("1Gi")
+    );
+    let agent0 = &spec0.init_containers.as_ref().expect("the agent")[0];
+    assert_eq!(
+        agent0.restart_policy.as_deref(),
+        Some("Always"),
+        "the agent is a native sidecar"
+    );
+    assert_eq!(
+        agent0
+            .startup_probe
+            .as_ref()
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.as_deref()),
+        Some("/startupz")
+    );
+    assert_eq!(
+        kafka0
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.pre_stop.as_ref())
+            .and_then(|p| p.http_get.as_ref())
+            .and_then(|h| h.path.as_deref()),
+        Some("/prestop")
+    );
+    assert_eq!(
+        spec0.service_account_name.as_deref(),
+        Some("kf-kafka"),
+        "from the broker's group"
+    );
+    let pod100 = pods
+        .get("kf-kafka-100")
+        .await
+        .expect("the controller's Pod");
+    assert!(
+        pod100.spec.as_ref().expect("spec").containers[0]
+            .resources
+            .as_ref()
+            .and_then(|r| r.limits.as_ref())
+            .is_none(),
+        "the controller keeps its own (empty) resources, not the brokers'"
+    );
+    assert!(
+        pvcs.get_opt("kf-kafka-0-storage-0")
+            .await
+            .expect("get")
+            .is_some()
+    );
+    let meta_pvc = pvcs
+        .get("kf-kafka-100-storage-0")
+        .await
+        .expect("the controller's PVC");
+    assert_eq!(
+        meta_pvc
+            .spec
+            .and_then(|s| s.resources)
+            .and_then(|r| r.requests)
+            .and_then(|r| r.get("storage").cloned())
+            .map(|q| q.0),
+        Some("256Mi".into())
+    );
+    assert!(
+        meta_pvc.metadata.owner_references.is_none(),
+        "PVCs are never garbage-collected with the cluster"
+    );
+    let cm0 = cms
+        .get("kf-kafka-0-config")
+        .await
+        .expect("broker 0's ConfigMap");
+    let doc: stoker_proto::agent::v1::DesiredConfig =
+        serde_json::from_str(&cm0.data.expect("data")["config.json"])
+            .expect("the agent's document");
+    assert_eq!(doc.process_roles, ["broker"]);
+    assert_eq!(doc.log_dirs, ["/kafka-logs/kafka"]);
+    assert!(
+        doc.controller_quorum_voters
+            .starts_with("100@kf-kafka-100.alerting.svc.cluster.local:29093"),
+        "{}",
+        doc.controller_quorum_voters
+    );
+    assert_eq!(doc.read_only_config["num.partitions"], "32");
+    for name in [
+        "kf-kafka-all-broker",
+        "kf-kafka-0",
+        "kf-kafka-1",
+        "kf-kafka-2",
+        "kf-kafka-100",
+    ] {
+        assert!(
+            svcs.get_opt(name).await.expect("get").is_some(),
+            "Service {name}"
+        );
+    }
+
+    // Status: the cluster id is generated once and kept; conditions say what runs.
+    let kc = eventually("status", || async {
+        let kc = clusters.get("kf-kafka").await.ok()?;
+        kc.status.as_ref()?.ready_brokers.is_some().then_some(kc)
+    })
+    .await;
+    let status = kc.status.clone().expect("status");
+    let cluster_id = status.cluster_id.clone().expect("a cluster id");
+    assert_eq!(cluster_id.len(), 22);
+    assert_eq!(doc.cluster_id, cluster_id);
+    assert_eq!(
+        status.ready_brokers.as_deref(),
+        Some("0/4"),
+        "no kubelet runs these Pods"
+    );
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready");
+    assert_eq!(ready.status, "False");
+    assert!(
+        ready.message.contains("waiting for broker(s) 0, 1, 2, 100"),
+        "{}",
+        ready.message
+    );
+
+    // An unchanged cluster makes no writes: count watch events over many reconciles.
+    let mut events = watcher::watcher(
+        cms.clone(),
+        watcher::Config::default().labels("kafka_cr=kf-kafka"),
+    )
+    .boxed();
+    let mut initial = 0;
+    while let Some(Ok(ev)) = events.next().await {
+        match ev {
+            watcher::Event::InitDone => break,
+            _ => initial += 1,
+        }
+    }
+    assert!(initial > 0);
+    let mut all_objects = watcher::watcher(
+        pods.clone(),
+        watcher::Config::default().labels("kafka_cr=kf-kafka"),
+    )
+    .boxed();
+    while let Some(Ok(ev)) = all_objects.next().await {
+        if matches!(ev, watcher::Event::InitDone) {
+            break;
+        }
+    }
+    let runs_before = metrics.runs();
+    for i in 0..100 {
+        // Touching an annotation triggers a reconcile without changing the spec.
+        let patch = serde_json::json!({"metadata": {"annotations": {"test/poke": i.to_string()}}});
+        clusters
+            .patch("kf-kafka", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("poke");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reconciles = metrics.runs() - runs_before;
+    assert!(
+        reconciles >= 20,
+        "the pokes caused reconciles ({reconciles})"
+    );
+    let quiet_cms = tokio::time::timeout(Duration::from_millis(500), events.next()).await;
+    assert!(
+        quiet_cms.is_err(),
+        "no ConfigMap changed in {reconciles} reconciles of an unchanged spec: {quiet_cms:?}"
+    );
+    let quiet_pods = tokio::time::timeout(Duration::from_millis(500), all_objects.next()).await;
+    assert!(
+        quiet_pods.is_err(),
+        "no Pod changed in {reconciles} reconciles of an unchanged spec: {quiet_pods:?}"
+    );
+    let status_before = clusters.get("kf-kafka").await.expect("get").status;
+    assert_eq!(
+        status_before
+            .as_ref()
+            .and_then(|s| s.ready_brokers.clone())
+            .as_deref(),
+        Some("0/4")
+    );
+
+    // Change one broker's config: only its ConfigMap changes.
+    let rv_before: Vec<(String, String)> = cms
+        .list(&lp)
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|c| (c.name_any(), c.resource_version().unwrap_or_default()))
+        .collect();
+    let patch = serde_json::json!({"spec": {"brokers": [
+        {"id": 0, "brokerConfigGroup": "default_group", "brokerConfig": {"config": "log.retention.ms=3600000", "resourceRequirements": {"limits": {"memory": "1Gi"}, "requests": {"cpu": "0.3", "memory": "512Mi"}}}},
+        {"id": 1, "brokerConfigGroup": "default_group", "brokerConfig": {"resourceRequirements": {"limits": {"memory": "1Gi"}, "requests": {"cpu": "0.3", "memory": "512Mi"}}}},
+        {"id": 2, "brokerConfigGroup": "default_group", "brokerConfig": {"resourceRequirements": {"limits": {"memory": "1Gi"}, "requests": {"cpu": "0.3", "memory": "512Mi"}}}},
+        {"id": 100, "brokerConfigGroup": "controller_group"}
+    ]}});
+    clusters
+        .patch("kf-kafka", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    eventually("broker 0's ConfigMap to change", || async {
+        let cm = cms.get("kf-kafka-0-config").await.ok()?;
+        cm.data?
+            .get("config.json")?
+            .contains("log.retention.ms")
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rv_after: Vec<(String, String)> = cms
+        .list(&lp)
+        .await
+        .expect("list")
+        .items
+        .iter()
+        .map(|c| (c.name_any(), c.resource_version().unwrap_or_default()))
+        .collect();
+    let changed: Vec<&String> = rv_after
+        .iter()
+        .filter(|a| !rv_before.contains(a))
+        .map(|(n, _)| n)
+        .collect();
+    assert_eq!(
+        changed,
+        ["kf-kafka-0-config"],
+        "only broker 0's ConfigMap changed"
+    );
+
+    // Remove broker 2: its Pod goes, its PVC stays (Retain is the default).
+    let patch = serde_json::json!({"spec": {"brokers": [
+        {"id": 0, "brokerConfigGroup": "default_group", "brokerConfig": {"config": "log.retention.ms=3600000"}},
+        {"id": 1, "brokerConfigGroup": "default_group"},
+        {"id": 100, "brokerConfigGroup": "controller_group"}
+    ]}});
+    clusters
+        .patch("kf-kafka", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    eventually("broker 2's Pod to go", || async {
+        pods.get_opt("kf-kafka-2")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        cms.get_opt("kf-kafka-2-config")
+            .await
+            .expect("get")
+            .is_none()
+    );
+    assert!(
+        pvcs.get_opt("kf-kafka-2-storage-0")
+            .await
+            .expect("get")
+            .is_some(),
+        "data is kept"
+    );
+
+    // Changing broker 0's resources changes its Pod template: restart needed, in status.
+    let kc = eventually("restart-needed for broker 0", || async {
+        let kc = clusters.get("kf-kafka").await.ok()?;
+        kc.status
+            .as_ref()?
+            .brokers_state
+            .get("0")?
+            .restart_needed
+            .then_some(kc)
+    })
+    .await;
+    assert!(
+        kc.status
+            .as_ref()
+            .and_then(|s| s.brokers_state.get("0"))
+            .and_then(|b| b.restart_reason.clone())
+            .is_some_and(|r| r.contains("template"))
+    );
+
+    // A restarted controller converges to the same objects, with no duplicates.
+    token.cancel();
+    let _ = controller.await;
+    let (token, controller, _) = start_controller(client.clone());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(pods.list(&lp).await.expect("list").items.len(), 3);
+    assert_eq!(cms.list(&lp).await.expect("list").items.len(), 3);
+    let kc = clusters.get("kf-kafka").await.expect("get");
+    assert_eq!(
+        kc.status.and_then(|s| s.cluster_id),
+        Some(cluster_id),
+        "the cluster id is kept"
+    );
+
+    // An invalid spec is marked Invalid with the exact message; nothing else changes.
+    let patch = serde_json::json!({"spec": {"zkAddresses": ["zk-zookeeper:2181"]}});
+    clusters
+        .patch("kf-kafka", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("the schema accepts zkAddresses");
+    let kc = eventually("Invalid", || async {
+        let kc = clusters.get("kf-kafka").await.ok()?;
+        kc.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Invalid" && c.status == "True")
+            .then_some(kc)
+    })
+    .await;
+    let invalid = kc
+        .status
+        .expect("status")
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Invalid")
+        .expect("Invalid");
+    assert_eq!(invalid.reason, "ZooKeeperNotSupported");
+    assert!(invalid.message.contains("KRaft"), "{}", invalid.message);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let warned = eventually("a Warning Event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some("ZooKeeperNotSupported"))
+    })
+    .await;
+    assert_eq!(warned.type_.as_deref(), Some("Warning"));
+
+    token.cancel();
+    let _ = controller.await;
+}
