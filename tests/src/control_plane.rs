@@ -202,6 +202,39 @@ impl ControlPlane {
         self.work.path()
     }
 
+    /// Installs every CustomResourceDefinition of a multi-document YAML stream with
+    /// server-side apply and waits until each is established.
+    pub async fn apply_crds(&self, yaml: &str) -> Result<(), Error> {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        use kube::{
+            ResourceExt,
+            api::{Patch, PatchParams},
+            runtime::{conditions, wait::await_condition},
+        };
+        use serde::Deserialize as _;
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client().await?);
+        for doc in serde_yaml::Deserializer::from_str(yaml) {
+            let crd = CustomResourceDefinition::deserialize(doc)
+                .map_err(|e| Error::Other(format!("parse a CRD: {e}")))?;
+            let name = crd.name_any();
+            crds.patch(
+                &name,
+                &PatchParams::apply("stoker-testenv").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .map_err(|e| Error::Other(format!("install CRD {name}: {e}")))?;
+            tokio::time::timeout(
+                READY_TIMEOUT,
+                await_condition(crds.clone(), &name, conditions::is_crd_established()),
+            )
+            .await
+            .map_err(|_| Error::Other(format!("CRD {name} was not established in time")))?
+            .map_err(|e| Error::Other(format!("watch CRD {name}: {e}")))?;
+        }
+        Ok(())
+    }
+
     /// Fails with the log of the first component that has exited.
     pub fn ensure_running(&mut self) -> Result<(), Error> {
         self.etcd.ensure_running()?;

@@ -178,3 +178,45 @@ async fn wait_isr(kafka: &KafkaCluster, size: usize, without: Option<i32>) {
     }
     panic!("ISRs did not reach size {size} without {without:?}; last seen {last}");
 }
+
+/// Combined nodes form a three-voter quorum that survives losing one voter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_combined_nodes_keep_a_quorum_without_one_voter() {
+    let mut kafka = KafkaCluster::builder()
+        .combined(3)
+        .start()
+        .await
+        .expect("three combined nodes start");
+    let admin: AdminClient<DefaultClientContext> =
+        kafka.client_config().create().expect("admin client");
+    let topic = NewTopic::new("combined", 1, TopicReplication::Fixed(3));
+    let created = admin
+        .create_topics([&topic], &AdminOptions::new())
+        .await
+        .expect("CreateTopics is answered");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    // With one voter gone, the other two still elect a leader and accept metadata changes.
+    kafka.kill_node(3).expect("node 3");
+    let topic = NewTopic::new("after-loss", 1, TopicReplication::Fixed(2));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let res = admin
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+            )
+            .await
+            .expect("CreateTopics is answered");
+        if res.iter().all(Result::is_ok) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the remaining quorum did not accept a new topic: {res:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let md = kafka.metadata(Some("after-loss")).await.expect("metadata");
+    assert_eq!(md.topics()[0].partitions()[0].replicas().len(), 2);
+}

@@ -28,6 +28,9 @@ async fn main() -> anyhow::Result<()> {
 
     step("starting the control plane (etcd, kube-apiserver, kube-controller-manager)");
     let plane = ControlPlane::start().await?;
+    step("installing Stoker's CRDs (deploy/crds)");
+    let crds = std::fs::read_to_string(state.join("crds.yaml"))?;
+    plane.apply_crds(&crds).await?;
     step("starting Kafka: 3 brokers and 1 controller, each with its stoker-agent");
     let kafka = KafkaCluster::builder()
         .brokers(3)
