@@ -185,3 +185,36 @@ where
         tokio::time::sleep(interval).await;
     }
 }
+
+/// A binary of this workspace (e.g. `stoker-agent`) from the target dir the tests run
+/// from, built with cargo first if it is not there.
+pub fn workspace_binary(name: &str) -> Result<PathBuf, Error> {
+    let exe = std::env::current_exe().map_err(|source| Error::Io {
+        what: "locate the test binary".into(),
+        source,
+    })?;
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe
+        .parent()
+        .and_then(std::path::Path::parent)
+        .ok_or_else(|| Error::Other(format!("{} has no target dir", exe.display())))?;
+    let bin = dir.join(name);
+    if !bin.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let status = std::process::Command::new(cargo)
+            .args(["build", "-p", name, "--bin", name])
+            .status()
+            .map_err(|source| Error::Spawn {
+                name: "cargo build".into(),
+                program: "cargo".into(),
+                source,
+            })?;
+        if !status.success() || !bin.exists() {
+            return Err(Error::Other(format!(
+                "cargo build -p {name} did not produce {}",
+                bin.display()
+            )));
+        }
+    }
+    Ok(bin)
+}

@@ -59,6 +59,8 @@ pub struct Context {
     pub agent_image: String,
     /// Reconcile metrics.
     pub metrics: Arc<ControllerMetrics>,
+    /// gRPC channels to the broker agents.
+    pub agents: Arc<crate::agents::AgentPool>,
 }
 
 /// A failed reconcile.
@@ -124,6 +126,7 @@ pub async fn run(
         recorder,
         agent_image,
         metrics,
+        agents: Arc::default(),
     });
     let owned = watcher::Config::default().labels(LABEL_CLUSTER);
     Controller::new(clusters, watcher::Config::default())
@@ -336,10 +339,12 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
     }
 
     let mut desired_hashes = BTreeMap::new();
+    let mut desired_docs = BTreeMap::new();
     let mut restart_needed = BTreeMap::new();
     for b in cluster.brokers.values() {
         let doc = build::desired_config(&meta, &cluster, b);
         desired_hashes.insert(b.id, stoker_proto::config_hash(&doc));
+        desired_docs.insert(b.id, doc.clone());
         let cm = build::desired_config_map(&meta, &doc);
         let n = cm.name_any();
         note(
@@ -506,6 +511,7 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
             b.restart_reason = None;
         }
     }
+    sync_agents(ctx, kc, &meta, &desired_docs, &live_pods, &mut st).await;
     let newly_restart_needed: Vec<i32> = restart_needed
         .keys()
         .copied()
@@ -521,6 +527,90 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
     }
     patch_status(ctx, kc, &st).await?;
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Asks every running broker's agent for its status, and pushes the desired config to
+/// agents whose config in force differs (dynamic keys apply live; the rest is
+/// reported as restart-needed). An unreachable agent is noted in status, never an error:
+/// brokers run without the coordinator.
+async fn sync_agents(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    meta: &ClusterMeta,
+    docs: &BTreeMap<i32, stoker_proto::agent::v1::DesiredConfig>,
+    pods: &BTreeMap<i32, Pod>,
+    st: &mut KafkaClusterStatus,
+) {
+    for (id, doc) in docs {
+        let Some(ip) = pods.get(id).and_then(|p| p.status.as_ref()?.pod_ip.clone()) else {
+            continue;
+        };
+        let addr = format!("{ip}:{}", build::AGENT_GRPC_PORT);
+        let broker = stoker_proto::agent::v1::BrokerRef {
+            cluster: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            broker_id: *id,
+        };
+        let Some(entry) = st.brokers_state.get_mut(&id.to_string()) else {
+            continue;
+        };
+        let desired_hash = stoker_proto::config_hash(doc);
+        let status = match ctx.agents.status(&addr, &broker).await {
+            Ok(s) => s,
+            Err(e) => {
+                entry.ready = false;
+                tracing::debug!(broker_id = id, error = %e, "Agent not reachable");
+                continue;
+            }
+        };
+        entry.ready = entry.ready && status.ready;
+        entry.config_hash_in_force = Some(status.config_hash_in_force.clone());
+        if status.config_hash_in_force == desired_hash {
+            continue;
+        }
+        let already_told = status.restart_needed
+            && entry.desired_config_hash.as_deref() == Some(desired_hash.as_str());
+        let outcome = if already_told {
+            None
+        } else {
+            Some(ctx.agents.reconfigure(&addr, &broker, doc).await)
+        };
+        match outcome {
+            Some(Ok(r)) => {
+                entry.config_hash_in_force = Some(r.config_hash_in_force.clone());
+                if !r.applied_keys.is_empty() {
+                    info!(broker_id = id, keys = ?r.applied_keys, "Applied dynamic config live");
+                    event(
+                        ctx,
+                        kc,
+                        EventType::Normal,
+                        "ConfigApplied",
+                        "Reconfiguring",
+                        format!(
+                            "broker {id}: {} applied without a restart",
+                            r.applied_keys.join(", ")
+                        ),
+                    )
+                    .await;
+                }
+                if !r.restart_needed_keys.is_empty() {
+                    entry.restart_needed = true;
+                    entry.restart_reason = Some(format!(
+                        "static config changed: {}",
+                        r.restart_needed_keys.join(", ")
+                    ));
+                }
+            }
+            Some(Err(e)) => warn!(broker_id = id, error = %e, "Agent refused the new config"),
+            None => {
+                entry.restart_needed = true;
+                entry.restart_reason = Some(format!(
+                    "static config changed: {}",
+                    status.restart_needed_keys.join(", ")
+                ));
+            }
+        }
+    }
 }
 
 async fn delete_if_exists<K>(api: &Api<K>, name: &str, kind: &'static str) -> Result<(), Error>

@@ -1,0 +1,210 @@
+//! The coordinator drives real agents beside real brokers over gRPC: it reads each
+//! agent's status into the KafkaCluster's status and pushes the desired config, whose
+//! dynamic keys the agent applies to the running broker without a restart while the
+//! static differences are reported as restart-needed.
+//!
+//! No kubelet runs here, so the test plays the kubelet's part for the Pods the
+//! coordinator creates: it reports them Running with the address of the matching
+//! test broker (whose agent listens there), as a kubelet would report the Pod IP.
+
+use std::{sync::Arc, time::Duration};
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::{
+    Api, ResourceExt,
+    api::{ObjectMeta, Patch, PatchParams, PostParams},
+};
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, ResourceSpecifier},
+    client::DefaultClientContext,
+};
+use stoker_coordinator::{
+    crd::v1alpha1::KafkaCluster as KafkaClusterResource, metrics::ControllerMetrics,
+};
+use stoker_testenv::{
+    ControlPlane, KafkaCluster, agent::TEST_NAMESPACE, control_plane::ControlPlaneOptions,
+    workspace_binary,
+};
+use tokio_util::sync::CancellationToken;
+
+const SPEC: &str = r#"
+apiVersion: kafka.stoker.io/v1alpha1
+kind: KafkaCluster
+metadata:
+  name: kafka
+spec:
+  listenersConfig:
+    internalListeners:
+      - {type: plaintext, name: plaintext, containerPort: 9092, usedForInnerBrokerCommunication: true}
+      - {type: plaintext, name: controller, containerPort: 9093, usedForControllerCommunication: true}
+  brokerConfigGroups:
+    default:
+      storageConfigs: [{mountPath: /data, emptyDir: {}}]
+  brokers:
+    - {id: 1, brokerConfigGroup: default, brokerConfig: {config: "log.retention.ms=7200000"}}
+    - {id: 2, brokerConfigGroup: default}
+    - {id: 3, brokerConfigGroup: default}
+    - {id: 100, brokerConfigGroup: default, brokerConfig: {processRoles: [controller]}}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_reads_agent_status_and_applies_dynamic_config_live() {
+    let plane = ControlPlane::start_with(ControlPlaneOptions {
+        controller_manager: false,
+    })
+    .await
+    .expect("control plane");
+    plane
+        .apply_crds(include_str!("../../deploy/crds/kafka.stoker.io.yaml"))
+        .await
+        .expect("CRDs");
+    let client = plane.client().await.expect("client");
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(TEST_NAMESPACE.into()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            },
+        )
+        .await
+        .expect("namespace");
+
+    let kafka = KafkaCluster::builder()
+        .brokers(3)
+        .controllers(1)
+        .with_agents(workspace_binary("stoker-agent").expect("the agent binary"))
+        .start()
+        .await
+        .expect("brokers with agents");
+    let pid_before = kafka.node(1).expect("broker 1").process_id();
+
+    // The resource names the brokers the agents serve, with their KRaft cluster id.
+    let clusters: Api<KafkaClusterResource> = Api::namespaced(client.clone(), TEST_NAMESPACE);
+    let kc: KafkaClusterResource = serde_yaml::from_str(SPEC).expect("spec");
+    clusters
+        .create(&PostParams::default(), &kc)
+        .await
+        .expect("created");
+    let status = serde_json::json!({"apiVersion": "kafka.stoker.io/v1alpha1", "kind": "KafkaCluster", "status": {"clusterId": kafka.cluster_id()}});
+    clusters
+        .patch_status(
+            "kafka",
+            &PatchParams::apply("test").force(),
+            &Patch::Apply(&status),
+        )
+        .await
+        .expect("cluster id");
+
+    let token = CancellationToken::new();
+    let metrics = Arc::new(ControllerMetrics::new(
+        &prometheus::Registry::new(),
+        "kafkacluster",
+    ));
+    let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+        client.clone(),
+        "stoker-agent:test".into(),
+        metrics,
+        token.clone(),
+    ));
+
+    // Play the kubelet: report each Pod running at its broker's address.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), TEST_NAMESPACE);
+    for node in kafka.nodes() {
+        let name = format!("kafka-{}", node.id);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        while pods.get_opt(&name).await.expect("get").is_none() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the coordinator creates Pod {name}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let running = serde_json::json!({"status": {"phase": "Running", "podIP": node.addr.to_string(),
+            "conditions": [{"type": "Ready", "status": "True"}]}});
+        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&running))
+            .await
+            .expect("pod status");
+    }
+
+    // Broker 1's dynamic key reaches the running broker through its agent.
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().expect("admin");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let described = admin
+            .describe_configs([&ResourceSpecifier::Broker(1)], &AdminOptions::new())
+            .await
+            .expect("DescribeConfigs");
+        let value = described[0]
+            .as_ref()
+            .ok()
+            .and_then(|c| c.get("log.retention.ms"))
+            .and_then(|e| e.value.clone());
+        if value.as_deref() == Some("7200000") {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the dynamic key was not applied (last {value:?})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        kafka.node(1).expect("broker 1").process_id(),
+        pid_before,
+        "applied without a restart"
+    );
+
+    // Status carries what the agents report: the config in force and what waits for a restart.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let broker1 = loop {
+        let kc = clusters.get("kafka").await.expect("get");
+        let b = kc
+            .status
+            .as_ref()
+            .and_then(|s| s.brokers_state.get("1").cloned());
+        if let Some(b) = b.filter(|b| b.config_hash_in_force.is_some() && b.restart_needed) {
+            break b;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "status never showed the agent's report: {:?}",
+            kc.status
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let reason = broker1.restart_reason.unwrap_or_default();
+    // The test brokers advertise their addresses and keep their data elsewhere, so the
+    // coordinator's topology differs from theirs: exactly what needs a restart.
+    assert!(
+        reason.starts_with("static config changed:")
+            && reason.contains("listeners")
+            && reason.contains("log.dirs"),
+        "{reason}"
+    );
+    assert_ne!(broker1.config_hash_in_force, broker1.desired_config_hash);
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(client.clone(), TEST_NAMESPACE);
+    let applied = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .find(|e| e.reason.as_deref() == Some("ConfigApplied"))
+        .expect("a ConfigApplied Event");
+    assert!(
+        applied
+            .note
+            .unwrap_or_default()
+            .contains("log.retention.ms")
+    );
+    let _ = clusters.get("kafka").await.expect("get").name_any();
+
+    token.cancel();
+    let _ = controller.await;
+}
