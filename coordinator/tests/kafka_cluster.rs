@@ -243,6 +243,32 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
         doc.controller_quorum_voters
     );
     assert_eq!(doc.read_only_config["num.partitions"], "32");
+    // The agents may read their Node: the ServiceAccounts the Pods use exist and are bound.
+    let sas: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), NS);
+    assert!(
+        sas.get_opt("kf-kafka").await.expect("get").is_some(),
+        "the group's account is created"
+    );
+    assert!(
+        sas.get_opt("kf-kafka-stoker-agent")
+            .await
+            .expect("get")
+            .is_some(),
+        "the default account for the controller"
+    );
+    let crbs: Api<k8s_openapi::api::rbac::v1::ClusterRoleBinding> = Api::all(client.clone());
+    let crb = crbs
+        .get("stoker-agent-alerting-kf-kafka")
+        .await
+        .expect("the binding");
+    let subjects: Vec<String> = crb
+        .subjects
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    assert_eq!(subjects, ["kf-kafka", "kf-kafka-stoker-agent"]);
+    assert_eq!(crb.role_ref.name, "stoker-agent");
     for name in [
         "kf-kafka-all-broker",
         "kf-kafka-0",
@@ -488,6 +514,43 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
     })
     .await;
     assert_eq!(warned.type_.as_deref(), Some("Warning"));
+
+    // Deleting the cluster: the finalizer removes the cluster-scoped binding, the
+    // garbage collector the owned objects, and the PVCs stay.
+    let patch = serde_json::json!({"spec": {"zkAddresses": null}});
+    clusters
+        .patch("kf-kafka", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("valid again");
+    clusters
+        .delete("kf-kafka", &Default::default())
+        .await
+        .expect("delete");
+    eventually("the cluster to go", || async {
+        clusters
+            .get_opt("kf-kafka")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(
+        crbs.get_opt("stoker-agent-alerting-kf-kafka")
+            .await
+            .expect("get")
+            .is_none(),
+        "the finalizer deleted the binding"
+    );
+    eventually("owned Pods to be garbage-collected", || async {
+        pods.list(&lp).await.ok()?.items.is_empty().then_some(())
+    })
+    .await;
+    assert_eq!(
+        pvcs.list(&lp).await.expect("list").items.len(),
+        4,
+        "every PVC is kept"
+    );
 
     token.cancel();
     let _ = controller.await;

@@ -17,8 +17,9 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::api::{
-    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service},
+    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -306,6 +307,34 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
             ));
         }
     };
+
+    // What the agents may read (their Node, for the rack).
+    let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
+    for sa in build::service_accounts(&meta, &cluster) {
+        let n = sa.name_any();
+        note(
+            format!("ServiceAccount {n}"),
+            apply::create_only(&sas, sa)
+                .await
+                .map_err(kube_err("apply", "ServiceAccount", &n))?,
+        );
+    }
+    let roles: Api<ClusterRole> = Api::all(ctx.client.clone());
+    note(
+        "ClusterRole stoker-agent".into(),
+        apply::apply(&roles, build::agent_cluster_role())
+            .await
+            .map_err(kube_err("apply", "ClusterRole", "stoker-agent"))?,
+    );
+    let bindings: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
+    let crb = build::agent_cluster_role_binding(&meta, &cluster);
+    let n = crb.name_any();
+    note(
+        format!("ClusterRoleBinding {n}"),
+        apply::apply(&bindings, crb)
+            .await
+            .map_err(kube_err("apply", "ClusterRoleBinding", &n))?,
+    );
 
     // Services first: brokers advertise and find voters through their names.
     if meta.headless {
@@ -632,6 +661,15 @@ where
 async fn cleanup(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error> {
     let ns = kc.namespace().unwrap_or_default();
     let name = kc.name_any();
+    // The ClusterRoleBinding is cluster-scoped and cannot be owned by a namespaced
+    // resource: garbage collection would never remove it.
+    let bindings: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
+    delete_if_exists(
+        &bindings,
+        &format!("stoker-agent-{ns}-{name}"),
+        "ClusterRoleBinding",
+    )
+    .await?;
     // Owned objects go with the garbage collector; PVCs carry no owner reference, so
     // only an explicit Delete policy removes them.
     if kc.spec.pvc_deletion_policy == Some(PvcDeletionPolicy::Delete) {

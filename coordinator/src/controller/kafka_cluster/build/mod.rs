@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod pod;
+pub mod rbac;
 pub mod services;
 
 use std::collections::BTreeMap;
@@ -11,6 +12,10 @@ use std::collections::BTreeMap;
 pub use config::{desired_config, desired_config_map};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 pub use pod::{broker_pod, broker_pvcs, pvc_name};
+pub use rbac::{
+    agent_cluster_role, agent_cluster_role_binding, binding_name, default_service_account_name,
+    service_accounts,
+};
 pub use services::{
     advertised_host, all_broker_service, broker_service, headless_service, pod_disruption_budget,
 };

@@ -330,7 +330,12 @@ pub fn broker_pod(
             volumes: Some(volumes),
             restart_policy: Some("Always".into()),
             termination_grace_period_seconds: Some(grace),
-            service_account_name: b.config.service_account_name.clone(),
+            service_account_name: Some(
+                b.config
+                    .service_account_name
+                    .clone()
+                    .unwrap_or_else(|| super::rbac::default_service_account_name(meta)),
+            ),
             image_pull_secrets: (!b.config.image_pull_secrets.is_empty())
                 .then(|| b.config.image_pull_secrets.clone()),
             node_selector: b.config.node_selector.clone(),

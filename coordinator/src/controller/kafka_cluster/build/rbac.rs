@@ -1,0 +1,118 @@
+//! What the agents need from the Kubernetes API: reading their Node (for
+//! `broker.rack`). A ServiceAccount per cluster for brokers that name none, one
+//! ClusterRole shared by every cluster, and a ClusterRoleBinding per cluster (cluster
+//! scoped, so no owner reference: the finalizer deletes it).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::{
+    api::{
+        core::v1::ServiceAccount,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject},
+    },
+    apimachinery::pkg::apis::meta::v1::ObjectMeta,
+};
+
+use super::{ClusterMeta, cluster_labels};
+use crate::controller::kafka_cluster::validate::ValidatedCluster;
+
+/// The ClusterRole every agent is bound to.
+pub const AGENT_CLUSTER_ROLE: &str = "stoker-agent";
+
+/// The ServiceAccount of brokers that name none.
+pub fn default_service_account_name(meta: &ClusterMeta) -> String {
+    format!("{}-stoker-agent", meta.name)
+}
+
+/// Every ServiceAccount the broker Pods run as: the default one, and those the spec
+/// names (created only when missing; an existing account is left as it is).
+pub fn service_accounts(meta: &ClusterMeta, cluster: &ValidatedCluster) -> Vec<ServiceAccount> {
+    accounts(meta, cluster)
+        .into_iter()
+        .map(|name| service_account(meta, name))
+        .collect()
+}
+
+fn accounts(meta: &ClusterMeta, cluster: &ValidatedCluster) -> BTreeSet<String> {
+    cluster
+        .brokers
+        .values()
+        .map(|b| {
+            b.config
+                .service_account_name
+                .clone()
+                .unwrap_or_else(|| default_service_account_name(meta))
+        })
+        .collect()
+}
+
+fn service_account(meta: &ClusterMeta, name: String) -> ServiceAccount {
+    ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(meta.namespace.clone()),
+            labels: Some(cluster_labels(meta)),
+            owner_references: Some(vec![meta.owner.clone()]),
+            ..ObjectMeta::default()
+        },
+        ..ServiceAccount::default()
+    }
+}
+
+/// `stoker-agent`: get Nodes.
+pub fn agent_cluster_role() -> ClusterRole {
+    ClusterRole {
+        metadata: ObjectMeta {
+            name: Some(AGENT_CLUSTER_ROLE.into()),
+            labels: Some(BTreeMap::from([(
+                "app.kubernetes.io/managed-by".to_owned(),
+                "stoker".to_owned(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["nodes".into()]),
+            verbs: vec!["get".into()],
+            ..PolicyRule::default()
+        }]),
+        ..ClusterRole::default()
+    }
+}
+
+/// `stoker-agent-<namespace>-<cluster>`: binds every ServiceAccount the cluster's
+/// broker Pods run as.
+pub fn agent_cluster_role_binding(
+    meta: &ClusterMeta,
+    cluster: &ValidatedCluster,
+) -> ClusterRoleBinding {
+    let accounts = accounts(meta, cluster);
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(binding_name(meta)),
+            labels: Some(cluster_labels(meta)),
+            ..ObjectMeta::default()
+        },
+        role_ref: RoleRef {
+            api_group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+            name: AGENT_CLUSTER_ROLE.into(),
+        },
+        subjects: Some(
+            accounts
+                .into_iter()
+                .map(|name| Subject {
+                    kind: "ServiceAccount".into(),
+                    name,
+                    namespace: Some(meta.namespace.clone()),
+                    ..Subject::default()
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// The ClusterRoleBinding's name.
+pub fn binding_name(meta: &ClusterMeta) -> String {
+    format!("stoker-agent-{}-{}", meta.namespace, meta.name)
+}
