@@ -39,6 +39,10 @@ pub struct RunArgs {
     /// The agent image injected into broker Pods.
     #[arg(long, env = "STOKER_COORDINATOR_AGENT_IMAGE", default_value = concat!("stoker-agent:", env!("CARGO_PKG_VERSION")))]
     pub agent_image: String,
+    /// Elect a leader through a Lease (`stoker-coordinator` in POD_NAMESPACE); turn on
+    /// when more than one replica runs.
+    #[arg(long, env = "STOKER_COORDINATOR_LEADER_ELECTION")]
+    pub leader_election: bool,
     /// Log format.
     #[arg(long, env = "STOKER_COORDINATOR_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     pub log_format: String,

@@ -12,6 +12,7 @@ pub mod agents;
 pub mod args;
 pub mod controller;
 pub mod crd;
+pub mod lease;
 pub mod metrics;
 
 use std::{process::ExitCode, sync::Arc, sync::atomic::Ordering, time::Duration};
@@ -119,29 +120,72 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
     let controller_client = kube::Client::try_default()
         .await
         .map_err(|e| anyhow::anyhow!("failed to configure a Kubernetes client: {e}"))?;
+    // With leader election, the controllers run only while this replica holds the Lease.
+    let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(!a.leader_election);
+    let mut lease_task = if a.leader_election {
+        let identity = std::env::var("POD_NAME")
+            .unwrap_or_else(|_| format!("stoker-coordinator-{}", std::process::id()));
+        let namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
+        let cfg = lease::LeaseConfig {
+            name: "stoker-coordinator".into(),
+            namespace,
+            identity,
+            duration: Duration::from_secs(15),
+            renew: Duration::from_secs(5),
+        };
+        info!(lease = %cfg.name, namespace = %cfg.namespace, identity = %cfg.identity, "Waiting for the leader Lease");
+        Some(tokio::spawn(
+            lease::run(controller_client.clone(), cfg, leader_tx).instrument(info_span!("lease")),
+        ))
+    } else {
+        None
+    };
+    let controller_token = token.clone();
+    let agent_image = a.agent_image.clone();
     let controller_task = tokio::spawn(
-        controller::kafka_cluster::run(
-            controller_client,
-            a.agent_image.clone(),
-            metrics,
-            token.clone(),
-        )
+        async move {
+            if leader_rx.wait_for(|l| *l).await.is_err() {
+                return;
+            }
+            info!(agent_image = %agent_image, "KafkaCluster controller started");
+            controller::kafka_cluster::run(
+                controller_client,
+                agent_image,
+                metrics,
+                controller_token,
+            )
+            .await;
+        }
         .instrument(info_span!(
             "controller",
             name = controller::kafka_cluster::CONTROLLER_NAME
         )),
     );
-    info!(agent_image = %a.agent_image, "KafkaCluster controller started");
 
     let mut sigterm = signal(SignalKind::terminate())?;
+    let lease_lost = async {
+        match lease_task.as_mut() {
+            Some(t) => t.await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut failed = None;
     tokio::select! {
         _ = sigterm.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        res = lease_lost => {
+            let msg = match res { Ok(Err(e)) => e.to_string(), Ok(Ok(())) => "the lease task ended".into(), Err(e) => format!("the lease task failed: {e}") };
+            error!(error = %msg, "Leadership lost; exiting so that this replica restarts as a follower");
+            failed = Some(msg);
+        }
     }
     info!("Shutting down");
     token.cancel();
     let _ = controller_task.await;
     let _ = checker.await;
     let _ = admin_task.await;
-    Ok(())
+    match failed {
+        Some(msg) => Err(anyhow::anyhow!(msg)),
+        None => Ok(()),
+    }
 }
