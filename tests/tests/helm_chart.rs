@@ -1,0 +1,242 @@
+//! The coordinator's Helm chart: it lints, its CRDs are the generated ones, it renders
+//! objects a real API server accepts, and the RBAC it grants is enough: the controller
+//! and the leader election run as the chart's ServiceAccount and reconcile the example.
+
+use std::{process::Command, sync::Arc, time::Duration};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{Namespace, Pod, ServiceAccount},
+};
+use kube::{
+    Api, Client, ResourceExt,
+    api::{DynamicObject, ObjectMeta, Patch, PatchParams, PostParams},
+    core::GroupVersionKind,
+    discovery::{self, Scope},
+};
+use stoker_coordinator::{crd::v1alpha1::KafkaCluster, metrics::ControllerMetrics};
+use stoker_testenv::{
+    ControlPlane,
+    control_plane::{ControlPlaneOptions, client_from_kubeconfig},
+    provisioned,
+};
+use tokio_util::sync::CancellationToken;
+
+const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/helm/stoker");
+const RELEASE_NS: &str = "stoker-system";
+
+fn helm(args: &[&str]) -> String {
+    let helm = provisioned("helm", "bin/helm").expect("helm is provisioned");
+    let out = Command::new(helm).args(args).output().expect("helm runs");
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+async fn apply_all(client: &Client, yaml: &str) {
+    for doc in serde_yaml::Deserializer::from_str(yaml) {
+        let value = serde_yaml::Value::deserialize(doc).expect("a YAML document");
+        if value.is_null() {
+            continue;
+        }
+        let obj: DynamicObject = serde_yaml::from_value(value).expect("a Kubernetes object");
+        let types = obj.types.clone().expect("apiVersion and kind");
+        let gvk = GroupVersionKind::try_from(&types).expect("a GVK");
+        let (resource, caps) = discovery::pinned_kind(client, &gvk)
+            .await
+            .expect("the API server serves the kind");
+        let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+            Api::namespaced_with(
+                client.clone(),
+                obj.namespace().as_deref().unwrap_or(RELEASE_NS),
+                &resource,
+            )
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+        api.patch(
+            &obj.name_any(),
+            &PatchParams::apply("helm-test").force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "the API server refused {} {}: {e}",
+                types.kind,
+                obj.name_any()
+            )
+        });
+    }
+}
+
+use serde::Deserialize as _;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_chart_installs_and_its_rbac_runs_the_coordinator() {
+    helm(&["lint", CHART]);
+    let chart_crds =
+        std::fs::read_to_string(format!("{CHART}/crds/kafka.stoker.io.yaml")).expect("chart CRDs");
+    assert!(
+        chart_crds == include_str!("../../deploy/crds/kafka.stoker.io.yaml"),
+        "deploy/helm/stoker/crds is out of date; copy deploy/crds/kafka.stoker.io.yaml into it"
+    );
+    let rendered = helm(&[
+        "template",
+        "stoker",
+        CHART,
+        "--namespace",
+        RELEASE_NS,
+        "--include-crds",
+        "--set",
+        "replicaCount=2",
+    ]);
+
+    let plane = ControlPlane::start_with(ControlPlaneOptions {
+        controller_manager: false,
+    })
+    .await
+    .expect("control plane");
+    let admin = plane.client().await.expect("admin client");
+    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    for ns in [RELEASE_NS, "alerting"] {
+        namespaces
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(ns.into()),
+                        ..ObjectMeta::default()
+                    },
+                    ..Namespace::default()
+                },
+            )
+            .await
+            .expect("namespace");
+    }
+    apply_all(&admin, &rendered).await;
+    let deploy = Api::<Deployment>::namespaced(admin.clone(), RELEASE_NS)
+        .get("stoker-coordinator")
+        .await
+        .expect("the Deployment");
+    let env = deploy
+        .spec
+        .and_then(|s| s.template.spec)
+        .map(|s| s.containers[0].env.clone().unwrap_or_default())
+        .unwrap_or_default();
+    let leader = env
+        .iter()
+        .find(|e| e.name == "STOKER_COORDINATOR_LEADER_ELECTION")
+        .and_then(|e| e.value.clone());
+    assert_eq!(
+        leader.as_deref(),
+        Some("true"),
+        "two replicas elect a leader"
+    );
+
+    // Act as the chart's ServiceAccount.
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), RELEASE_NS);
+    let request = TokenRequest {
+        spec: TokenRequestSpec {
+            audiences: vec![],
+            expiration_seconds: Some(3600),
+            ..TokenRequestSpec::default()
+        },
+        ..TokenRequest::default()
+    };
+    let token: TokenRequest = sas
+        .create_subresource(
+            "token",
+            "stoker-coordinator",
+            &PostParams::default(),
+            &request,
+        )
+        .await
+        .expect("a token for the chart's ServiceAccount");
+    let token = token.status.expect("issued").token;
+    let kubeconfig = std::fs::read_to_string(plane.kubeconfig()).expect("kubeconfig");
+    let admin_token = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("token: "))
+        .expect("admin token")
+        .to_owned();
+    let sa_kubeconfig = plane.work_dir().join("coordinator-kubeconfig");
+    std::fs::write(&sa_kubeconfig, kubeconfig.replace(&admin_token, &token))
+        .expect("write kubeconfig");
+    let as_coordinator = client_from_kubeconfig(&sa_kubeconfig)
+        .await
+        .expect("client");
+
+    // Leader election in the release namespace works with the chart's Role.
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let cfg = stoker_coordinator::lease::LeaseConfig {
+        name: "stoker-coordinator".into(),
+        namespace: RELEASE_NS.into(),
+        identity: "test".into(),
+        duration: Duration::from_secs(15),
+        renew: Duration::from_secs(1),
+    };
+    let lease = tokio::spawn(stoker_coordinator::lease::run(
+        as_coordinator.clone(),
+        cfg,
+        tx,
+    ));
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|l| *l))
+        .await
+        .expect("leads in time")
+        .expect("lease runs");
+    lease.abort();
+
+    // The controller, as the chart's ServiceAccount, reconciles the example fully.
+    let token = CancellationToken::new();
+    let metrics = Arc::new(ControllerMetrics::new(
+        &prometheus::Registry::new(),
+        "kafkacluster",
+    ));
+    let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+        as_coordinator,
+        "stoker-agent:test".into(),
+        metrics.clone(),
+        token.clone(),
+    ));
+    let example: KafkaCluster =
+        serde_yaml::from_str(include_str!("../../deploy/examples/kafkacluster.yaml"))
+            .expect("example");
+    let clusters: Api<KafkaCluster> = Api::namespaced(admin.clone(), "alerting");
+    clusters
+        .create(&PostParams::default(), &example)
+        .await
+        .expect("the example");
+    let pods: Api<Pod> = Api::namespaced(admin.clone(), "alerting");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let kc = clusters.get("kf-kafka").await.expect("get");
+        let done = kc
+            .status
+            .as_ref()
+            .is_some_and(|s| s.ready_brokers.as_deref() == Some("0/4"));
+        if done
+            && pods
+                .list(&Default::default())
+                .await
+                .expect("pods")
+                .items
+                .len()
+                == 4
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the controller could not reconcile with the chart's RBAC; failures by category show in its log"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    token.cancel();
+    let _ = controller.await;
+}
