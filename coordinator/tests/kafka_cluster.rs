@@ -555,3 +555,87 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
     token.cancel();
     let _ = controller.await;
 }
+
+/// `headlessServiceEnabled: true`: one headless Service that publishes not-ready
+/// addresses, Pods with hostname and subdomain, voters named through it; and a
+/// PodDisruptionBudget from `disruptionBudget`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_headless_cluster_gets_one_service_stable_pod_names_and_its_budget() {
+    let plane = ControlPlane::start_with(stoker_testenv::control_plane::ControlPlaneOptions {
+        controller_manager: false,
+    })
+    .await
+    .expect("control plane");
+    let client = plane.client().await.expect("client");
+    install_crds(&client).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &Namespace {
+                metadata: ObjectMeta {
+                    name: Some(NS.into()),
+                    ..ObjectMeta::default()
+                },
+                ..Namespace::default()
+            },
+        )
+        .await
+        .expect("namespace");
+    let mut kc = example();
+    kc.spec.headless_service_enabled = true;
+    kc.spec.disruption_budget = Some(stoker_coordinator::crd::v1alpha1::DisruptionBudget {
+        create: true,
+        budget: Some("1".into()),
+    });
+    let (token, controller, _) = start_controller(client.clone());
+    Api::<KafkaCluster>::namespaced(client.clone(), NS)
+        .create(&PostParams::default(), &kc)
+        .await
+        .expect("created");
+
+    let svcs: Api<Service> = Api::namespaced(client.clone(), NS);
+    let svc = eventually("the headless Service", || async {
+        svcs.get_opt("kf-kafka-headless").await.ok()?
+    })
+    .await;
+    let spec = svc.spec.expect("spec");
+    assert_eq!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(spec.publish_not_ready_addresses, Some(true));
+    assert!(
+        svcs.get_opt("kf-kafka-all-broker")
+            .await
+            .expect("get")
+            .is_none(),
+        "no per-broker Services when headless"
+    );
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let pod = eventually("broker 1's Pod", || async {
+        pods.get_opt("kf-kafka-1").await.ok()?
+    })
+    .await;
+    let pod_spec = pod.spec.expect("spec");
+    assert_eq!(pod_spec.hostname.as_deref(), Some("kf-kafka-1"));
+    assert_eq!(pod_spec.subdomain.as_deref(), Some("kf-kafka-headless"));
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NS);
+    let cm = eventually("broker 1's ConfigMap", || async {
+        cms.get_opt("kf-kafka-1-config").await.ok()?
+    })
+    .await;
+    assert!(
+        cm.data.expect("data")["config.json"]
+            .contains("100@kf-kafka-100.kf-kafka-headless.alerting.svc.cluster.local:29093")
+    );
+    let pdbs: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+        Api::namespaced(client.clone(), NS);
+    let pdb = eventually("the PodDisruptionBudget", || async {
+        pdbs.get_opt("kf-kafka-pdb").await.ok()?
+    })
+    .await;
+    assert_eq!(
+        pdb.spec.and_then(|s| s.max_unavailable),
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+    );
+    token.cancel();
+    let _ = controller.await;
+}

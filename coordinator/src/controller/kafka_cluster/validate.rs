@@ -201,6 +201,25 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         ));
     }
 
+    if let Some(budget) = spec
+        .disruption_budget
+        .as_ref()
+        .and_then(|d| d.budget.as_deref())
+    {
+        let ok = match budget.strip_suffix('%') {
+            Some(p) => p.parse::<u8>().is_ok_and(|p| p <= 100),
+            None => budget.parse::<u32>().is_ok(),
+        };
+        if !ok {
+            return Err(invalid(
+                "InvalidDisruptionBudget",
+                format!(
+                    "spec.disruptionBudget.budget {budget:?} must be a number of brokers (e.g. \"1\") or a percentage (e.g. \"20%\")"
+                ),
+            ));
+        }
+    }
+
     let read_only = parse_properties("spec.readOnlyConfig", &spec.read_only_config)?;
     let cluster_wide_config =
         parse_properties("spec.clusterWideConfig", &spec.cluster_wide_config)?;
@@ -548,6 +567,26 @@ mod tests {
                 .message
                 .contains("used by another listener")
         );
+    }
+
+    #[test]
+    fn a_disruption_budget_must_be_a_count_or_a_percentage() {
+        let mut spec = example_spec();
+        spec.disruption_budget = Some(crate::crd::v1alpha1::DisruptionBudget {
+            create: true,
+            budget: Some("a few".into()),
+        });
+        assert_eq!(
+            validate(&spec).expect_err("bad budget").reason,
+            "InvalidDisruptionBudget"
+        );
+        for ok in ["1", "20%"] {
+            spec.disruption_budget = Some(crate::crd::v1alpha1::DisruptionBudget {
+                create: true,
+                budget: Some(ok.into()),
+            });
+            assert!(validate(&spec).is_ok(), "{ok}");
+        }
     }
 
     #[test]
