@@ -12,6 +12,7 @@ pub mod agents;
 pub mod args;
 pub mod controller;
 pub mod crd;
+pub mod kafka_admin;
 pub mod lease;
 pub mod metrics;
 
@@ -117,6 +118,10 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
         &state.registry,
         controller::kafka_cluster::CONTROLLER_NAME,
     ));
+    let topic_metrics = Arc::new(metrics::ControllerMetrics::new(
+        &state.registry,
+        controller::kafka_topic::CONTROLLER_NAME,
+    ));
     let controller_client = kube::Client::try_default()
         .await
         .map_err(|e| anyhow::anyhow!("failed to configure a Kubernetes client: {e}"))?;
@@ -147,14 +152,16 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
             if leader_rx.wait_for(|l| *l).await.is_err() {
                 return;
             }
-            info!(agent_image = %agent_image, "KafkaCluster controller started");
-            controller::kafka_cluster::run(
-                controller_client,
-                agent_image,
-                metrics,
-                controller_token,
-            )
-            .await;
+            info!(agent_image = %agent_image, "KafkaCluster and KafkaTopic controllers started");
+            tokio::join!(
+                controller::kafka_cluster::run(
+                    controller_client.clone(),
+                    agent_image,
+                    metrics,
+                    controller_token.clone()
+                ),
+                controller::kafka_topic::run(controller_client, topic_metrics, controller_token),
+            );
         }
         .instrument(info_span!(
             "controller",

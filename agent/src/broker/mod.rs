@@ -2,7 +2,9 @@
 //! it makes, and what the process left on disk (the clean-shutdown marker).
 
 pub mod kafka;
-pub mod wire;
+
+/// The Kafka protocol connection (shared with the coordinator).
+pub use stoker_kafka::wire;
 
 use std::path::Path;
 

@@ -1,3 +1,4 @@
 //! The coordinator's controllers.
 
 pub mod kafka_cluster;
+pub mod kafka_topic;

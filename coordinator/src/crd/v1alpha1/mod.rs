@@ -4,5 +4,8 @@
 // `unreachable_pub` lint misreads as a private path.
 #[allow(unreachable_pub)]
 pub mod kafka_cluster;
+#[allow(unreachable_pub)]
+pub mod kafka_topic;
 
 pub use kafka_cluster::*;
+pub use kafka_topic::*;

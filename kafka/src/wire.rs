@@ -1,8 +1,6 @@
-//! A minimal Kafka protocol connection on top of the `kafka-protocol` crate: one TCP
-//! connection to the agent's own broker, one request in flight at a time. The agent
-//! needs only a handful of admin APIs (Metadata, DescribeConfigs,
-//! IncrementalAlterConfigs, DescribeQuorum) that rdkafka either lacks or wraps only
-//! in their non-incremental form, and this keeps librdkafka out of the sidecar.
+//! One TCP connection to a broker, one request in flight at a time, on top of the
+//! `kafka-protocol` crate: encode the header and body, frame, read the response,
+//! check the correlation id. Every call is bounded by the connection's timeout.
 
 use std::time::Duration;
 
@@ -16,8 +14,8 @@ use tokio::{
     net::TcpStream,
 };
 
-/// The client id the agent's requests carry (visible in the broker's request logs).
-pub const CLIENT_ID: &str = "stoker-agent";
+/// The client id Stoker's requests carry (visible in the broker's request logs).
+pub const CLIENT_ID: &str = "stoker";
 
 /// Largest response the agent accepts (metadata of a big cluster fits easily).
 const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;

@@ -1,0 +1,408 @@
+//! Kafka admin access for the controllers, in one place and exactly the operations
+//! they need: rdkafka where it has the call (CreateTopics, CreatePartitions,
+//! DeleteTopics), the Kafka protocol through `stoker-kafka` where it has not
+//! (Metadata with topic ids, DescribeConfigs with sources, IncrementalAlterConfigs —
+//! never the non-incremental AlterConfigs, which would wipe every key not named).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use rdkafka::{
+    ClientConfig,
+    admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+};
+use stoker_kafka::{
+    Connection, WireError,
+    kafka_protocol::{
+        ResponseError,
+        messages::{
+            DescribeConfigsRequest, IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
+            describe_configs_request::DescribeConfigsResource,
+            incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
+            metadata_request::MetadataRequestTopic,
+        },
+        protocol::StrBytes,
+    },
+};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+const RESOURCE_TOPIC: i8 = 2;
+/// Kafka's `DEFAULT_CONFIG` config source.
+const SOURCE_DEFAULT: i8 = 5;
+
+/// A failed admin operation.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// No broker of the bootstrap list answered.
+    #[error("failed to reach any broker of {bootstrap}")]
+    Unreachable {
+        /// The bootstrap list.
+        bootstrap: String,
+        /// The last connection error.
+        #[source]
+        source: WireError,
+    },
+    /// An exchange failed.
+    #[error("failed to {operation}")]
+    Wire {
+        /// What was being done.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: WireError,
+    },
+    /// Kafka refused the operation; the message is Kafka's, for the user.
+    #[error("Kafka refused to {operation}: {error}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
+    Refused {
+        /// What was being done.
+        operation: &'static str,
+        /// Kafka's error.
+        error: String,
+        /// Kafka's message.
+        message: Option<String>,
+    },
+    /// The rdkafka client failed.
+    #[error("failed to {operation}")]
+    Client {
+        /// What was being done.
+        operation: &'static str,
+        /// The cause.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+}
+
+impl AdminError {
+    /// True when Kafka itself refused (a permanent problem of the request).
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Refused { .. })
+    }
+}
+
+/// A topic as Kafka has it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicState {
+    /// Kafka's topic id.
+    pub id: String,
+    /// Partitions.
+    pub partitions: i32,
+    /// Replication factor (of partition 0).
+    pub replication_factor: i32,
+}
+
+/// A topic config as Kafka reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigValue {
+    /// The value (None when sensitive).
+    pub value: Option<String>,
+    /// True when it is the broker's default, not set on the topic.
+    pub is_default: bool,
+}
+
+/// The admin client of one Kafka cluster.
+pub struct KafkaAdmin {
+    bootstrap: String,
+    client: AdminClient<DefaultClientContext>,
+}
+
+impl std::fmt::Debug for KafkaAdmin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaAdmin")
+            .field("bootstrap", &self.bootstrap)
+            .finish_non_exhaustive()
+    }
+}
+
+fn refused(operation: &'static str, code: i16, message: Option<StrBytes>) -> Option<AdminError> {
+    ResponseError::try_from_code(code).map(|e| AdminError::Refused {
+        operation,
+        error: e.to_string(),
+        message: message.map(|m| m.to_string()),
+    })
+}
+
+impl KafkaAdmin {
+    /// A client of the cluster reachable at `bootstrap` (host:port,...).
+    pub fn new(bootstrap: &str) -> Result<Self, AdminError> {
+        let client = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("client.id", "stoker-coordinator")
+            .create()
+            .map_err(|source| AdminError::Client {
+                operation: "create a Kafka admin client",
+                source,
+            })?;
+        Ok(Self {
+            bootstrap: bootstrap.to_owned(),
+            client,
+        })
+    }
+
+    async fn connect(&self) -> Result<Connection, AdminError> {
+        let mut last = None;
+        for addr in self
+            .bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match Connection::connect(addr, TIMEOUT).await {
+                Ok(c) => return Ok(c),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(AdminError::Unreachable {
+            bootstrap: self.bootstrap.clone(),
+            source: last.unwrap_or_else(|| WireError::Connect {
+                addr: self.bootstrap.clone(),
+                source: std::io::Error::other("empty bootstrap list"),
+            }),
+        })
+    }
+
+    /// Live brokers, and the topic if it exists.
+    pub async fn describe_topic(
+        &self,
+        name: &str,
+    ) -> Result<(usize, Option<TopicState>), AdminError> {
+        let mut conn = self.connect().await?;
+        let req = MetadataRequest::default().with_topics(Some(vec![
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(name.to_owned())))),
+        ]));
+        let md = conn
+            .send("Metadata", &req, 12)
+            .await
+            .map_err(|source| AdminError::Wire {
+                operation: "read topic metadata",
+                source,
+            })?;
+        let brokers = md.brokers.len();
+        let Some(t) = md.topics.first() else {
+            return Ok((brokers, None));
+        };
+        if ResponseError::try_from_code(t.error_code)
+            == Some(ResponseError::UnknownTopicOrPartition)
+        {
+            return Ok((brokers, None));
+        }
+        if let Some(e) = refused("read topic metadata", t.error_code, None) {
+            return Err(e);
+        }
+        let rf = t
+            .partitions
+            .iter()
+            .find(|p| p.partition_index == 0)
+            .map_or(0, |p| p.replica_nodes.len());
+        Ok((
+            brokers,
+            Some(TopicState {
+                id: t.topic_id.to_string(),
+                partitions: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
+                replication_factor: i32::try_from(rf).unwrap_or(i32::MAX),
+            }),
+        ))
+    }
+
+    /// The topic's configs with their sources.
+    pub async fn topic_configs(
+        &self,
+        name: &str,
+    ) -> Result<BTreeMap<String, ConfigValue>, AdminError> {
+        let mut conn = self.connect().await?;
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(RESOURCE_TOPIC)
+                .with_resource_name(StrBytes::from_string(name.to_owned()))
+                .with_configuration_keys(None),
+        ]);
+        let resp = conn
+            .send("DescribeConfigs", &req, 4)
+            .await
+            .map_err(|source| AdminError::Wire {
+                operation: "describe topic configs",
+                source,
+            })?;
+        let mut out = BTreeMap::new();
+        for r in resp.results {
+            if let Some(e) = refused("describe topic configs", r.error_code, r.error_message) {
+                return Err(e);
+            }
+            for c in r.configs {
+                out.insert(
+                    c.name.to_string(),
+                    ConfigValue {
+                        value: c.value.map(|v| v.to_string()),
+                        is_default: c.config_source == SOURCE_DEFAULT,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets and deletes topic configs with one IncrementalAlterConfigs request;
+    /// `validate_only` asks Kafka to check them without applying.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        if set.is_empty() && delete.is_empty() {
+            return Ok(());
+        }
+        let mut configs: Vec<AlterableConfig> = set
+            .iter()
+            .map(|(k, v)| {
+                AlterableConfig::default()
+                    .with_name(StrBytes::from_string(k.clone()))
+                    .with_config_operation(0)
+                    .with_value(Some(StrBytes::from_string(v.clone())))
+            })
+            .collect();
+        configs.extend(delete.iter().map(|k| {
+            AlterableConfig::default()
+                .with_name(StrBytes::from_string(k.clone()))
+                .with_config_operation(1)
+                .with_value(None)
+        }));
+        let req = IncrementalAlterConfigsRequest::default()
+            .with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(RESOURCE_TOPIC)
+                    .with_resource_name(StrBytes::from_string(name.to_owned()))
+                    .with_configs(configs),
+            ])
+            .with_validate_only(validate_only);
+        let mut conn = self.connect().await?;
+        let resp = conn
+            .send("IncrementalAlterConfigs", &req, 1)
+            .await
+            .map_err(|source| AdminError::Wire {
+                operation: "change topic configs",
+                source,
+            })?;
+        for r in resp.responses {
+            if let Some(e) = refused("change topic configs", r.error_code, r.error_message) {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the topic (or, with `validate_only`, asks Kafka whether it could).
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i32,
+        config: &BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), AdminError> {
+        let mut topic = NewTopic::new(
+            name,
+            partitions,
+            TopicReplication::Fixed(replication_factor),
+        );
+        for (k, v) in config {
+            topic = topic.set(k, v);
+        }
+        let opts = AdminOptions::new()
+            .validate_only(validate_only)
+            .operation_timeout(Some(TIMEOUT))
+            .request_timeout(Some(TIMEOUT));
+        let res = self
+            .client
+            .create_topics([&topic], &opts)
+            .await
+            .map_err(|source| AdminError::Client {
+                operation: "create the topic",
+                source,
+            })?;
+        match res.into_iter().next() {
+            Some(Err((_, code))) => Err(AdminError::Refused {
+                operation: "create the topic",
+                error: code.to_string(),
+                message: None,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Raises the partition count to `total`.
+    pub async fn create_partitions(&self, name: &str, total: i32) -> Result<(), AdminError> {
+        let total = usize::try_from(total).unwrap_or(0);
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(TIMEOUT))
+            .request_timeout(Some(TIMEOUT));
+        let res = self
+            .client
+            .create_partitions([&NewPartitions::new(name, total)], &opts)
+            .await
+            .map_err(|source| AdminError::Client {
+                operation: "add partitions",
+                source,
+            })?;
+        match res.into_iter().next() {
+            Some(Err((_, code))) => Err(AdminError::Refused {
+                operation: "add partitions",
+                error: code.to_string(),
+                message: None,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes the topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(TIMEOUT))
+            .request_timeout(Some(TIMEOUT));
+        let res = self
+            .client
+            .delete_topics(&[name], &opts)
+            .await
+            .map_err(|source| AdminError::Client {
+                operation: "delete the topic",
+                source,
+            })?;
+        match res.into_iter().next() {
+            Some(Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)))
+            | None
+            | Some(Ok(_)) => Ok(()),
+            Some(Err((_, code))) => Err(AdminError::Refused {
+                operation: "delete the topic",
+                error: code.to_string(),
+                message: None,
+            }),
+        }
+    }
+}
+
+/// One admin client per bootstrap list, shared by reconciles.
+#[derive(Debug, Default)]
+pub struct AdminPool {
+    clients: Mutex<HashMap<String, Arc<KafkaAdmin>>>,
+}
+
+impl AdminPool {
+    /// The client of the cluster at `bootstrap`.
+    pub fn get(&self, bootstrap: &str) -> Result<Arc<KafkaAdmin>, AdminError> {
+        let mut clients = self
+            .clients
+            .lock()
+            .expect("the admin pool lock is never poisoned");
+        if let Some(c) = clients.get(bootstrap) {
+            return Ok(c.clone());
+        }
+        let c = Arc::new(KafkaAdmin::new(bootstrap)?);
+        clients.insert(bootstrap.to_owned(), c.clone());
+        Ok(c)
+    }
+}
