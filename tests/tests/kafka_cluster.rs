@@ -224,6 +224,22 @@ async fn three_combined_nodes_keep_a_quorum_without_one_voter() {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let md = kafka.metadata(Some("after-loss")).await.expect("metadata");
-    assert_eq!(md.topics()[0].partitions()[0].replicas().len(), 2);
+    // Brokers learn of the topic as they replay the metadata log: wait until one serves it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let md = kafka.metadata(Some("after-loss")).await.expect("metadata");
+        let replicas = md
+            .topics()
+            .first()
+            .and_then(|t| t.partitions().first())
+            .map(|p| p.replicas().len());
+        if replicas == Some(2) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new topic never appeared with 2 replicas: {replicas:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

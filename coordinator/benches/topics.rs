@@ -1,0 +1,223 @@
+//! KafkaTopic throughput against a real API server and a real Kafka cluster, with its
+//! baseline measured in the same run:
+//!
+//! - 1,000 topics created with one batched CreateTopics call from a native client
+//!   (rdkafka) — the baseline;
+//! - 1,000 KafkaTopic resources applied at once → all Ready, through the coordinator
+//!   (release build, its own process);
+//! - the coordinator's RSS with 10,000 KafkaTopics cached (they name a missing cluster,
+//!   so Kafka is not loaded with 10,000 more topics; the cache is what is measured).
+//!
+//! Run: `cargo bench -p stoker-coordinator --bench topics` (after `scripts/provision`).
+
+use std::{
+    collections::BTreeMap,
+    path::PathBuf,
+    process::Command,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::{
+    Api,
+    api::{ListParams, ObjectMeta, PostParams},
+};
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+};
+use stoker_coordinator::{
+    controller::kafka_topic::BOOTSTRAP_ANNOTATION,
+    crd::v1alpha1::{ClusterRef, KafkaCluster, KafkaTopic, KafkaTopicSpec},
+};
+use stoker_testenv::{
+    ControlPlane, KafkaCluster as TestKafka, ManagedProcess, WorkDir,
+    control_plane::ControlPlaneOptions, net::free_port,
+};
+
+const N: usize = 1000;
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn kt(name: &str, cluster: &str) -> KafkaTopic {
+    KafkaTopic::new(
+        name,
+        KafkaTopicSpec {
+            cluster_ref: ClusterRef {
+                name: cluster.into(),
+                namespace: None,
+            },
+            name: name.into(),
+            partitions: 1,
+            replication_factor: 1,
+            config: BTreeMap::new(),
+            deletion_policy: None,
+        },
+    )
+}
+
+async fn create_many(api: &Api<KafkaTopic>, names: impl Iterator<Item = String>, cluster: &str) {
+    // Eight writers at a time, as `kubectl apply` of a big manifest would pace itself.
+    let names: Vec<String> = names.collect();
+    for chunk in names.chunks(8) {
+        let creates = chunk.iter().map(|n| {
+            let api = api.clone();
+            let obj = kt(n, cluster);
+            async move {
+                api.create(&PostParams::default(), &obj)
+                    .await
+                    .expect("create KafkaTopic")
+            }
+        });
+        futures::future::join_all(creates).await;
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let plane = ControlPlane::start_with(ControlPlaneOptions {
+        controller_manager: false,
+    })
+    .await
+    .expect("control plane");
+    plane
+        .apply_crds(include_str!("../../deploy/crds/kafka.stoker.io.yaml"))
+        .await
+        .expect("CRDs");
+    let client = plane.client().await.expect("client");
+    let kafka = TestKafka::builder()
+        .brokers(3)
+        .controllers(1)
+        .start()
+        .await
+        .expect("kafka");
+    for ns in ["topics", "cache"] {
+        Api::<Namespace>::all(client.clone())
+            .create(
+                &PostParams::default(),
+                &Namespace {
+                    metadata: ObjectMeta {
+                        name: Some(ns.into()),
+                        ..ObjectMeta::default()
+                    },
+                    ..Namespace::default()
+                },
+            )
+            .await
+            .expect("namespace");
+    }
+    let mut kc: KafkaCluster =
+        serde_yaml::from_str(include_str!("../../deploy/examples/kafkacluster.yaml"))
+            .expect("example");
+    kc.metadata.name = Some("kafka".into());
+    kc.metadata.namespace = Some("topics".into());
+    kc.metadata.annotations =
+        Some([(BOOTSTRAP_ANNOTATION.to_owned(), kafka.bootstrap_servers())].into());
+    Api::<KafkaCluster>::namespaced(client.clone(), "topics")
+        .create(&PostParams::default(), &kc)
+        .await
+        .expect("cluster");
+
+    // Baseline: one batched CreateTopics.
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().expect("admin");
+    let batch: Vec<NewTopic<'_>> = Vec::new();
+    let names: Vec<String> = (0..N).map(|i| format!("base-{i}")).collect();
+    let mut batch = batch;
+    for n in &names {
+        batch.push(NewTopic::new(n, 1, TopicReplication::Fixed(1)));
+    }
+    let start = Instant::now();
+    let res = admin
+        .create_topics(
+            batch.iter(),
+            &AdminOptions::new()
+                .operation_timeout(Some(Duration::from_secs(120)))
+                .request_timeout(Some(Duration::from_secs(150))),
+        )
+        .await
+        .expect("CreateTopics answered");
+    let baseline = start.elapsed();
+    assert!(res.iter().all(Result::is_ok), "baseline creation failed");
+
+    let work = WorkDir::new("bench-topics").expect("work dir");
+    let mut cmd = Command::new(PathBuf::from(env!("CARGO_BIN_EXE_stoker-coordinator")));
+    cmd.arg("run")
+        .env("KUBECONFIG", plane.kubeconfig())
+        .env(
+            "STOKER_COORDINATOR_ADMIN_ADDR",
+            format!("127.0.0.1:{}", free_port().expect("port")),
+        )
+        .env("RUST_LOG", "warn");
+    let coordinator =
+        ManagedProcess::spawn("coordinator", cmd, &work.path().join("coordinator.log"))
+            .expect("coordinator");
+    let pid = coordinator.pid().expect("pid");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let topics: Api<KafkaTopic> = Api::namespaced(client.clone(), "topics");
+    let start = Instant::now();
+    create_many(&topics, (0..N).map(|i| format!("op-{i}")), "kafka").await;
+    let applied = start.elapsed();
+    loop {
+        let list = topics.list(&ListParams::default()).await.expect("list");
+        let ready = list
+            .items
+            .iter()
+            .filter(|t| {
+                t.status.as_ref().is_some_and(|s| {
+                    s.conditions
+                        .iter()
+                        .any(|c| c.type_ == "Ready" && c.status == "True")
+                })
+            })
+            .count();
+        if ready == N {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(900),
+            "only {ready} of {N} topics became Ready"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let operator = start.elapsed();
+
+    // 10,000 cached resources (a missing cluster: each is reconciled once to ClusterNotFound).
+    let cache: Api<KafkaTopic> = Api::namespaced(client.clone(), "cache");
+    create_many(&cache, (0..10_000).map(|i| format!("c-{i}")), "missing").await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let rss_10k = rss_mib(pid);
+
+    println!("\nKafkaTopic throughput (release coordinator, real API server, 3 real brokers)");
+    println!(
+        "  1,000 topics, one batched CreateTopics (baseline)   {:>8.2} s",
+        baseline.as_secs_f64()
+    );
+    println!(
+        "  1,000 KafkaTopics applied -> all Ready              {:>8.2} s   ({:.2} s of which applying the resources)",
+        operator.as_secs_f64(),
+        applied.as_secs_f64()
+    );
+    println!(
+        "  ratio                                               {:>8.2}x  (goal <= 1.5x)",
+        operator.as_secs_f64() / baseline.as_secs_f64()
+    );
+    println!(
+        "  topic events per second                             {:>8.1}",
+        N as f64 / operator.as_secs_f64()
+    );
+    println!(
+        "  coordinator RSS with 11,000 KafkaTopics cached      {rss_10k:>8.1} MiB  (goal <= 64 MiB)"
+    );
+    drop(coordinator);
+}
