@@ -65,6 +65,10 @@ pub enum AdminError {
         /// Kafka's message.
         message: Option<String>,
     },
+    /// The topic exists already (created meanwhile by someone else, or not yet visible
+    /// in the metadata this coordinator read).
+    #[error("the topic already exists")]
+    TopicExists,
     /// The rdkafka client failed.
     #[error("failed to {operation}")]
     Client {

@@ -326,20 +326,21 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
                 .await;
             }
             // Kafka checks names, counts and every config value first; nothing is created on a refusal.
-            if let Err(e) = admin
-                .create_topic(name, kt.spec.partitions, rf, &kt.spec.config, true)
-                .await
-            {
-                if e.is_refusal() {
-                    return not_ready(ctx, kt, "InvalidTopic", e.to_string(), None).await;
+            for validate_only in [true, false] {
+                match admin
+                    .create_topic(name, kt.spec.partitions, rf, &kt.spec.config, validate_only)
+                    .await
+                {
+                    Ok(()) => {}
+                    // Created meanwhile, or not yet in the metadata we read: look again.
+                    Err(AdminError::TopicExists) => {
+                        return Ok(Action::requeue(Duration::from_secs(1)));
+                    }
+                    Err(e) if e.is_refusal() => {
+                        return not_ready(ctx, kt, "InvalidTopic", e.to_string(), None).await;
+                    }
+                    Err(e) => return Err(Error::Kafka(e)),
                 }
-                return Err(Error::Kafka(e));
-            }
-            if let Err(e) = admin
-                .create_topic(name, kt.spec.partitions, rf, &kt.spec.config, false)
-                .await
-            {
-                return Err(Error::Kafka(e));
             }
             info!(topic = %name, "Created topic");
             event(
