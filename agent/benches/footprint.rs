@@ -17,30 +17,11 @@ use std::{
 };
 
 use stoker_testenv::{
-    KafkaCluster, ManagedProcess, WorkDir, http, kafka::JMX_EXPORTER_PORT, net::free_port,
+    KafkaCluster, ManagedProcess, WorkDir, http,
+    kafka::JMX_EXPORTER_PORT,
+    net::free_port,
+    proc_stats::{cpu_seconds, peak_rss_mib, rss_mib},
 };
-
-const CLK_TCK: f64 = 100.0;
-
-fn rss_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / CLK_TCK
-}
 
 async fn latencies(addr: SocketAddr, path: &str, n: usize) -> Vec<Duration> {
     let mut out = Vec::with_capacity(n);
@@ -117,7 +98,7 @@ async fn main() {
 
     // Idle: the agent only polls its broker every 2 s.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let idle_rss = rss_kib(pid, "VmRSS:");
+    let idle_rss = rss_mib(pid);
     let cpu0 = cpu_seconds(pid);
     let idle_window = Duration::from_secs(30);
     tokio::time::sleep(idle_window).await;
@@ -147,8 +128,8 @@ async fn main() {
         let r = http::get(plain_admin, "/metrics").await.expect("scrape");
         assert_eq!(r.status, 200);
     }
-    let loaded_rss = rss_kib(pid, "VmRSS:");
-    let peak_rss = rss_kib(pid, "VmHWM:");
+    let loaded_rss = rss_mib(pid);
+    let peak_rss = peak_rss_mib(pid);
     let projected_cpu = idle_cpu_rate + cpu_per_scrape / 15.0;
 
     println!(
@@ -165,12 +146,11 @@ async fn main() {
     );
     println!(
         "  RSS idle                              {:>8.1} MiB   (goal <= 10 MiB)",
-        idle_rss as f64 / 1024.0
+        idle_rss
     );
     println!(
         "  RSS after 15 s at 20 scrapes/s        {:>8.1} MiB   peak {:.1} MiB (goal <= 10 MiB)",
-        loaded_rss as f64 / 1024.0,
-        peak_rss as f64 / 1024.0
+        loaded_rss, peak_rss
     );
     println!(
         "  /metrics without JMX   p50 {:>7.2} ms  p99 {:>7.2} ms   (goal p99 <= 5 ms)",

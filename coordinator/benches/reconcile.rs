@@ -22,41 +22,20 @@ use std::{
 
 use futures::StreamExt;
 use k8s_openapi::{
-    api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Service},
+    api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams, PostParams},
     runtime::{conditions, wait::await_condition, watcher},
 };
 use stoker_coordinator::crd::v1alpha1::KafkaCluster;
-use stoker_testenv::{ControlPlane, ManagedProcess, WorkDir, net::free_port};
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let f: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .unwrap_or_default()
-        .split_whitespace()
-        .collect();
-    (f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
-        / 100.0
-}
+use stoker_testenv::{
+    ControlPlane, ManagedProcess, WorkDir,
+    net::free_port,
+    proc_stats::{cpu_seconds, rss_mib},
+};
 
 fn cluster(name: &str, ns: &str, brokers: usize) -> KafkaCluster {
     let mut kc: KafkaCluster =
@@ -107,21 +86,13 @@ where
     })
 }
 
-async fn reconcile_from_empty(client: &Client, ns: &str, brokers: usize) -> (Duration, u64) {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.into()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
-        .await
-        .expect("namespace");
+async fn reconcile_from_empty(
+    plane: &ControlPlane,
+    client: &Client,
+    ns: &str,
+    brokers: usize,
+) -> (Duration, u64) {
+    plane.create_namespace(ns).await.expect("namespace");
     let writes = Arc::new(AtomicU64::new(0));
     let tasks = vec![
         count_writes(Api::<Pod>::namespaced(client.clone(), ns), writes.clone()),
@@ -213,24 +184,11 @@ async fn main() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss = rss_mib(pid);
 
-    let (t3, w3) = reconcile_from_empty(&client, "bench-3", 3).await;
-    let (t30, w30) = reconcile_from_empty(&client, "bench-30", 30).await;
+    let (t3, w3) = reconcile_from_empty(&plane, &client, "bench-3", 3).await;
+    let (t30, w30) = reconcile_from_empty(&plane, &client, "bench-30", 30).await;
 
     // 30 clusters of 3 brokers (+1 controller each), all cached by the coordinator.
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some("fleet".into()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
-        .await
-        .expect("namespace");
+    plane.create_namespace("fleet").await.expect("namespace");
     let fleet: Api<KafkaCluster> = Api::namespaced(client.clone(), "fleet");
     let start = Instant::now();
     for i in 0..30 {

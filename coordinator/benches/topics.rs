@@ -17,10 +17,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::{
     Api,
-    api::{ListParams, ObjectMeta, PostParams},
+    api::{ListParams, PostParams},
 };
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
@@ -32,22 +31,10 @@ use stoker_coordinator::{
 };
 use stoker_testenv::{
     ControlPlane, KafkaCluster as TestKafka, ManagedProcess, WorkDir,
-    control_plane::ControlPlaneOptions, net::free_port,
+    control_plane::ControlPlaneOptions, net::free_port, proc_stats::rss_mib,
 };
 
 const N: usize = 1000;
-
-fn rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .unwrap_or(0.0)
-        / 1024.0
-}
 
 fn kt(name: &str, cluster: &str) -> KafkaTopic {
     KafkaTopic::new(
@@ -102,19 +89,7 @@ async fn main() {
         .await
         .expect("kafka");
     for ns in ["topics", "cache"] {
-        Api::<Namespace>::all(client.clone())
-            .create(
-                &PostParams::default(),
-                &Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(ns.into()),
-                        ..ObjectMeta::default()
-                    },
-                    ..Namespace::default()
-                },
-            )
-            .await
-            .expect("namespace");
+        plane.create_namespace(ns).await.expect("namespace");
     }
     let mut kc: KafkaCluster =
         serde_yaml::from_str(include_str!("../../deploy/examples/kafkacluster.yaml"))

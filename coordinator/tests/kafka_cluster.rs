@@ -9,12 +9,12 @@ use std::{sync::Arc, time::Duration};
 
 use futures::StreamExt;
 use k8s_openapi::{
-    api::core::v1::{ConfigMap, Namespace, PersistentVolumeClaim, Pod, Service},
+    api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service},
     apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{ListParams, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{ListParams, Patch, PatchParams, PostParams},
     runtime::{conditions, wait::await_condition, watcher},
 };
 use stoker_coordinator::{crd::v1alpha1::KafkaCluster, metrics::ControllerMetrics};
@@ -96,20 +96,7 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
     let plane = ControlPlane::start().await.expect("control plane");
     let client = plane.client().await.expect("client");
     install_crds(&client).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(NS.into()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
-        .await
-        .expect("namespace");
+    plane.create_namespace(NS).await.expect("namespace");
 
     let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
     // The API server's own checks (schema and CEL) reject what they can.
@@ -568,20 +555,7 @@ async fn a_headless_cluster_gets_one_service_stable_pod_names_and_its_budget() {
     .expect("control plane");
     let client = plane.client().await.expect("client");
     install_crds(&client).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(NS.into()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
-        .await
-        .expect("namespace");
+    plane.create_namespace(NS).await.expect("namespace");
     let mut kc = example();
     kc.spec.headless_service_enabled = true;
     kc.spec.disruption_budget = Some(stoker_coordinator::crd::v1alpha1::DisruptionBudget {

@@ -2,10 +2,9 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::Namespace;
 use kube::{
-    Api, Client,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    Api,
+    api::{Patch, PatchParams, PostParams},
 };
 use stoker_coordinator::{
     controller::kafka_topic::BOOTSTRAP_ANNOTATION,
@@ -63,22 +62,6 @@ fn ready(st: &KafkaTopicStatus) -> Option<(&str, &str, &str)> {
         .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
-async fn namespace(client: &Client, ns: &str) {
-    Api::<Namespace>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(ns.into()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
-        .await
-        .expect("namespace");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_are_created_grown_corrected_adopted_and_refused_against_real_kafka() {
     let plane = ControlPlane::start_with(ControlPlaneOptions {
@@ -91,7 +74,7 @@ async fn topics_are_created_grown_corrected_adopted_and_refused_against_real_kaf
         .await
         .expect("CRDs");
     let client = plane.client().await.expect("client");
-    namespace(&client, NS).await;
+    plane.create_namespace(NS).await.expect("namespace");
     let mut kafka = TestKafka::builder()
         .brokers(3)
         .controllers(1)

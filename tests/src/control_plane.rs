@@ -235,6 +235,24 @@ impl ControlPlane {
         Ok(())
     }
 
+    /// Creates a namespace.
+    pub async fn create_namespace(&self, name: &str) -> Result<(), Error> {
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::api::{ObjectMeta, PostParams};
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        Api::<Namespace>::all(self.client().await?)
+            .create(&PostParams::default(), &ns)
+            .await
+            .map_err(|e| Error::Other(format!("create namespace {name}: {e}")))?;
+        Ok(())
+    }
+
     /// Fails with the log of the first component that has exited.
     pub fn ensure_running(&mut self) -> Result<(), Error> {
         self.etcd.ensure_running()?;

@@ -21,6 +21,7 @@ pub mod control_plane;
 pub mod http;
 pub mod kafka;
 pub mod net;
+pub mod proc_stats;
 pub mod process;
 pub mod prometheus;
 pub mod workdir;

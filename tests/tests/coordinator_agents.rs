@@ -9,10 +9,10 @@
 
 use std::{sync::Arc, time::Duration};
 
-use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api, ResourceExt,
-    api::{ObjectMeta, Patch, PatchParams, PostParams},
+    api::{Patch, PatchParams, PostParams},
 };
 use rdkafka::{
     admin::{AdminClient, AdminOptions, ResourceSpecifier},
@@ -59,18 +59,8 @@ async fn the_coordinator_reads_agent_status_and_applies_dynamic_config_live() {
         .await
         .expect("CRDs");
     let client = plane.client().await.expect("client");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &Namespace {
-                metadata: ObjectMeta {
-                    name: Some(TEST_NAMESPACE.into()),
-                    ..ObjectMeta::default()
-                },
-                ..Namespace::default()
-            },
-        )
+    plane
+        .create_namespace(TEST_NAMESPACE)
         .await
         .expect("namespace");
 

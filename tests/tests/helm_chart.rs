@@ -11,7 +11,7 @@ use k8s_openapi::api::{
 };
 use kube::{
     Api, Client, ResourceExt,
-    api::{DynamicObject, ObjectMeta, Patch, PatchParams, PostParams},
+    api::{DynamicObject, Patch, PatchParams, PostParams},
     core::GroupVersionKind,
     discovery::{self, Scope},
 };
@@ -103,21 +103,9 @@ async fn the_chart_installs_and_its_rbac_runs_the_coordinator() {
     .await
     .expect("control plane");
     let admin = plane.client().await.expect("admin client");
-    let namespaces: Api<Namespace> = Api::all(admin.clone());
+    let _namespaces: Api<Namespace> = Api::all(admin.clone());
     for ns in [RELEASE_NS, "alerting"] {
-        namespaces
-            .create(
-                &PostParams::default(),
-                &Namespace {
-                    metadata: ObjectMeta {
-                        name: Some(ns.into()),
-                        ..ObjectMeta::default()
-                    },
-                    ..Namespace::default()
-                },
-            )
-            .await
-            .expect("namespace");
+        plane.create_namespace(ns).await.expect("namespace");
     }
     apply_all(&admin, &rendered).await;
     let deploy = Api::<Deployment>::namespaced(admin.clone(), RELEASE_NS)

@@ -15,6 +15,7 @@ pub mod validate;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
+use super::error_chain;
 use futures::StreamExt;
 use k8s_openapi::api::{
     core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount},
@@ -165,17 +166,6 @@ pub fn error_policy(kc: Arc<KafkaCluster>, error: &Error, ctx: Arc<Context>) -> 
     ctx.metrics.reconcile_failed(error.category());
     warn!(name = %kc.name_any(), category = error.category(), error = %error_chain(error), "Reconcile failed; retrying");
     Action::requeue(Duration::from_secs(10))
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
 }
 
 async fn event(

@@ -9,6 +9,7 @@ pub mod plan;
 
 use std::{sync::Arc, time::Duration};
 
+use super::error_chain;
 use futures::StreamExt;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -149,19 +150,8 @@ pub async fn reconcile(kt: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Action,
 /// Retries transient failures.
 pub fn error_policy(kt: Arc<KafkaTopic>, error: &Error, ctx: Arc<Context>) -> Action {
     ctx.metrics.reconcile_failed(error.category());
-    warn!(name = %kt.name_any(), category = error.category(), error = %chain(error), "Topic reconcile failed; retrying");
+    warn!(name = %kt.name_any(), category = error.category(), error = %error_chain(error), "Topic reconcile failed; retrying");
     Action::requeue(Duration::from_secs(5))
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
 }
 
 async fn event(ctx: &Context, kt: &KafkaTopic, type_: EventType, reason: &str, note: String) {
