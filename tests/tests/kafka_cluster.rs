@@ -196,13 +196,29 @@ async fn three_combined_nodes_keep_a_quorum_without_one_voter() {
         .expect("CreateTopics is answered");
     assert!(created.iter().all(Result::is_ok), "{created:?}");
 
-    // With one voter gone, the other two still elect a leader and accept metadata changes.
+    // With one voter gone, the other two keep the quorum and accept metadata changes.
     kafka.kill_node(3).expect("node 3");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while kafka
+        .metadata(None)
+        .await
+        .map(|m| m.brokers().len())
+        .unwrap_or(3)
+        > 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the killed node was never fenced"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // A fresh client each attempt: a client from before the kill may keep sending its
+    // admin requests to the dead node it learned as the controller.
     let topic = NewTopic::new("after-loss", 1, TopicReplication::Fixed(2));
-    // The client may first pick the dead node, or ask while the voters elect a new
-    // leader: retry until the deadline. An earlier attempt may have succeeded.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
+        let admin: AdminClient<DefaultClientContext> =
+            kafka.client_config().create().expect("admin client");
         let options = AdminOptions::new()
             .operation_timeout(Some(Duration::from_secs(10)))
             .request_timeout(Some(Duration::from_secs(15)));
