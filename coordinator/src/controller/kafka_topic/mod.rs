@@ -333,6 +333,22 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
                 }
             }
             info!(topic = %name, "Created topic");
+            // Record ownership now: brokers learn of the topic as they replay the
+            // metadata log, so the next read may not show it yet, and an unrecorded
+            // topic would look like someone else's on the next pass.
+            st.managed = true;
+            st.config = kt.spec.config.clone();
+            st.observed_generation = kt.metadata.generation;
+            set_condition(
+                &mut st.conditions,
+                "Ready",
+                false,
+                "Creating",
+                &format!("created topic {name}; waiting for the brokers to report it"),
+                kt.metadata.generation,
+                &now(),
+            );
+            patch_status(ctx, kt, st.clone()).await?;
             event(
                 ctx,
                 kt,
@@ -343,13 +359,13 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
             .await;
             let (_, created) = admin.describe_topic(name).await.map_err(Error::Kafka)?;
             let Some(t) = created else {
-                return Ok(Action::requeue(Duration::from_secs(2)));
+                return Ok(Action::requeue(Duration::from_secs(1)));
             };
             st.config = kt.spec.config.clone();
             t
         }
         Some(t) => {
-            let managed = st.topic_id.is_some();
+            let managed = st.managed || st.topic_id.is_some();
             let adopt = kt
                 .annotations()
                 .get(ADOPT_ANNOTATION)
@@ -442,6 +458,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
 
     let configs = admin.topic_configs(name).await.map_err(Error::Kafka)?;
     st.observed_generation = kt.metadata.generation;
+    st.managed = true;
     st.topic_id = Some(topic.id.clone());
     st.partitions = Some(topic.partitions);
     st.replication_factor = Some(topic.replication_factor);
@@ -466,7 +483,10 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
 
 async fn cleanup(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
     let name = &kt.spec.name;
-    let managed = kt.status.as_ref().is_some_and(|s| s.topic_id.is_some());
+    let managed = kt
+        .status
+        .as_ref()
+        .is_some_and(|s| s.managed || s.topic_id.is_some());
     if kt.spec.deletion_policy != Some(TopicDeletionPolicy::Delete) || !managed {
         info!(topic = %name, "Resource deleted; the Kafka topic is kept");
         return Ok(Action::await_change());

@@ -82,6 +82,10 @@ pub struct KafkaTopicStatus {
     /// Ready, with a reason and message when not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// True once this resource created or adopted the topic: it manages it from then
+    /// on (recorded the moment CreateTopics succeeds, before Kafka's metadata shows it).
+    #[serde(default)]
+    pub managed: bool,
     /// Kafka's topic id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_id: Option<String>,
