@@ -247,6 +247,26 @@ fn conflicting(kt: &KafkaTopic, all: &[Arc<KafkaTopic>]) -> Option<String> {
         .next()
 }
 
+/// The namespace of the topic's `clusterRef` and the KafkaCluster there, if it exists.
+async fn referenced_cluster(
+    kt: &KafkaTopic,
+    ctx: &Context,
+) -> Result<(String, Option<KafkaCluster>), Error> {
+    let ns = kt
+        .spec
+        .cluster_ref
+        .namespace
+        .clone()
+        .or_else(|| kt.namespace())
+        .unwrap_or_default();
+    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let cluster = clusters
+        .get_opt(&kt.spec.cluster_ref.name)
+        .await
+        .map_err(|e| Error::Kube("get the KafkaCluster", e))?;
+    Ok((ns, cluster))
+}
+
 async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
     if let Err(r) = plan::validate(&kt.spec) {
         return not_ready(ctx, kt, r.reason, r.message, None).await;
@@ -262,19 +282,8 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
-    let cluster_ns = kt
-        .spec
-        .cluster_ref
-        .namespace
-        .clone()
-        .or_else(|| kt.namespace())
-        .unwrap_or_default();
-    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &cluster_ns);
-    let Some(cluster) = clusters
-        .get_opt(&kt.spec.cluster_ref.name)
-        .await
-        .map_err(|e| Error::Kube("get the KafkaCluster", e))?
-    else {
+    let (cluster_ns, cluster) = referenced_cluster(kt, ctx).await?;
+    let Some(cluster) = cluster else {
         return not_ready(
             ctx,
             kt,
@@ -491,18 +500,9 @@ async fn cleanup(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
         info!(topic = %name, "Resource deleted; the Kafka topic is kept");
         return Ok(Action::await_change());
     }
-    let cluster_ns = kt
-        .spec
-        .cluster_ref
-        .namespace
-        .clone()
-        .or_else(|| kt.namespace())
-        .unwrap_or_default();
-    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &cluster_ns);
-    let Some(bootstrap) = clusters
-        .get_opt(&kt.spec.cluster_ref.name)
-        .await
-        .map_err(|e| Error::Kube("get the KafkaCluster", e))?
+    let Some(bootstrap) = referenced_cluster(kt, ctx)
+        .await?
+        .1
         .as_ref()
         .and_then(bootstrap_servers)
     else {
