@@ -67,6 +67,18 @@ pub enum ConfigError {
     },
 }
 
+/// Reads and parses the document at `path` (no validation).
+pub fn read_document(path: &Path) -> Result<DesiredConfig, ConfigError> {
+    let raw = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    serde_json::from_str(&raw).map_err(|e| ConfigError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })
+}
+
 /// Which role a node plays in KRaft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Roles {
@@ -123,15 +135,7 @@ pub struct ValidatedConfig {
 impl ValidatedConfig {
     /// Reads and validates the document at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let raw = std::fs::read_to_string(path).map_err(|e| ConfigError::Read {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        let doc: DesiredConfig = serde_json::from_str(&raw).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-        Self::validate(doc)
+        Self::validate(read_document(path)?)
     }
 
     /// Checks a parsed document.

@@ -104,18 +104,10 @@ fn render_offline(a: &RenderArgs) -> ExitCode {
 }
 
 fn load(path: &std::path::Path) -> Result<(ValidatedConfig, DesiredConfig), config::ConfigError> {
-    let config = ValidatedConfig::load(path)?;
-    // Re-read the raw document for its hash (validation consumed it).
-    let raw = std::fs::read_to_string(path).map_err(|e| config::ConfigError::Read {
-        path: path.to_owned(),
-        message: e.to_string(),
-    })?;
-    let doc: DesiredConfig =
-        serde_json::from_str(&raw).map_err(|e| config::ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
-    Ok((config, doc))
+    // Read once: the hash must describe exactly the document that is rendered, even
+    // when the kubelet updates the ConfigMap file meanwhile.
+    let doc = config::read_document(path)?;
+    Ok((ValidatedConfig::validate(doc.clone())?, doc))
 }
 
 fn write_rendered(

@@ -284,76 +284,42 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
     let svcs: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(ctx.client.clone(), &ns);
 
-    let mut changes = Vec::new();
-    let mut note = |what: String, applied: Applied| {
-        if matches!(applied, Applied::Created | Applied::Updated) {
-            changes.push(format!(
-                "{what} {}",
-                if applied == Applied::Created {
-                    "created"
-                } else {
-                    "updated"
-                }
-            ));
-        }
-    };
+    let mut w = Writer::default();
 
     // What the agents may read (their Node, for the rack).
     let sas: Api<ServiceAccount> = Api::namespaced(ctx.client.clone(), &ns);
     for sa in build::service_accounts(&meta, &cluster) {
-        let n = sa.name_any();
-        note(
-            format!("ServiceAccount {n}"),
-            apply::create_only(&sas, sa)
-                .await
-                .map_err(kube_err("apply", "ServiceAccount", &n))?,
-        );
+        w.write(&sas, sa, Mode::CreateOnly).await?;
     }
     let roles: Api<ClusterRole> = Api::all(ctx.client.clone());
-    note(
-        "ClusterRole stoker-agent".into(),
-        apply::apply(&roles, build::agent_cluster_role())
-            .await
-            .map_err(kube_err("apply", "ClusterRole", "stoker-agent"))?,
-    );
+    w.write(&roles, build::agent_cluster_role(), Mode::Apply)
+        .await?;
     let bindings: Api<ClusterRoleBinding> = Api::all(ctx.client.clone());
-    let crb = build::agent_cluster_role_binding(&meta, &cluster);
-    let n = crb.name_any();
-    note(
-        format!("ClusterRoleBinding {n}"),
-        apply::apply(&bindings, crb)
-            .await
-            .map_err(kube_err("apply", "ClusterRoleBinding", &n))?,
-    );
+    w.write(
+        &bindings,
+        build::agent_cluster_role_binding(&meta, &cluster),
+        Mode::Apply,
+    )
+    .await?;
 
     // Services first: brokers advertise and find voters through their names.
     if meta.headless {
-        let svc = build::headless_service(&meta, &cluster);
-        let n = svc.name_any();
-        note(
-            format!("Service {n}"),
-            apply::apply(&svcs, svc)
-                .await
-                .map_err(kube_err("apply", "Service", &n))?,
-        );
+        w.write(&svcs, build::headless_service(&meta, &cluster), Mode::Apply)
+            .await?;
     } else {
-        let svc = build::all_broker_service(&meta, &cluster);
-        let n = svc.name_any();
-        note(
-            format!("Service {n}"),
-            apply::apply(&svcs, svc)
-                .await
-                .map_err(kube_err("apply", "Service", &n))?,
-        );
+        w.write(
+            &svcs,
+            build::all_broker_service(&meta, &cluster),
+            Mode::Apply,
+        )
+        .await?;
         for id in cluster.brokers.keys() {
-            let svc = build::broker_service(&meta, &cluster, *id);
-            let n = svc.name_any();
-            note(
-                format!("Service {n}"),
-                apply::apply(&svcs, svc)
-                    .await
-                    .map_err(kube_err("apply", "Service", &n))?,
-            );
+            w.write(
+                &svcs,
+                build::broker_service(&meta, &cluster, *id),
+                Mode::Apply,
+            )
+            .await?;
         }
     }
 
@@ -363,25 +329,11 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
     for b in cluster.brokers.values() {
         let doc = build::desired_config(&meta, &cluster, b);
         desired_hashes.insert(b.id, stoker_proto::config_hash(&doc));
-        desired_docs.insert(b.id, doc.clone());
-        let cm = build::desired_config_map(&meta, &doc);
-        let n = cm.name_any();
-        note(
-            format!("ConfigMap {n}"),
-            apply::apply(&cms, cm)
-                .await
-                .map_err(kube_err("apply", "ConfigMap", &n))?,
-        );
+        w.write(&cms, build::desired_config_map(&meta, &doc), Mode::Apply)
+            .await?;
+        desired_docs.insert(b.id, doc);
         for pvc in build::broker_pvcs(&meta, b) {
-            let n = pvc.name_any();
-            note(
-                format!("PersistentVolumeClaim {n}"),
-                apply::create_only(&pvcs, pvc).await.map_err(kube_err(
-                    "apply",
-                    "PersistentVolumeClaim",
-                    &n,
-                ))?,
-            );
+            w.write(&pvcs, pvc, Mode::CreateOnly).await?;
         }
         let pod = build::broker_pod(
             &meta,
@@ -390,28 +342,24 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
             kc.spec.one_broker_per_node,
             &kc.spec.envs,
         );
-        let n = pod.name_any();
-        match apply::create_only(&pods, pod)
-            .await
-            .map_err(kube_err("apply", "Pod", &n))?
-        {
-            Applied::Differs => {
-                restart_needed.insert(b.id, "the Pod's template changed (image, resources, JVM options, volumes or scheduling)".to_owned());
-            }
-            applied => note(format!("Pod {n}"), applied),
+        if w.write(&pods, pod, Mode::CreateOnly).await? == Applied::Differs {
+            restart_needed.insert(
+                b.id,
+                "the Pod's template changed (image, resources, JVM options, volumes or scheduling)"
+                    .to_owned(),
+            );
         }
     }
 
     if let Some(budget) = kc.spec.disruption_budget.as_ref().filter(|b| b.create) {
-        let pdb = build::pod_disruption_budget(&meta, budget);
-        let n = pdb.name_any();
-        note(
-            format!("PodDisruptionBudget {n}"),
-            apply::apply(&pdbs, pdb)
-                .await
-                .map_err(kube_err("apply", "PodDisruptionBudget", &n))?,
-        );
+        w.write(
+            &pdbs,
+            build::pod_disruption_budget(&meta, budget),
+            Mode::Apply,
+        )
+        .await?;
     }
+    let changes = w.changes;
 
     // Brokers removed from the spec: their Pod, ConfigMap and Service go; PVCs stay
     // unless the spec asks for deletion.
@@ -629,6 +577,49 @@ async fn sync_agents(
                 ));
             }
         }
+    }
+}
+
+/// How an object is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Server-side apply, skipped when unchanged.
+    Apply,
+    /// Create when missing, never change (Pods, PVCs, ServiceAccounts a user may own).
+    CreateOnly,
+}
+
+/// Writes objects and remembers which it created or updated, for the reconcile's Event.
+#[derive(Debug, Default)]
+struct Writer {
+    changes: Vec<String>,
+}
+
+impl Writer {
+    async fn write<K>(&mut self, api: &Api<K>, obj: K, mode: Mode) -> Result<Applied, Error>
+    where
+        K: Resource<DynamicType = ()>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let kind: &'static str = match K::kind(&()) {
+            std::borrow::Cow::Borrowed(k) => k,
+            std::borrow::Cow::Owned(_) => "object",
+        };
+        let name = obj.name_any();
+        let applied = match mode {
+            Mode::Apply => apply::apply(api, obj).await,
+            Mode::CreateOnly => apply::create_only(api, obj).await,
+        }
+        .map_err(kube_err("apply", kind, &name))?;
+        match applied {
+            Applied::Created => self.changes.push(format!("{kind} {name} created")),
+            Applied::Updated => self.changes.push(format!("{kind} {name} updated")),
+            Applied::Unchanged | Applied::Differs => {}
+        }
+        Ok(applied)
     }
 }
 
