@@ -179,20 +179,30 @@ async fn the_coordinator_reads_agent_status_and_applies_dynamic_config_live() {
     assert_ne!(broker1.config_hash_in_force, broker1.desired_config_hash);
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(client.clone(), TEST_NAMESPACE);
-    let applied = events
-        .list(&Default::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .find(|e| e.reason.as_deref() == Some("ConfigApplied"))
-        .expect("a ConfigApplied Event");
-    assert!(
-        applied
-            .note
-            .unwrap_or_default()
-            .contains("log.retention.ms")
-    );
+    // Every broker whose dynamic config changed gets its own Event; broker 1's names the key.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let notes: Vec<String> = events
+            .list(&Default::default())
+            .await
+            .expect("events")
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("ConfigApplied"))
+            .filter_map(|e| e.note)
+            .collect();
+        if notes
+            .iter()
+            .any(|n| n.starts_with("broker 1:") && n.contains("log.retention.ms"))
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no ConfigApplied Event for broker 1 naming log.retention.ms: {notes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let _ = clusters.get("kafka").await.expect("get").name_any();
 
     token.cancel();
