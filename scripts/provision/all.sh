@@ -2,6 +2,7 @@
 # Provisions every real component the tests and the demo run, into $STOKER_CACHE
 # (default ~/.cache/stoker). Idempotent: a second run only checks stamps.
 source "$(dirname "$0")/../lib.sh"
+"$STOKER_ROOT/scripts/provision/build.sh"
 "$STOKER_ROOT/scripts/provision/kafka.sh"
 "$STOKER_ROOT/scripts/provision/prometheus.sh"
 "$STOKER_ROOT/scripts/provision/kube.sh"
