@@ -26,7 +26,7 @@ use rdkafka::{
     client::DefaultClientContext,
 };
 use stoker_coordinator::{
-    controller::kafka_topic::BOOTSTRAP_ANNOTATION,
+    controller::cluster_ref::BOOTSTRAP_ANNOTATION,
     crd::v1alpha1::{ClusterRef, KafkaCluster, KafkaTopic, KafkaTopicSpec},
 };
 use stoker_testenv::{

@@ -122,6 +122,10 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
         &state.registry,
         controller::kafka_topic::CONTROLLER_NAME,
     ));
+    let user_metrics = Arc::new(metrics::ControllerMetrics::new(
+        &state.registry,
+        controller::kafka_user::CONTROLLER_NAME,
+    ));
     let controller_client = kube::Client::try_default()
         .await
         .map_err(|e| anyhow::anyhow!("failed to configure a Kubernetes client: {e}"))?;
@@ -152,7 +156,7 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
             if leader_rx.wait_for(|l| *l).await.is_err() {
                 return;
             }
-            info!(agent_image = %agent_image, "KafkaCluster and KafkaTopic controllers started");
+            info!(agent_image = %agent_image, "KafkaCluster, KafkaTopic and KafkaUser controllers started");
             tokio::join!(
                 controller::kafka_cluster::run(
                     controller_client.clone(),
@@ -160,7 +164,12 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
                     metrics,
                     controller_token.clone()
                 ),
-                controller::kafka_topic::run(controller_client, topic_metrics, controller_token),
+                controller::kafka_topic::run(
+                    controller_client.clone(),
+                    topic_metrics,
+                    controller_token.clone()
+                ),
+                controller::kafka_user::run(controller_client, user_metrics, controller_token),
             );
         }
         .instrument(info_span!(

@@ -7,7 +7,7 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use stoker_coordinator::{
-    controller::kafka_topic::BOOTSTRAP_ANNOTATION,
+    controller::cluster_ref::BOOTSTRAP_ANNOTATION,
     crd::v1alpha1::{KafkaCluster, KafkaTopic, KafkaTopicStatus},
     kafka_admin::KafkaAdmin,
     metrics::ControllerMetrics,

@@ -27,6 +27,8 @@ use crate::{
 pub const BROKER_PORT: u16 = 9092;
 /// Port of the controller listener on every controller.
 pub const CONTROLLER_PORT: u16 = 9093;
+/// Port of the SASL_PLAINTEXT (SCRAM-SHA-512) client listener, when enabled.
+pub const SCRAM_PORT: u16 = 9094;
 /// Port of the JMX exporter javaagent, when enabled.
 pub const JMX_EXPORTER_PORT: u16 = 9404;
 /// Port of a node's agent admin server, when agents run.
@@ -181,6 +183,7 @@ pub struct KafkaClusterBuilder {
     broker_heap: String,
     agent_bin: Option<PathBuf>,
     cluster_name: String,
+    scram: bool,
 }
 
 impl Default for KafkaClusterBuilder {
@@ -194,6 +197,7 @@ impl Default for KafkaClusterBuilder {
             broker_heap: "-Xms128m -Xmx320m".into(),
             agent_bin: None,
             cluster_name: "kafka".into(),
+            scram: false,
         }
     }
 }
@@ -234,6 +238,15 @@ impl KafkaClusterBuilder {
         self
     }
 
+    /// Adds a SASL_PLAINTEXT listener with SCRAM-SHA-512 on port [`SCRAM_PORT`] of
+    /// every broker and turns on Kafka's `StandardAuthorizer` on every node: clients of
+    /// that listener are held to their ACLs, while the PLAINTEXT listeners (the
+    /// coordinator's and the brokers' own) stay super users.
+    pub fn with_scram_listener(mut self) -> Self {
+        self.scram = true;
+        self
+    }
+
     /// Sets a config key on every broker-capable node (applied last).
     pub fn config(mut self, key: &str, value: &str) -> Self {
         self.config.insert(key.to_owned(), value.to_owned());
@@ -266,6 +279,7 @@ impl KafkaClusterBuilder {
         let ports = [
             BROKER_PORT,
             CONTROLLER_PORT,
+            SCRAM_PORT,
             JMX_EXPORTER_PORT,
             AGENT_ADMIN_PORT,
             AGENT_GRPC_PORT,
@@ -285,6 +299,11 @@ impl KafkaClusterBuilder {
 
         // Render and format every node; formatting starts a JVM each, so run them side
         // by side.
+        if self.scram && self.agent_bin.is_some() {
+            return Err(Error::Other(
+                "with_scram_listener() renders its own server.properties and cannot be combined with with_agents()".into(),
+            ));
+        }
         let mut prepared = Vec::new();
         let mut agents = BTreeMap::new();
         for (&(id, role), &addr) in layout.iter().zip(&addrs) {
@@ -308,12 +327,15 @@ impl KafkaClusterBuilder {
                 props
             } else {
                 let props = render_properties(
-                    id,
-                    role,
-                    addr,
-                    &voters,
-                    &log_dir,
-                    broker_count,
+                    &NodePlan {
+                        id,
+                        role,
+                        addr,
+                        voters: &voters,
+                        log_dir: &log_dir,
+                        broker_count,
+                        scram: self.scram,
+                    },
                     &self.config,
                 );
                 work.write(&format!("node-{id}/server.properties"), props)?
@@ -426,6 +448,17 @@ impl KafkaCluster {
             .iter()
             .filter(|n| n.role.is_broker())
             .map(KafkaNode::broker_endpoint)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// `host:port,...` of every broker's SCRAM listener (see
+    /// [`KafkaClusterBuilder::with_scram_listener`]).
+    pub fn scram_bootstrap_servers(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.role.is_broker())
+            .map(|n| format!("{}:{SCRAM_PORT}", n.addr))
             .collect::<Vec<_>>()
             .join(",")
     }
@@ -606,16 +639,29 @@ fn run_to_log(mut cmd: Command, log: &Path) -> Result<bool, Error> {
     Ok(status.success())
 }
 
-/// The `server.properties` of one test node, sorted by key.
-fn render_properties(
+/// Where one test node sits in its cluster.
+#[derive(Debug)]
+struct NodePlan<'a> {
     id: i32,
     role: NodeRole,
     addr: Ipv4Addr,
-    voters: &str,
-    log_dir: &Path,
+    voters: &'a str,
+    log_dir: &'a Path,
     broker_count: usize,
-    overrides: &BTreeMap<String, String>,
-) -> String {
+    scram: bool,
+}
+
+/// The `server.properties` of one test node, sorted by key.
+fn render_properties(node: &NodePlan<'_>, overrides: &BTreeMap<String, String>) -> String {
+    let &NodePlan {
+        id,
+        role,
+        addr,
+        voters,
+        log_dir,
+        broker_count,
+        scram,
+    } = node;
     let mut p = BTreeMap::<String, String>::new();
     let mut set = |k: &str, v: String| {
         p.insert(k.to_owned(), v);
@@ -639,8 +685,35 @@ fn render_properties(
             format!("{broker},{controller}"),
         ),
     };
+    let (listeners, advertised) = if scram && role.is_broker() {
+        let sasl = format!("SASL://{addr}:{SCRAM_PORT}");
+        (
+            format!("{listeners},{sasl}"),
+            format!("{advertised},{sasl}"),
+        )
+    } else {
+        (listeners, advertised)
+    };
     set("listeners", listeners);
     set("advertised.listeners", advertised);
+    if scram {
+        set(
+            "listener.security.protocol.map",
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL:SASL_PLAINTEXT".into(),
+        );
+        set("sasl.enabled.mechanisms", "SCRAM-SHA-512".into());
+        set(
+            "listener.name.sasl.scram-sha-512.sasl.jaas.config",
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;".into(),
+        );
+        set(
+            "authorizer.class.name",
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer".into(),
+        );
+        set("allow.everyone.if.no.acl.found", "false".into());
+        // PLAINTEXT clients (the brokers, the controllers, the coordinator) are ANONYMOUS.
+        set("super.users", "User:ANONYMOUS".into());
+    }
     if role.is_broker() {
         set("inter.broker.listener.name", "PLAINTEXT".into());
     }
@@ -712,12 +785,15 @@ mod tests {
     fn brokers_get_quorum_and_small_box_settings_and_overrides_last() {
         let overrides = BTreeMap::from([("num.io.threads".to_owned(), "4".to_owned())]);
         let props = render_properties(
-            1,
-            NodeRole::Broker,
-            Ipv4Addr::new(127, 20, 0, 2),
-            "100@127.20.0.1:9093",
-            Path::new("/data"),
-            3,
+            &NodePlan {
+                id: 1,
+                role: NodeRole::Broker,
+                addr: Ipv4Addr::new(127, 20, 0, 2),
+                voters: "100@127.20.0.1:9093",
+                log_dir: Path::new("/data"),
+                broker_count: 3,
+                scram: false,
+            },
             &overrides,
         );
         assert!(props.contains("controller.quorum.voters=100@127.20.0.1:9093\n"));

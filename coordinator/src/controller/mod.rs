@@ -1,7 +1,9 @@
 //! The coordinator's controllers.
 
+pub mod cluster_ref;
 pub mod kafka_cluster;
 pub mod kafka_topic;
+pub mod kafka_user;
 
 /// An error and its sources on one line, for logs.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -2,7 +2,13 @@
 //! they need: rdkafka where it has the call (CreateTopics, CreatePartitions,
 //! DeleteTopics), the Kafka protocol through `stoker-kafka` where it has not
 //! (Metadata with topic ids, DescribeConfigs with sources, IncrementalAlterConfigs —
-//! never the non-incremental AlterConfigs, which would wipe every key not named).
+//! never the non-incremental AlterConfigs, which would wipe every key not named —,
+//! ACLs in [`acls`], SCRAM credentials and quotas in [`users`]).
+
+pub mod acls;
+pub mod users;
+
+pub use acls::AclBinding;
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -69,6 +75,9 @@ pub enum AdminError {
     /// in the metadata this coordinator read).
     #[error("the topic already exists")]
     TopicExists,
+    /// The system's random number generator failed (passwords and salts need it).
+    #[error("failed to draw random bytes for a password or salt")]
+    Random,
     /// The rdkafka client failed.
     #[error("failed to {operation}")]
     Client {

@@ -9,7 +9,10 @@ pub mod plan;
 
 use std::{sync::Arc, time::Duration};
 
-use super::error_chain;
+use super::{
+    cluster_ref::{self, bootstrap_servers},
+    error_chain,
+};
 use futures::StreamExt;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -42,10 +45,6 @@ use crate::{
 pub const CONTROLLER_NAME: &str = "kafkatopic";
 /// The finalizer that deletes the Kafka topic under `deletionPolicy: Delete`.
 pub const KAFKA_TOPIC_FINALIZER: &str = "kafkatopics.kafka.stoker.io/cleanup";
-/// Annotation on a KafkaCluster naming its bootstrap servers explicitly, for
-/// coordinators that cannot resolve the cluster's Services (outside the cluster, tests).
-pub const BOOTSTRAP_ANNOTATION: &str = "kafka.stoker.io/bootstrap-servers";
-
 /// What every reconcile shares.
 #[derive(Clone)]
 pub struct Context {
@@ -84,28 +83,6 @@ impl Error {
             Self::Finalizer(_) => "finalizer",
         }
     }
-}
-
-/// Where a KafkaCluster's clients connect: the bootstrap annotation if set, else its
-/// all-broker (or headless) Service on the inner-broker listener's port.
-pub fn bootstrap_servers(kc: &KafkaCluster) -> Option<String> {
-    if let Some(b) = kc.annotations().get(BOOTSTRAP_ANNOTATION) {
-        return Some(b.clone());
-    }
-    let port = kc
-        .spec
-        .listeners_config
-        .internal_listeners
-        .iter()
-        .find(|l| l.used_for_inner_broker_communication)?
-        .container_port;
-    let ns = kc.namespace()?;
-    let svc = if kc.spec.headless_service_enabled {
-        format!("{}-headless", kc.name_any())
-    } else {
-        format!("{}-all-broker", kc.name_any())
-    };
-    Some(format!("{svc}.{ns}.svc.cluster.local:{port}"))
 }
 
 /// Runs the controller until `shutdown` is cancelled.
@@ -222,12 +199,7 @@ async fn not_ready(
 
 /// The earlier KafkaTopic for the same cluster and topic name, if this one is later.
 fn conflicting(kt: &KafkaTopic, all: &[Arc<KafkaTopic>]) -> Option<String> {
-    let cluster_ns = kt
-        .spec
-        .cluster_ref
-        .namespace
-        .clone()
-        .or_else(|| kt.namespace());
+    let cluster_ns = cluster_ref::cluster_namespace(&kt.spec.cluster_ref, kt.namespace());
     let key = |t: &KafkaTopic| (t.metadata.creation_timestamp.clone().map(|c| c.0), t.uid());
     all.iter()
         .filter(|o| o.uid() != kt.uid() && o.meta().deletion_timestamp.is_none())
@@ -235,12 +207,7 @@ fn conflicting(kt: &KafkaTopic, all: &[Arc<KafkaTopic>]) -> Option<String> {
             o.spec.name == kt.spec.name && o.spec.cluster_ref.name == kt.spec.cluster_ref.name
         })
         .filter(|o| {
-            o.spec
-                .cluster_ref
-                .namespace
-                .clone()
-                .or_else(|| o.namespace())
-                == cluster_ns
+            cluster_ref::cluster_namespace(&o.spec.cluster_ref, o.namespace()) == cluster_ns
         })
         .filter(|o| key(o) < key(kt))
         .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
@@ -252,19 +219,9 @@ async fn referenced_cluster(
     kt: &KafkaTopic,
     ctx: &Context,
 ) -> Result<(String, Option<KafkaCluster>), Error> {
-    let ns = kt
-        .spec
-        .cluster_ref
-        .namespace
-        .clone()
-        .or_else(|| kt.namespace())
-        .unwrap_or_default();
-    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
-    let cluster = clusters
-        .get_opt(&kt.spec.cluster_ref.name)
+    cluster_ref::referenced_cluster(&ctx.client, &kt.spec.cluster_ref, kt.namespace())
         .await
-        .map_err(|e| Error::Kube("get the KafkaCluster", e))?;
-    Ok((ns, cluster))
+        .map_err(|e| Error::Kube("get the KafkaCluster", e))
 }
 
 async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
@@ -288,7 +245,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
             ctx,
             kt,
             "ClusterNotFound",
-            format!("spec.clusterRef names KafkaCluster {cluster_ns}/{}, which does not exist; create it or fix clusterRef", kt.spec.cluster_ref.name),
+            cluster_ref::missing_cluster_message(&cluster_ns, &kt.spec.cluster_ref),
             Some(Duration::from_secs(30)),
         )
         .await;

@@ -6,6 +6,9 @@
 pub mod kafka_cluster;
 #[allow(unreachable_pub)]
 pub mod kafka_topic;
+#[allow(unreachable_pub)]
+pub mod kafka_user;
 
 pub use kafka_cluster::*;
 pub use kafka_topic::*;
+pub use kafka_user::*;

@@ -1,0 +1,598 @@
+//! The `KafkaUser` controller: SCRAM-SHA-512 credentials (a generated password kept in
+//! a Secret the resource owns, or a password from a referenced Secret; rotated as soon
+//! as the Secret changes), ACLs reconciled exactly (a grant removed from the spec is removed
+//! from Kafka, and so is any ACL naming the user that the spec does not hold), and
+//! quotas. Deleting the resource removes the user's credentials, ACLs and quotas.
+
+pub mod plan;
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+    runtime::{
+        Controller,
+        controller::Action,
+        events::{Event, EventType, Recorder, Reporter},
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::{ObjectRef, Store},
+        watcher,
+    },
+};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, instrument, warn};
+
+use super::{
+    cluster_ref::{self, bootstrap_servers},
+    error_chain,
+    kafka_cluster::{
+        build::FIELD_MANAGER,
+        status::{now, set_condition},
+    },
+};
+use crate::{
+    crd::v1alpha1::{KafkaCluster, KafkaUser, KafkaUserStatus},
+    kafka_admin::{
+        AdminError, AdminPool, KafkaAdmin,
+        users::{SCRAM_SHA_512, generate_password},
+    },
+    metrics::ControllerMetrics,
+};
+
+/// The controller's name.
+pub const CONTROLLER_NAME: &str = "kafkauser";
+/// The finalizer that removes the user's credentials, ACLs and quotas from Kafka.
+pub const KAFKA_USER_FINALIZER: &str = "kafkausers.kafka.stoker.io/cleanup";
+/// Label on the Secrets this controller generates, naming their KafkaUser.
+pub const LABEL_USER: &str = "kafka.stoker.io/user";
+/// The Secret key holding the password (generated Secrets, and the default key of a
+/// referenced one).
+pub const PASSWORD_KEY: &str = "password";
+/// How often a ready user is compared with Kafka again (ACLs or credentials changed by
+/// hand are put back within this time).
+const RESYNC: Duration = Duration::from_secs(120);
+/// How soon a user waiting on a missing Secret or cluster is looked at again.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// What every reconcile shares.
+#[derive(Clone)]
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Events.
+    pub recorder: Recorder,
+    /// Metrics.
+    pub metrics: Arc<ControllerMetrics>,
+    /// Kafka admin clients by cluster.
+    pub admins: Arc<AdminPool>,
+}
+
+/// A failed reconcile (transient: it is retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A Kubernetes call failed.
+    #[error("failed to {0}")]
+    Kube(&'static str, #[source] kube::Error),
+    /// Kafka could not be reached or answered with a transient error.
+    #[error("failed to talk to Kafka")]
+    Kafka(#[source] AdminError),
+    /// The finalizer machinery failed.
+    #[error("failed to run the user finalizer")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A stable label for metrics and logs.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Self::Kube(..) => "kubernetes",
+            Self::Kafka(_) => "kafka",
+            Self::Finalizer(_) => "finalizer",
+        }
+    }
+}
+
+/// The KafkaUsers a Secret matters to: the one it was generated for (by its label) and
+/// every one whose `passwordSecretRef` names it.
+fn users_of_secret(secret: &Secret, users: &Store<KafkaUser>) -> Vec<ObjectRef<KafkaUser>> {
+    let ns = secret.namespace();
+    let name = secret.name_any();
+    let mut out: Vec<ObjectRef<KafkaUser>> = secret
+        .labels()
+        .get(LABEL_USER)
+        .map(|user| ObjectRef::new(user).within(ns.as_deref().unwrap_or_default()))
+        .into_iter()
+        .collect();
+    out.extend(
+        users
+            .state()
+            .iter()
+            .filter(|u| u.namespace() == ns)
+            .filter(|u| {
+                u.spec
+                    .authentication
+                    .as_ref()
+                    .and_then(|a| a.password_secret_ref.as_ref())
+                    .is_some_and(|r| r.name == name)
+            })
+            .map(|u| ObjectRef::from_obj(u.as_ref())),
+    );
+    out
+}
+
+/// Runs the controller until `shutdown` is cancelled.
+pub async fn run(client: Client, metrics: Arc<ControllerMetrics>, shutdown: CancellationToken) {
+    let users: Api<KafkaUser> = Api::all(client.clone());
+    let secrets: Api<Secret> = Api::all(client.clone());
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client, Reporter::from("stoker-coordinator")),
+        metrics,
+        admins: Arc::default(),
+    });
+    let controller = Controller::new(users, watcher::Config::default());
+    let store = controller.store();
+    // Secrets are watched, not cached: each change maps to the users it concerns and
+    // is dropped, so a password change rotates the credentials at once.
+    controller
+        .watches(secrets, watcher::Config::default(), move |s: Secret| {
+            users_of_secret(&s, &store)
+        })
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .with_config(kube::runtime::controller::Config::default().concurrency(8))
+        .run(reconcile, error_policy, ctx)
+        .for_each(|res| async move {
+            if let Err(e) = res {
+                warn!(error = %e, "User reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// Reconciles one KafkaUser.
+#[instrument(skip(ku, ctx), fields(name = %ku.name_any(), namespace = ku.namespace().unwrap_or_default()))]
+pub async fn reconcile(ku: Arc<KafkaUser>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started();
+    let api: Api<KafkaUser> =
+        Api::namespaced(ctx.client.clone(), &ku.namespace().unwrap_or_default());
+    finalizer(&api, KAFKA_USER_FINALIZER, ku, |event| async {
+        match event {
+            Finalizer::Apply(ku) => apply(&ku, &ctx).await,
+            Finalizer::Cleanup(ku) => cleanup(&ku, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Retries transient failures.
+pub fn error_policy(ku: Arc<KafkaUser>, error: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics.reconcile_failed(error.category());
+    warn!(name = %ku.name_any(), category = error.category(), error = %error_chain(error), "User reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn event(ctx: &Context, ku: &KafkaUser, type_: EventType, reason: &str, note: String) {
+    let ev = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconciling".into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&ev, &ku.object_ref(&())).await {
+        warn!(error = %e, "Failed to publish an Event");
+    }
+}
+
+async fn patch_status(ctx: &Context, ku: &KafkaUser, status: KafkaUserStatus) -> Result<(), Error> {
+    if ku.status.as_ref() == Some(&status) {
+        return Ok(());
+    }
+    let api: Api<KafkaUser> =
+        Api::namespaced(ctx.client.clone(), &ku.namespace().unwrap_or_default());
+    let body = serde_json::json!({"apiVersion": "kafka.stoker.io/v1alpha1", "kind": "KafkaUser", "status": status});
+    api.patch_status(
+        &ku.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(|e| Error::Kube("patch the user's status", e))?;
+    Ok(())
+}
+
+/// Sets Ready=False with `reason`/`message` (a Warning Event when it is new) and
+/// returns how long to wait.
+async fn not_ready(
+    ctx: &Context,
+    ku: &KafkaUser,
+    reason: &str,
+    message: String,
+    retry: Option<Duration>,
+) -> Result<Action, Error> {
+    let mut st = ku.status.clone().unwrap_or_default();
+    let is_new = !st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Ready" && c.reason == reason && c.message == message);
+    st.observed_generation = ku.metadata.generation;
+    set_condition(
+        &mut st.conditions,
+        "Ready",
+        false,
+        reason,
+        &message,
+        ku.metadata.generation,
+        &now(),
+    );
+    patch_status(ctx, ku, st).await?;
+    if is_new {
+        warn!(reason, message = %message, "User not ready");
+        event(ctx, ku, EventType::Warning, reason, message).await;
+    }
+    Ok(retry.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The user's password, the Secret it is in, and that Secret's version.
+struct Credentials {
+    password: String,
+    secret: String,
+    version: String,
+}
+
+/// Why credentials are not available: a condition reason and message.
+struct NoCredentials {
+    reason: &'static str,
+    message: String,
+}
+
+fn secret_version(s: &Secret) -> String {
+    format!(
+        "{}/{}",
+        s.metadata.uid.as_deref().unwrap_or_default(),
+        s.metadata.resource_version.as_deref().unwrap_or_default()
+    )
+}
+
+fn secret_value(s: &Secret, key: &str) -> Option<String> {
+    let v = s.data.as_ref()?.get(key)?;
+    String::from_utf8(v.0.clone())
+        .ok()
+        .filter(|p| !p.is_empty())
+}
+
+/// The generated Secret: the password, plus what a client needs to use it.
+fn generated_secret(ku: &KafkaUser, name: &str, username: &str, password: &str) -> Secret {
+    let jaas = format!(
+        "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{username}\" password=\"{password}\";"
+    );
+    let mut s = Secret::default();
+    s.metadata.name = Some(name.to_owned());
+    s.metadata.namespace = ku.namespace();
+    s.metadata.labels = Some(BTreeMap::from([
+        (LABEL_USER.to_owned(), username.to_owned()),
+        (
+            "app.kubernetes.io/managed-by".to_owned(),
+            "stoker-coordinator".to_owned(),
+        ),
+    ]));
+    s.metadata.owner_references = ku.controller_owner_ref(&()).map(|o| vec![o]);
+    s.type_ = Some("Opaque".into());
+    s.string_data = Some(BTreeMap::from([
+        ("username".to_owned(), username.to_owned()),
+        (PASSWORD_KEY.to_owned(), password.to_owned()),
+        ("sasl.mechanism".to_owned(), "SCRAM-SHA-512".to_owned()),
+        ("sasl.jaas.config".to_owned(), jaas),
+    ]));
+    s
+}
+
+/// Reads the password from the referenced Secret, or from the generated one (creating
+/// it with a new password when missing). Never touches a Secret it does not own.
+async fn credentials(
+    ku: &KafkaUser,
+    ctx: &Context,
+) -> Result<Result<Credentials, NoCredentials>, Error> {
+    let ns = ku.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let reference = ku
+        .spec
+        .authentication
+        .as_ref()
+        .and_then(|a| a.password_secret_ref.as_ref());
+    if let Some(r) = reference {
+        let key = r.key.as_deref().unwrap_or(PASSWORD_KEY);
+        let Some(s) = secrets
+            .get_opt(&r.name)
+            .await
+            .map_err(|e| Error::Kube("read the password Secret", e))?
+        else {
+            return Ok(Err(NoCredentials {
+                reason: "SecretNotFound",
+                message: format!(
+                    "authentication.passwordSecretRef names Secret {ns}/{}, which does not exist; create it with a {key:?} key",
+                    r.name
+                ),
+            }));
+        };
+        let Some(password) = secret_value(&s, key) else {
+            return Ok(Err(NoCredentials {
+                reason: "SecretKeyMissing",
+                message: format!(
+                    "Secret {ns}/{} has no non-empty {key:?} key; add the password under that key or set passwordSecretRef.key",
+                    r.name
+                ),
+            }));
+        };
+        return Ok(Ok(Credentials {
+            password,
+            version: secret_version(&s),
+            secret: r.name.clone(),
+        }));
+    }
+
+    let username = ku.name_any();
+    let name = ku
+        .spec
+        .secret_name
+        .clone()
+        .unwrap_or_else(|| username.clone());
+    let existing = secrets
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::Kube("read the credentials Secret", e))?;
+    let s = match existing {
+        Some(s) => {
+            let ours = s
+                .owner_references()
+                .iter()
+                .any(|o| Some(&o.uid) == ku.uid().as_ref());
+            if !ours {
+                return Ok(Err(NoCredentials {
+                    reason: "SecretConflict",
+                    message: format!(
+                        "Secret {ns}/{name} already exists and was not created for this KafkaUser; it is left untouched. Choose another spec.secretName, delete that Secret, or use it as authentication.passwordSecretRef"
+                    ),
+                }));
+            }
+            s
+        }
+        None => {
+            let password = generate_password().map_err(Error::Kafka)?;
+            let created = secrets
+                .create(
+                    &PostParams::default(),
+                    &generated_secret(ku, &name, &username, &password),
+                )
+                .await
+                .map_err(|e| Error::Kube("create the credentials Secret", e))?;
+            info!(secret = %name, "Generated a password");
+            event(
+                ctx,
+                ku,
+                EventType::Normal,
+                "SecretCreated",
+                format!("generated a password into Secret {name}"),
+            )
+            .await;
+            created
+        }
+    };
+    let Some(password) = secret_value(&s, PASSWORD_KEY) else {
+        return Ok(Err(NoCredentials {
+            reason: "SecretKeyMissing",
+            message: format!(
+                "Secret {ns}/{name} has no non-empty {PASSWORD_KEY:?} key; delete the Secret to have a new password generated"
+            ),
+        }));
+    };
+    Ok(Ok(Credentials {
+        password,
+        version: secret_version(&s),
+        secret: name,
+    }))
+}
+
+async fn admin_for(
+    ku: &KafkaUser,
+    ctx: &Context,
+) -> Result<Result<Arc<KafkaAdmin>, (String, Option<KafkaCluster>)>, Error> {
+    let (ns, cluster) =
+        cluster_ref::referenced_cluster(&ctx.client, &ku.spec.cluster_ref, ku.namespace())
+            .await
+            .map_err(|e| Error::Kube("get the KafkaCluster", e))?;
+    match cluster.as_ref().and_then(bootstrap_servers) {
+        Some(b) => Ok(Ok(ctx.admins.get(&b).map_err(Error::Kafka)?)),
+        None => Ok(Err((ns, cluster))),
+    }
+}
+
+async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
+    if let Err(r) = plan::validate(&ku.spec) {
+        return not_ready(ctx, ku, r.reason, r.message, None).await;
+    }
+    let admin = match admin_for(ku, ctx).await? {
+        Ok(a) => a,
+        Err((ns, None)) => {
+            return not_ready(
+                ctx,
+                ku,
+                "ClusterNotFound",
+                cluster_ref::missing_cluster_message(&ns, &ku.spec.cluster_ref),
+                Some(RETRY),
+            )
+            .await;
+        }
+        Err((_, Some(_))) => {
+            return not_ready(
+                ctx,
+                ku,
+                "ClusterNotReady",
+                "the KafkaCluster has no inner-broker listener to connect to".into(),
+                Some(RETRY),
+            )
+            .await;
+        }
+    };
+    let username = ku.name_any();
+    let creds = match credentials(ku, ctx).await? {
+        Ok(c) => c,
+        Err(n) => return not_ready(ctx, ku, n.reason, n.message, Some(RETRY)).await,
+    };
+    let mut st = ku.status.clone().unwrap_or_default();
+
+    // Quotas are checked by Kafka before anything changes, so a bad value leaves the
+    // user as it was.
+    let actual_quotas = admin.user_quotas(&username).await.map_err(Error::Kafka)?;
+    let quota_ops = plan::quota_changes(ku.spec.quotas.as_ref(), &actual_quotas);
+    if let Err(e) = admin.alter_user_quotas(&username, &quota_ops, true).await {
+        if e.is_refusal() {
+            return not_ready(ctx, ku, "InvalidQuotas", e.to_string(), None).await;
+        }
+        return Err(Error::Kafka(e));
+    }
+
+    // Credentials: set when Kafka has none, rotated when the Secret changed.
+    let has_scram = admin
+        .scram_mechanisms(&username)
+        .await
+        .map_err(Error::Kafka)?
+        .contains(&SCRAM_SHA_512);
+    if !has_scram || st.credentials_version.as_deref() != Some(creds.version.as_str()) {
+        admin
+            .upsert_scram_sha512(&username, &creds.password)
+            .await
+            .map_err(Error::Kafka)?;
+        let (reason, what) = if has_scram {
+            ("CredentialsRotated", "rotated")
+        } else {
+            ("CredentialsSet", "set")
+        };
+        info!(user = %username, secret = %creds.secret, "SCRAM-SHA-512 credentials {what}");
+        event(
+            ctx,
+            ku,
+            EventType::Normal,
+            reason,
+            format!(
+                "SCRAM-SHA-512 credentials of {username} {what} from Secret {}",
+                creds.secret
+            ),
+        )
+        .await;
+    }
+    st.credentials_version = Some(creds.version);
+    st.secret = Some(creds.secret);
+    st.username = Some(username.clone());
+
+    // ACLs: exactly the spec's.
+    let desired = plan::desired_acls(&ku.spec, &username);
+    let actual = admin
+        .acls(&plan::principal(&username))
+        .await
+        .map_err(Error::Kafka)?;
+    let (create, delete) = plan::acl_changes(&desired, &actual);
+    if let Err(e) = admin.create_acls(&create).await {
+        if e.is_refusal() {
+            return not_ready(ctx, ku, "InvalidAcl", e.to_string(), None).await;
+        }
+        return Err(Error::Kafka(e));
+    }
+    admin.delete_acls(&delete).await.map_err(Error::Kafka)?;
+    if !create.is_empty() || !delete.is_empty() {
+        let mut what: Vec<String> = create.iter().map(|b| format!("+ {b}")).collect();
+        what.extend(delete.iter().map(|b| format!("- {b}")));
+        info!(user = %username, created = create.len(), deleted = delete.len(), "ACLs updated");
+        event(
+            ctx,
+            ku,
+            EventType::Normal,
+            "AclsUpdated",
+            format!("{username}: {}", what.join("; ")),
+        )
+        .await;
+    }
+
+    if !quota_ops.is_empty() {
+        admin
+            .alter_user_quotas(&username, &quota_ops, false)
+            .await
+            .map_err(Error::Kafka)?;
+        let what: Vec<String> = quota_ops
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => format!("{k}={v}"),
+                None => format!("{k} removed"),
+            })
+            .collect();
+        event(
+            ctx,
+            ku,
+            EventType::Normal,
+            "QuotasUpdated",
+            format!("{username}: {}", what.join(", ")),
+        )
+        .await;
+    }
+
+    st.observed_generation = ku.metadata.generation;
+    st.acls = desired.iter().map(ToString::to_string).collect();
+    st.acl_count = Some(i32::try_from(desired.len()).unwrap_or(i32::MAX));
+    let mut in_force = actual_quotas;
+    for (k, v) in &quota_ops {
+        match v {
+            Some(v) => in_force.insert(k.clone(), *v),
+            None => in_force.remove(k),
+        };
+    }
+    st.quotas = plan::observed_quotas(&in_force);
+    set_condition(
+        &mut st.conditions,
+        "Ready",
+        true,
+        "UserReady",
+        &format!(
+            "{username} has its SCRAM-SHA-512 credentials, {} ACL(s) and the spec's quotas",
+            desired.len()
+        ),
+        ku.metadata.generation,
+        &now(),
+    );
+    patch_status(ctx, ku, st).await?;
+    Ok(Action::requeue(RESYNC))
+}
+
+async fn cleanup(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
+    let username = ku.name_any();
+    let Ok(admin) = admin_for(ku, ctx).await? else {
+        warn!(user = %username, "The KafkaCluster is gone; nothing to remove the user from");
+        return Ok(Action::await_change());
+    };
+    let acls = admin
+        .acls(&plan::principal(&username))
+        .await
+        .map_err(Error::Kafka)?;
+    admin.delete_acls(&acls).await.map_err(Error::Kafka)?;
+    admin
+        .delete_scram_sha512(&username)
+        .await
+        .map_err(Error::Kafka)?;
+    let quotas: BTreeMap<String, Option<f64>> = admin
+        .user_quotas(&username)
+        .await
+        .map_err(Error::Kafka)?
+        .into_keys()
+        .filter(|k| plan::desired_quotas(None).contains_key(k.as_str()))
+        .map(|k| (k, None))
+        .collect();
+    admin
+        .alter_user_quotas(&username, &quotas, false)
+        .await
+        .map_err(Error::Kafka)?;
+    info!(user = %username, acls = acls.len(), "Removed the user's credentials, ACLs and quotas from Kafka");
+    Ok(Action::await_change())
+}
