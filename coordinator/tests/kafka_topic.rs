@@ -9,7 +9,7 @@ use kube::{
 use stoker_coordinator::{
     controller::cluster_ref::BOOTSTRAP_ANNOTATION,
     crd::v1alpha1::{KafkaCluster, KafkaTopic, KafkaTopicStatus},
-    kafka_admin::KafkaAdmin,
+    kafka_admin::{KafkaAdmin, NewTopicSpec},
     metrics::ControllerMetrics,
 };
 use stoker_testenv::{ControlPlane, KafkaCluster as TestKafka, control_plane::ControlPlaneOptions};
@@ -213,20 +213,33 @@ async fn topics_are_created_grown_corrected_adopted_and_refused_against_real_kaf
     })
     .await;
 
-    // Invalid config values are caught by Kafka's validate-only pass; nothing is created.
-    topics
-        .create(
-            &PostParams::default(),
-            &topic(
-                "bad-config",
-                "bad-config",
-                1,
-                1,
-                &[("cleanup.policy", "sometimes")],
-            ),
-        )
+    // Created together (one admin batch), an invalid config value fails its own topic
+    // only: Kafka checks each topic before creating it, so nothing of it is created,
+    // and the others are created beside it.
+    let batch = [
+        topic("batch-a", "batch-a", 1, 1, &[]),
+        topic(
+            "bad-config",
+            "bad-config",
+            1,
+            1,
+            &[("cleanup.policy", "sometimes")],
+        ),
+        topic("batch-b", "batch-b", 2, 1, &[]),
+    ];
+    let pp = PostParams::default();
+    futures::future::join_all(batch.iter().map(|t| topics.create(&pp, t)))
         .await
-        .expect("create");
+        .into_iter()
+        .for_each(|r| {
+            r.expect("create");
+        });
+    for name in ["batch-a", "batch-b"] {
+        status_where(&topics, name, "Ready beside a bad topic", |s| {
+            ready(s).is_some_and(|r| r.0 == "True")
+        })
+        .await;
+    }
     let st = status_where(&topics, "bad-config", "InvalidTopic", |s| {
         ready(s).is_some_and(|r| r.1 == "InvalidTopic")
     })
@@ -247,7 +260,12 @@ async fn topics_are_created_grown_corrected_adopted_and_refused_against_real_kaf
 
     // A topic created outside Stoker: a conflict until the resource asks to adopt it.
     admin
-        .create_topic("legacy", 2, 3, &BTreeMap::new(), false)
+        .create_topic(NewTopicSpec {
+            name: "legacy".into(),
+            partitions: 2,
+            replication_factor: 3,
+            config: BTreeMap::new(),
+        })
         .await
         .expect("external topic");
     topics
@@ -349,10 +367,32 @@ async fn topics_are_created_grown_corrected_adopted_and_refused_against_real_kaf
         .patch("orders", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patch");
-    status_where(&topics, "orders", "Ready again", |s| {
-        ready(s).is_some_and(|r| r.0 == "True")
-    })
-    .await;
+    // The Delete policy brings the finalizer before the new generation is reconciled.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let t = topics.get("orders").await.expect("get");
+        let observed = t.status.as_ref().and_then(|s| s.observed_generation);
+        if observed == t.metadata.generation
+            && t.status
+                .as_ref()
+                .and_then(ready)
+                .is_some_and(|r| r.0 == "True")
+        {
+            assert!(
+                t.metadata
+                    .finalizers
+                    .unwrap_or_default()
+                    .contains(&"kafkatopics.kafka.stoker.io/cleanup".to_owned()),
+                "a Delete topic carries the finalizer"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "orders never reconciled its Delete policy"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     topics
         .delete("orders", &Default::default())
         .await

@@ -1,14 +1,17 @@
 //! Kafka admin access for the controllers, in one place and exactly the operations
-//! they need: rdkafka where it has the call (CreateTopics, CreatePartitions,
-//! DeleteTopics), the Kafka protocol through `stoker-kafka` where it has not
-//! (Metadata with topic ids, DescribeConfigs with sources, IncrementalAlterConfigs —
-//! never the non-incremental AlterConfigs, which would wipe every key not named —,
-//! ACLs in [`acls`], SCRAM credentials and quotas in [`users`]).
+//! they need: rdkafka where it has the call (CreatePartitions, DeleteTopics), the Kafka
+//! protocol through `stoker-kafka` where it has not or where Stoker needs more than it
+//! gives: Metadata, CreateTopics and DescribeConfigs batched across reconciles with
+//! topic ids and config sources ([`batch`]), IncrementalAlterConfigs (never the
+//! non-incremental AlterConfigs, which would wipe every key not named), ACLs
+//! ([`acls`]), SCRAM credentials and quotas ([`users`]).
 
 pub mod acls;
+pub mod batch;
 pub mod users;
 
 pub use acls::AclBinding;
+pub use batch::{CreatedTopic, NewTopicSpec};
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -18,7 +21,7 @@ use std::{
 
 use rdkafka::{
     ClientConfig,
-    admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication},
+    admin::{AdminClient, AdminOptions, NewPartitions},
     client::DefaultClientContext,
 };
 use stoker_kafka::{
@@ -26,10 +29,8 @@ use stoker_kafka::{
     kafka_protocol::{
         ResponseError,
         messages::{
-            DescribeConfigsRequest, IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
-            describe_configs_request::DescribeConfigsResource,
+            IncrementalAlterConfigsRequest,
             incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
-            metadata_request::MetadataRequestTopic,
         },
         protocol::StrBytes,
     },
@@ -75,6 +76,15 @@ pub enum AdminError {
     /// in the metadata this coordinator read).
     #[error("the topic already exists")]
     TopicExists,
+    /// A batched request failed as a whole (the cause, flattened: every request of the
+    /// batch gets its own copy).
+    #[error("failed to {operation}: {message}")]
+    Failed {
+        /// What was being done.
+        operation: &'static str,
+        /// The cause and its sources.
+        message: String,
+    },
     /// The system's random number generator failed (passwords and salts need it).
     #[error("failed to draw random bytes for a password or salt")]
     Random,
@@ -120,6 +130,7 @@ pub struct ConfigValue {
 pub struct KafkaAdmin {
     bootstrap: String,
     client: AdminClient<DefaultClientContext>,
+    batcher: batch::Batcher,
 }
 
 impl std::fmt::Debug for KafkaAdmin {
@@ -138,8 +149,31 @@ fn refused(operation: &'static str, code: i16, message: Option<StrBytes>) -> Opt
     })
 }
 
+/// A connection to the first broker of `bootstrap` (host:port,...) that answers.
+async fn connect_any(bootstrap: &str) -> Result<Connection, AdminError> {
+    let mut last = None;
+    for addr in bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        match Connection::connect(addr, TIMEOUT).await {
+            Ok(c) => return Ok(c),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(AdminError::Unreachable {
+        bootstrap: bootstrap.to_owned(),
+        source: last.unwrap_or_else(|| WireError::Connect {
+            addr: bootstrap.to_owned(),
+            source: std::io::Error::other("empty bootstrap list"),
+        }),
+    })
+}
+
 impl KafkaAdmin {
-    /// A client of the cluster reachable at `bootstrap` (host:port,...).
+    /// A client of the cluster reachable at `bootstrap` (host:port,...); starts its
+    /// batching task, so it must be called inside a Tokio runtime.
     pub fn new(bootstrap: &str) -> Result<Self, AdminError> {
         let client = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
@@ -152,110 +186,28 @@ impl KafkaAdmin {
         Ok(Self {
             bootstrap: bootstrap.to_owned(),
             client,
+            batcher: batch::Batcher::start(bootstrap.to_owned()),
         })
     }
 
     async fn connect(&self) -> Result<Connection, AdminError> {
-        let mut last = None;
-        for addr in self
-            .bootstrap
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-        {
-            match Connection::connect(addr, TIMEOUT).await {
-                Ok(c) => return Ok(c),
-                Err(e) => last = Some(e),
-            }
-        }
-        Err(AdminError::Unreachable {
-            bootstrap: self.bootstrap.clone(),
-            source: last.unwrap_or_else(|| WireError::Connect {
-                addr: self.bootstrap.clone(),
-                source: std::io::Error::other("empty bootstrap list"),
-            }),
-        })
+        connect_any(&self.bootstrap).await
     }
 
-    /// Live brokers, and the topic if it exists.
+    /// Live brokers, and the topic if it exists (batched with other reconciles').
     pub async fn describe_topic(
         &self,
         name: &str,
     ) -> Result<(usize, Option<TopicState>), AdminError> {
-        let mut conn = self.connect().await?;
-        let req = MetadataRequest::default().with_topics(Some(vec![
-            MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_string(name.to_owned())))),
-        ]));
-        let md = conn
-            .send("Metadata", &req, 12)
-            .await
-            .map_err(|source| AdminError::Wire {
-                operation: "read topic metadata",
-                source,
-            })?;
-        let brokers = md.brokers.len();
-        let Some(t) = md.topics.first() else {
-            return Ok((brokers, None));
-        };
-        if ResponseError::try_from_code(t.error_code)
-            == Some(ResponseError::UnknownTopicOrPartition)
-        {
-            return Ok((brokers, None));
-        }
-        if let Some(e) = refused("read topic metadata", t.error_code, None) {
-            return Err(e);
-        }
-        let rf = t
-            .partitions
-            .iter()
-            .find(|p| p.partition_index == 0)
-            .map_or(0, |p| p.replica_nodes.len());
-        Ok((
-            brokers,
-            Some(TopicState {
-                id: t.topic_id.to_string(),
-                partitions: i32::try_from(t.partitions.len()).unwrap_or(i32::MAX),
-                replication_factor: i32::try_from(rf).unwrap_or(i32::MAX),
-            }),
-        ))
+        self.batcher.describe(name).await
     }
 
-    /// The topic's configs with their sources.
+    /// The topic's configs with their sources (batched with other reconciles').
     pub async fn topic_configs(
         &self,
         name: &str,
     ) -> Result<BTreeMap<String, ConfigValue>, AdminError> {
-        let mut conn = self.connect().await?;
-        let req = DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(RESOURCE_TOPIC)
-                .with_resource_name(StrBytes::from_string(name.to_owned()))
-                .with_configuration_keys(None),
-        ]);
-        let resp = conn
-            .send("DescribeConfigs", &req, 4)
-            .await
-            .map_err(|source| AdminError::Wire {
-                operation: "describe topic configs",
-                source,
-            })?;
-        let mut out = BTreeMap::new();
-        for r in resp.results {
-            if let Some(e) = refused("describe topic configs", r.error_code, r.error_message) {
-                return Err(e);
-            }
-            for c in r.configs {
-                out.insert(
-                    c.name.to_string(),
-                    ConfigValue {
-                        value: c.value.map(|v| v.to_string()),
-                        is_default: c.config_source == SOURCE_DEFAULT,
-                    },
-                );
-            }
-        }
-        Ok(out)
+        self.batcher.configs(name).await
     }
 
     /// Sets and deletes topic configs with one IncrementalAlterConfigs request;
@@ -309,43 +261,11 @@ impl KafkaAdmin {
         Ok(())
     }
 
-    /// Creates the topic (or, with `validate_only`, asks Kafka whether it could).
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        partitions: i32,
-        replication_factor: i32,
-        config: &BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<(), AdminError> {
-        let mut topic = NewTopic::new(
-            name,
-            partitions,
-            TopicReplication::Fixed(replication_factor),
-        );
-        for (k, v) in config {
-            topic = topic.set(k, v);
-        }
-        let opts = AdminOptions::new()
-            .validate_only(validate_only)
-            .operation_timeout(Some(TIMEOUT))
-            .request_timeout(Some(TIMEOUT));
-        let res = self
-            .client
-            .create_topics([&topic], &opts)
-            .await
-            .map_err(|source| AdminError::Client {
-                operation: "create the topic",
-                source,
-            })?;
-        match res.into_iter().next() {
-            Some(Err((_, code))) => Err(AdminError::Refused {
-                operation: "create the topic",
-                error: code.to_string(),
-                message: None,
-            }),
-            _ => Ok(()),
-        }
+    /// Creates the topic (batched with other reconciles'). Kafka checks and creates
+    /// each topic of a request on its own and atomically: a refused topic (bad name,
+    /// count or config value) leaves nothing behind. The answer says what Kafka made.
+    pub async fn create_topic(&self, topic: NewTopicSpec) -> Result<CreatedTopic, AdminError> {
+        self.batcher.create(topic).await
     }
 
     /// Raises the partition count to `total`.
