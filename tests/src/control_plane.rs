@@ -197,6 +197,11 @@ impl ControlPlane {
         &self.server
     }
 
+    /// The CA certificate that signed the API server's serving certificate.
+    pub fn ca_cert(&self) -> PathBuf {
+        self.work.path().join("pki/ca.crt")
+    }
+
     /// The control plane's work dir (logs, certificates, etcd data).
     pub fn work_dir(&self) -> &Path {
         self.work.path()

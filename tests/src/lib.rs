@@ -21,6 +21,7 @@ pub mod control_plane;
 pub mod http;
 pub mod kafka;
 pub mod net;
+pub mod pod_runtime;
 pub mod proc_stats;
 pub mod process;
 pub mod prometheus;
@@ -30,6 +31,7 @@ use std::path::PathBuf;
 
 pub use control_plane::ControlPlane;
 pub use kafka::{KafkaCluster, KafkaClusterBuilder, NodeRole};
+pub use pod_runtime::{PodRuntime, PodRuntimeOptions};
 pub use process::ManagedProcess;
 pub use prometheus::{Alertmanager, Prometheus, WebhookReceiver};
 pub use workdir::WorkDir;
