@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds etcd, kube-apiserver and kube-controller-manager from the Go module proxy
+# Builds etcd, kube-apiserver, kube-controller-manager and kubectl from the Go module proxy
 # into $STOKER_CACHE/bin, through wrapper modules (the staging k8s.io/* modules are
 # pinned to the published v0.MINOR.PATCH that matches Kubernetes v1.MINOR.PATCH).
 # Idempotent: a stamp file records what was built.
@@ -72,8 +72,36 @@ GO
     echo "$K8S_VERSION" > "$stamp"
 }
 
+build_kubectl() {
+    local stamp="$BIN/.kubectl.stamp"
+    if stamp_ok "$stamp" "$K8S_VERSION" && [ -x "$BIN/kubectl" ]; then
+        log "kubectl v$K8S_VERSION already built"; return 0
+    fi
+    local minor dir
+    minor="$(echo "$K8S_VERSION" | cut -d. -f2)"
+    dir="$WORK/kube-$K8S_VERSION"
+    [ -f "$dir/go.mod" ] || die "kubectl: build" "build_kube" "build kube-apiserver first (scripts/provision/kube.sh kube)"
+    cd "$dir"
+    # kubectl's own staging modules join the wrapper module's requirements.
+    grep -q 'cmd/kubectl"' tools.go || sed -i 's|^)$|	_ "k8s.io/kubernetes/cmd/kubectl"\n)|' tools.go
+    go mod tidy >/dev/null 2>&1 || true
+    local ld="-s -w -X k8s.io/component-base/version.gitVersion=v$K8S_VERSION \
+-X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor \
+-X k8s.io/component-base/version.gitTreeState=clean"
+    go build -trimpath -ldflags "$ld" -o "$BIN/kubectl.tmp" "k8s.io/kubernetes/cmd/kubectl" \
+        || die "kubectl: build" "go build k8s.io/kubernetes/cmd/kubectl" "delete $dir and retry"
+    mv "$BIN/kubectl.tmp" "$BIN/kubectl"
+    "$BIN/kubectl" version --client
+    echo "$K8S_VERSION" > "$stamp"
+}
+
 case "${1:-all}" in
     etcd) step "etcd v$ETCD_VERSION" build_etcd ;;
     kube) step "kube v$K8S_VERSION" build_kube ;;
-    all) step "etcd v$ETCD_VERSION" build_etcd; step "kube v$K8S_VERSION" build_kube ;;
+    kubectl) step "kubectl v$K8S_VERSION" build_kubectl ;;
+    all)
+        step "etcd v$ETCD_VERSION" build_etcd
+        step "kube v$K8S_VERSION" build_kube
+        step "kubectl v$K8S_VERSION" build_kubectl
+        ;;
 esac

@@ -329,3 +329,94 @@ async fn the_example_cluster_runs_serves_clients_and_survives_a_killed_and_a_del
     let _ = controller.await;
     drop(runtime);
 }
+
+/// What a kubelet would say about a Pod it cannot run: a waiting reason and a message
+/// per container, never a silent hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_the_runtime_cannot_run_say_why() {
+    let plane = ControlPlane::start_with(stoker_testenv::control_plane::ControlPlaneOptions {
+        controller_manager: false,
+    })
+    .await
+    .expect("control plane");
+    let client = plane.client().await.expect("client");
+    plane.create_namespace("bad").await.expect("namespace");
+    let _runtime = PodRuntime::start(
+        client.clone(),
+        PodRuntimeOptions {
+            node_name: DEFAULT_NODE_NAME.into(),
+            images: ImageMap {
+                kafka_home: kafka_home(),
+                agent_bin: workspace_binary("stoker-agent").expect("agent binary"),
+            },
+            api_server: Some(api_server(&plane)),
+            api_ca: Some(plane.ca_cert()),
+            node_labels: Default::default(),
+        },
+    )
+    .await
+    .expect("runtime");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "bad");
+    let pod = |name: &str, extra: &str| -> Pod {
+        serde_yaml::from_str(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  automountServiceAccountToken: false\n{extra}"
+        ))
+        .expect("pod yaml")
+    };
+    let cases = [
+        (
+            pod(
+                "unknown-image",
+                "  containers: [{name: web, image: \"nginx:1.27\"}]\n",
+            ),
+            "ErrImagePull",
+            "\"nginx:1.27\" has no local install",
+        ),
+        (
+            pod(
+                "nfs-volume",
+                "  containers: [{name: agent, image: \"stoker-agent:dev\", volumeMounts: [{name: data, mountPath: /data}]}]\n  volumes: [{name: data, nfs: {server: nfs.example, path: /exports}}]\n",
+            ),
+            "CreateContainerConfigError",
+            "volume data: this volume type is not supported",
+        ),
+        (
+            pod(
+                "grpc-probe",
+                "  containers: [{name: agent, image: \"stoker-agent:dev\", readinessProbe: {grpc: {port: 8081}}}]\n",
+            ),
+            "CreateContainerConfigError",
+            "readinessProbe uses a probe type the local Pod runtime does not support",
+        ),
+    ];
+    for (p, _, _) in &cases {
+        pods.create(&PostParams::default(), p)
+            .await
+            .expect("create");
+    }
+    for (p, reason, message) in &cases {
+        let name = p.metadata.name.clone().expect("name");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let waiting = pods
+                .get(&name)
+                .await
+                .expect("get")
+                .status
+                .and_then(|s| s.container_statuses)
+                .and_then(|cs| cs.into_iter().next())
+                .and_then(|c| c.state?.waiting);
+            if let Some(w) = &waiting
+                && w.reason.as_deref() == Some(*reason)
+                && w.message.as_deref().is_some_and(|m| m.contains(message))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name}: expected {reason} with {message:?}, got {waiting:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}

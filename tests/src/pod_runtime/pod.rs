@@ -441,6 +441,7 @@ async fn prepare_container(
     let mapped =
         spec::map_image(&image, &ctx.options.images).map_err(|m| ("ErrImagePull".to_owned(), m))?;
     let config_err = |m: String| ("CreateContainerConfigError".to_owned(), m);
+    spec::check_handlers(c).map_err(config_err)?;
     let ns = pod.namespace().unwrap_or_default();
     let mut env =
         spec::container_env(c, pod, &env_sources(ctx, &ns, c).await).map_err(config_err)?;

@@ -257,6 +257,47 @@ pub fn container_argv(
     Ok(argv)
 }
 
+/// Refuses probes and hooks the runtime cannot run, naming them (a kubelet would run
+/// them; silently never running one would hide a broken Pod).
+pub fn check_handlers(c: &Container) -> Result<(), String> {
+    let probes = [
+        ("startupProbe", &c.startup_probe),
+        ("readinessProbe", &c.readiness_probe),
+        ("livenessProbe", &c.liveness_probe),
+    ];
+    for (what, p) in probes {
+        if let Some(p) = p
+            && p.http_get.is_none()
+            && p.tcp_socket.is_none()
+            && p.exec.is_none()
+        {
+            return Err(format!(
+                "container {}: {what} uses a probe type the local Pod runtime does not support (it runs httpGet, tcpSocket and exec)",
+                c.name
+            ));
+        }
+    }
+    if let Some(l) = &c.lifecycle {
+        if l.post_start.is_some() {
+            return Err(format!(
+                "container {}: postStart hooks are not run by the local Pod runtime",
+                c.name
+            ));
+        }
+        if let Some(h) = &l.pre_stop
+            && h.http_get.is_none()
+            && h.exec.is_none()
+            && h.sleep.is_none()
+        {
+            return Err(format!(
+                "container {}: the preStop hook uses a handler the local Pod runtime does not support (it runs httpGet, exec and sleep)",
+                c.name
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// One bind mount of a container.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
