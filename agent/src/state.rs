@@ -247,6 +247,10 @@ pub struct Observation {
     pub broker_state: i64,
     /// Logs left to recover.
     pub remaining_logs: u64,
+    /// Replicas of this broker not in their partition's ISR.
+    pub out_of_sync: u64,
+    /// The quorum leader this node sees (controllers), -1 unknown.
+    pub quorum_leader: i32,
 }
 
 impl Default for Observation {
@@ -258,6 +262,8 @@ impl Default for Observation {
             not_recovering: Ok(()),
             broker_state: -1,
             remaining_logs: 0,
+            out_of_sync: 0,
+            quorum_leader: -1,
         }
     }
 }
@@ -393,6 +399,7 @@ impl Running {
                         ))
                     };
                     self.metrics.observe_snapshot(id, &snap);
+                    obs.out_of_sync = u64::try_from(snap.out_of_sync_of(id)).unwrap_or(u64::MAX);
                     snapshot = Some(snap);
                 }
                 Err(e) => {
@@ -429,6 +436,7 @@ impl Running {
                         obs.registered = controller_ok;
                     }
                     self.metrics.controller_id.set(i64::from(q.leader));
+                    obs.quorum_leader = q.leader;
                 }
                 Err(e) if !self.roles.broker => {
                     obs.reachable = Err(format!(

@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use stoker_proto::agent::v1::{
     BrokerRef, BrokerStatus, DesiredConfig, GetStatusRequest, ReconfigureRequest,
-    ReconfigureResponse, agent_client::AgentClient,
+    ReconfigureResponse, SafeToStopRequest, SafeToStopResponse, agent_client::AgentClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -70,6 +70,21 @@ impl AgentPool {
     pub async fn status(&self, addr: &str, broker: &BrokerRef) -> Result<BrokerStatus, AgentError> {
         let mut c = self.client(addr)?;
         c.get_status(GetStatusRequest {
+            broker: Some(broker.clone()),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| Self::failed(addr, s))
+    }
+
+    /// Whether stopping the broker now keeps every partition at or above min ISR.
+    pub async fn safe_to_stop(
+        &self,
+        addr: &str,
+        broker: &BrokerRef,
+    ) -> Result<SafeToStopResponse, AgentError> {
+        let mut c = self.client(addr)?;
+        c.safe_to_stop(SafeToStopRequest {
             broker: Some(broker.clone()),
         })
         .await

@@ -77,6 +77,14 @@ impl Snapshot {
             .count()
     }
 
+    /// Replicas `broker` hosts that are not in their partition's ISR.
+    pub fn out_of_sync_of(&self, broker: i32) -> usize {
+        self.partitions
+            .iter()
+            .filter(|p| p.replicas.contains(&broker) && !p.isr.contains(&broker))
+            .count()
+    }
+
     /// Partitions `broker` replicates that have no leader.
     pub fn offline_of(&self, broker: i32) -> usize {
         self.partitions

@@ -110,6 +110,8 @@ impl Agent for AgentService {
             restart_needed: !in_force.restart_needed.is_empty(),
             restart_needed_keys: in_force.restart_needed,
             remaining_logs_to_recover: obs.remaining_logs,
+            out_of_sync_partitions: u32::try_from(obs.out_of_sync).unwrap_or(u32::MAX),
+            quorum_leader: obs.quorum_leader,
         }))
     }
 

@@ -151,6 +151,13 @@ pub struct BrokerStatus {
     /// Logs still to recover (0 outside RECOVERY).
     #[prost(uint64, tag = "8")]
     pub remaining_logs_to_recover: u64,
+    /// Replicas this broker hosts that are not in their partition's ISR: 0 once it has
+    /// caught up after a start.
+    #[prost(uint32, tag = "9")]
+    pub out_of_sync_partitions: u32,
+    /// The metadata quorum's leader as this node sees it (controllers only; -1 unknown).
+    #[prost(int32, tag = "10")]
+    pub quorum_leader: i32,
 }
 /// Asks whether the broker may stop now.
 #[allow(clippy::all)]

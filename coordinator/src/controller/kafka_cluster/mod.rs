@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod roll;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -41,7 +42,7 @@ use self::{
     build::{ClusterMeta, FIELD_MANAGER, LABEL_BROKER_ID, LABEL_CLUSTER},
 };
 use crate::{
-    crd::v1alpha1::{KafkaCluster, KafkaClusterStatus, PvcDeletionPolicy},
+    crd::v1alpha1::{KafkaCluster, KafkaClusterStatus, PvcDeletionPolicy, RollingUpgradeStatus},
     metrics::ControllerMetrics,
 };
 
@@ -478,7 +479,7 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
             b.restart_reason = None;
         }
     }
-    sync_agents(ctx, kc, &meta, &desired_docs, &live_pods, &mut st).await;
+    let reports = sync_agents(ctx, kc, &meta, &desired_docs, &live_pods, &mut st).await;
     let newly_restart_needed: Vec<i32> = restart_needed
         .keys()
         .copied()
@@ -492,8 +493,205 @@ async fn apply_cluster(kc: &KafkaCluster, ctx: &Context) -> Result<Action, Error
     if !newly_restart_needed.is_empty() {
         event(ctx, kc, EventType::Normal, "RestartNeeded", "Planning", format!("broker(s) {newly_restart_needed:?} need a restart: the Pod's template changed; they keep running until a safe rolling restart replaces them")).await;
     }
+    let rolling = roll_step(ctx, kc, &meta, &cluster, &live_pods, &reports, &mut st).await?;
     patch_status(ctx, kc, &st).await?;
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(Duration::from_secs(if rolling {
+        3
+    } else {
+        300
+    })))
+}
+
+/// One step of the rolling restart (see [`roll`]): restart the next broker that needs
+/// it when that is safe, or record what the roll waits for. Progress lives in status,
+/// so a restarted coordinator resumes. Returns true while a roll is under way.
+async fn roll_step(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    meta: &ClusterMeta,
+    cluster: &validate::ValidatedCluster,
+    pods: &BTreeMap<i32, Pod>,
+    reports: &BTreeMap<i32, stoker_proto::agent::v1::BrokerStatus>,
+    st: &mut KafkaClusterStatus,
+) -> Result<bool, Error> {
+    let views: Vec<roll::BrokerView> = cluster
+        .brokers
+        .values()
+        .map(|b| {
+            let pod = pods.get(&b.id);
+            let state = match pod {
+                None => roll::PodState::Missing,
+                Some(p) if p.metadata.deletion_timestamp.is_some() => roll::PodState::Terminating,
+                Some(p)
+                    if p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running") =>
+                {
+                    roll::PodState::Running
+                }
+                Some(_) => roll::PodState::Pending,
+            };
+            let report = reports.get(&b.id);
+            let entry = st.brokers_state.get(&b.id.to_string());
+            roll::BrokerView {
+                id: b.id,
+                broker: b.roles.broker,
+                controller: b.roles.controller,
+                pod: state,
+                ready: entry.is_some_and(|e| e.ready),
+                not_ready_reason: report
+                    .map(|r| r.not_ready_reason.clone())
+                    .unwrap_or_default(),
+                restart_needed: entry.is_some_and(|e| e.restart_needed),
+                out_of_sync: report.map_or(0, |r| r.out_of_sync_partitions),
+            }
+        })
+        .collect();
+    let active_controller = reports.values().map(|r| r.quorum_leader).find(|l| *l >= 0);
+    let threshold = kc.spec.rolling_upgrade_config.failure_threshold;
+    let now = status::now();
+    // The roll's state is read fresh: the cached object may predate this coordinator's
+    // own last status write (a Pod event can trigger the next pass first), and a stale
+    // copy would forget the broker in progress.
+    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &meta.namespace);
+    st.rolling_upgrade = clusters
+        .get_status(&meta.name)
+        .await
+        .map_err(kube_err("get", "KafkaCluster", &meta.name))?
+        .status
+        .and_then(|s| s.rolling_upgrade);
+    let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &meta.namespace);
+    // At most two passes: a broker finished, then the next one started.
+    for _ in 0..2 {
+        let in_progress = st
+            .rolling_upgrade
+            .as_ref()
+            .and_then(|r| r.broker_in_progress);
+        match roll::plan(&views, in_progress, threshold, active_controller) {
+            roll::Plan::Idle => {
+                if let Some(done) = st.rolling_upgrade.take() {
+                    info!(restarted = ?done.restarted, "Rolling restart complete");
+                    event(ctx, kc, EventType::Normal, "RollCompleted", "Rolling", format!("rolling restart complete: broker(s) {:?} restarted one at a time (started {})", done.restarted, done.started_at)).await;
+                }
+                return Ok(false);
+            }
+            roll::Plan::Finished(id) => {
+                let ru = st.rolling_upgrade.get_or_insert_with(Default::default);
+                let since = ru.broker_started_at.take().unwrap_or_default();
+                ru.broker_in_progress = None;
+                ru.restarted.push(id);
+                ru.waiting_for = None;
+                info!(broker_id = id, since = %since, "Broker restarted and caught up");
+                event(
+                    ctx,
+                    kc,
+                    EventType::Normal,
+                    "BrokerRestarted",
+                    "Rolling",
+                    format!("broker {id} is back, ready and caught up (restart began {since})"),
+                )
+                .await;
+            }
+            roll::Plan::Wait { reason, blocked } => {
+                let ru = st
+                    .rolling_upgrade
+                    .get_or_insert_with(|| RollingUpgradeStatus {
+                        started_at: now.clone(),
+                        ..Default::default()
+                    });
+                if blocked && ru.waiting_for.as_deref() != Some(reason.as_str()) {
+                    warn!(reason = %reason, "Rolling restart blocked");
+                    event(
+                        ctx,
+                        kc,
+                        EventType::Warning,
+                        "RollBlocked",
+                        "Rolling",
+                        format!("rolling restart waits: {reason}"),
+                    )
+                    .await;
+                }
+                ru.waiting_for = Some(reason);
+                st.state = Some("RollingUpgrading".into());
+                return Ok(true);
+            }
+            roll::Plan::Restart(id) => {
+                let ru = st
+                    .rolling_upgrade
+                    .get_or_insert_with(|| RollingUpgradeStatus {
+                        started_at: now.clone(),
+                        ..Default::default()
+                    });
+                st.state = Some("RollingUpgrading".into());
+                let Some(ip) = pods
+                    .get(&id)
+                    .and_then(|p| p.status.as_ref()?.pod_ip.clone())
+                else {
+                    ru.waiting_for = Some(format!("broker {id}: its Pod has no address yet"));
+                    return Ok(true);
+                };
+                let broker = stoker_proto::agent::v1::BrokerRef {
+                    cluster: meta.name.clone(),
+                    namespace: meta.namespace.clone(),
+                    broker_id: id,
+                };
+                let addr = format!("{ip}:{}", build::AGENT_GRPC_PORT);
+                let verdict = ctx.agents.safe_to_stop(&addr, &broker).await;
+                let unsafe_because = match verdict {
+                    Ok(v) if v.safe => None,
+                    Ok(v) => Some(v.reason),
+                    Err(e) => Some(format!(
+                        "its agent did not answer SafeToStop: {}",
+                        error_chain(&e)
+                    )),
+                };
+                if let Some(why) = unsafe_because {
+                    let reason =
+                        format!("broker {id} is next, but stopping it now is not safe: {why}");
+                    if ru.waiting_for.as_deref() != Some(reason.as_str()) {
+                        warn!(broker_id = id, reason = %why, "Rolling restart blocked");
+                        event(
+                            ctx,
+                            kc,
+                            EventType::Warning,
+                            "RollBlocked",
+                            "Rolling",
+                            format!("rolling restart waits: {reason}"),
+                        )
+                        .await;
+                    }
+                    ru.waiting_for = Some(reason);
+                    return Ok(true);
+                }
+                let name = build::broker_name(meta, id);
+                let reason = st
+                    .brokers_state
+                    .get(&id.to_string())
+                    .and_then(|b| b.restart_reason.clone())
+                    .unwrap_or_default();
+                match pods_api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(e)) if e.code == 404 => {}
+                    Err(e) => return Err(kube_err("delete", "Pod", &name)(e)),
+                }
+                info!(broker_id = id, reason = %reason, "Restarting broker");
+                event(
+                    ctx,
+                    kc,
+                    EventType::Normal,
+                    "RestartingBroker",
+                    "Rolling",
+                    format!(
+                        "restarting broker {id} ({reason}); its agent said stopping it is safe"
+                    ),
+                )
+                .await;
+                ru.broker_in_progress = Some(id);
+                ru.broker_started_at = Some(now.clone());
+                ru.waiting_for = Some(format!("restarting broker {id}: its Pod is stopping"));
+                return Ok(true);
+            }
+        }
+    }
+    Ok(true)
 }
 
 /// Asks every running broker's agent for its status, and pushes the desired config to
@@ -507,7 +705,8 @@ async fn sync_agents(
     docs: &BTreeMap<i32, stoker_proto::agent::v1::DesiredConfig>,
     pods: &BTreeMap<i32, Pod>,
     st: &mut KafkaClusterStatus,
-) {
+) -> BTreeMap<i32, stoker_proto::agent::v1::BrokerStatus> {
+    let mut reports = BTreeMap::new();
     for (id, doc) in docs {
         let Some(ip) = pods.get(id).and_then(|p| p.status.as_ref()?.pod_ip.clone()) else {
             continue;
@@ -532,7 +731,18 @@ async fn sync_agents(
         };
         entry.ready = entry.ready && status.ready;
         entry.config_hash_in_force = Some(status.config_hash_in_force.clone());
+        entry.out_of_sync_partitions = Some(status.out_of_sync_partitions);
+        reports.insert(*id, status.clone());
         if status.config_hash_in_force == desired_hash {
+            // The broker runs the desired config: nothing of the config waits for a restart.
+            if entry
+                .restart_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("static config changed"))
+            {
+                entry.restart_needed = false;
+                entry.restart_reason = None;
+            }
             continue;
         }
         let already_told = status.restart_needed
@@ -578,6 +788,7 @@ async fn sync_agents(
             }
         }
     }
+    reports
 }
 
 /// How an object is written.

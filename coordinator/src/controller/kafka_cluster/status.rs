@@ -125,6 +125,7 @@ pub fn observed_status(
                 config_hash_in_force: prev.and_then(|p| p.config_hash_in_force.clone()),
                 restart_needed: prev.is_some_and(|p| p.restart_needed),
                 restart_reason: prev.and_then(|p| p.restart_reason.clone()),
+                out_of_sync_partitions: None,
             },
         );
     }

@@ -267,7 +267,8 @@ pub struct RackAwareness {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct RollingUpgradeConfig {
-    /// A roll stops while this many brokers (or more) have offline or under-replicated partitions.
+    /// A roll waits while this many brokers (or more) are failing: Pod missing or not
+    /// running, agent not ready, or replicas out of their partitions' ISR.
     #[serde(default = "default_failure_threshold")]
     #[schemars(range(min = 1))]
     pub failure_threshold: i32,
@@ -351,6 +352,31 @@ pub struct KafkaClusterStatus {
     /// Per-broker state, by broker id.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub brokers_state: BTreeMap<String, BrokerStatus>,
+    /// The rolling restart in progress, if any (kept here, not in memory, so a
+    /// restarted coordinator resumes where it was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_upgrade: Option<RollingUpgradeStatus>,
+}
+
+/// Progress of a rolling restart.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpgradeStatus {
+    /// When the roll began (RFC 3339).
+    pub started_at: String,
+    /// The broker being restarted: its Pod was deleted and the roll waits for it to be
+    /// back, ready and caught up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_in_progress: Option<i32>,
+    /// When that broker's restart began (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broker_started_at: Option<String>,
+    /// Brokers restarted so far in this roll, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarted: Vec<i32>,
+    /// What the roll waits for now, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for: Option<String>,
 }
 
 /// A condition (the shape of `metav1.Condition`).
@@ -395,4 +421,8 @@ pub struct BrokerStatus {
     /// Why a restart is needed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_reason: Option<String>,
+    /// Partitions with a replica on this broker that is not in their ISR (the broker
+    /// has not caught up), as the agent reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_of_sync_partitions: Option<u32>,
 }
