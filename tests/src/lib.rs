@@ -204,8 +204,10 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf, Error> {
     let bin = dir.join(name);
     if !bin.exists() {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let release = dir.file_name().is_some_and(|d| d == "release");
         let status = std::process::Command::new(cargo)
             .args(["build", "-p", name, "--bin", name])
+            .args(release.then_some("--release"))
             .status()
             .map_err(|source| Error::Spawn {
                 name: "cargo build".into(),

@@ -3,263 +3,21 @@
 //! its advertised listeners, survives a SIGKILLed broker, and a broker Pod deleted by
 //! hand goes through the agent's preStop safety wait.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Stdio,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+mod support;
+
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
     Api,
     api::{DeleteParams, PostParams},
 };
-use stoker_coordinator::{crd::v1alpha1::KafkaCluster, metrics::ControllerMetrics};
 use stoker_testenv::{
     ControlPlane, PodRuntime, PodRuntimeOptions,
     pod_runtime::{DEFAULT_NODE_NAME, ImageMap},
-    provisioned, workspace_binary,
+    workspace_binary,
 };
-use tokio_util::sync::CancellationToken;
-
-const NS: &str = "alerting";
-const CLUSTER: &str = "kf-kafka";
-const AGENT_IMAGE: &str = "ghcr.io/stoker-operator/stoker-agent:dev";
-
-fn kafka_home() -> PathBuf {
-    provisioned("kafka", "kafka/bin/kafka-server-start.sh")
-        .expect("kafka provisioned")
-        .parent()
-        .and_then(Path::parent)
-        .expect("kafka home")
-        .to_owned()
-}
-
-fn api_server(plane: &ControlPlane) -> (String, u16) {
-    let hostport = plane
-        .server()
-        .trim_start_matches("https://")
-        .trim_end_matches('/');
-    let (host, port) = hostport.rsplit_once(':').expect("host:port");
-    (host.to_owned(), port.parse().expect("port"))
-}
-
-fn ready(kc: &KafkaCluster) -> Option<(String, String)> {
-    kc.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.clone(), c.message.clone()))
-}
-
-async fn wait_cluster_ready(clusters: &Api<KafkaCluster>, pods: &Api<Pod>, what: &str) {
-    let start = Instant::now();
-    let mut last = String::new();
-    loop {
-        let kc = clusters.get(CLUSTER).await.expect("get cluster");
-        if ready(&kc).is_some_and(|r| r.0 == "True") {
-            println!("{what}: Ready after {:?}", start.elapsed());
-            return;
-        }
-        let summary: Vec<String> = pods
-            .list(&Default::default())
-            .await
-            .expect("pods")
-            .items
-            .iter()
-            .map(|p| {
-                let st = p.status.clone().unwrap_or_default();
-                let ready = st
-                    .conditions
-                    .iter()
-                    .flatten()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                format!(
-                    "{}={}{}",
-                    p.metadata.name.clone().unwrap_or_default(),
-                    st.phase.unwrap_or_default(),
-                    if ready { "/ready" } else { "" }
-                )
-            })
-            .collect();
-        let now = format!("{:?} pods: {}", ready(&kc), summary.join(" "));
-        if now != last {
-            println!("[{:>5.1}s] {now}", start.elapsed().as_secs_f64());
-            last = now;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(300),
-            "{what}: the cluster never became Ready: {last}"
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Runs one of Kafka's tools as a client inside the cluster (names resolve through the
-/// runtime's hosts file) and returns its stdout.
-fn kafka_tool(runtime: &PodRuntime, tool: &str, args: &[&str]) -> String {
-    let out = runtime
-        .client_command(kafka_home().join("bin").join(tool))
-        .args(args)
-        .env("KAFKA_HEAP_OPTS", "-Xmx256m")
-        .env(
-            "KAFKA_JVM_PERFORMANCE_OPTS",
-            "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true",
-        )
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the Kafka tool");
-    assert!(
-        out.status.success(),
-        "{tool} failed: {}\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Counts the JSON events named `name` in a verifiable tool's output and sums `field`.
-fn sum_events(out: &str, name: &str, field: &str) -> u64 {
-    out.lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["name"] == name)
-        .map(|v| v[field].as_u64().unwrap_or(1))
-        .sum()
-}
-
-fn produce(runtime: &PodRuntime, bootstrap: &str, topic: &str, n: u64) {
-    let out = kafka_tool(
-        runtime,
-        "kafka-verifiable-producer.sh",
-        &[
-            "--bootstrap-server",
-            bootstrap,
-            "--topic",
-            topic,
-            "--max-messages",
-            &n.to_string(),
-            "--acks",
-            "-1",
-        ],
-    );
-    let acked = out
-        .lines()
-        .filter(|l| l.contains("\"producer_send_success\""))
-        .count() as u64;
-    assert_eq!(acked, n, "every record acknowledged:\n{out}");
-}
-
-fn consume_all(runtime: &PodRuntime, bootstrap: &str, topic: &str, group: &str, n: u64) {
-    let out = kafka_tool(
-        runtime,
-        "kafka-verifiable-consumer.sh",
-        &[
-            "--bootstrap-server",
-            bootstrap,
-            "--topic",
-            topic,
-            "--group-id",
-            group,
-            "--max-messages",
-            &n.to_string(),
-            "--reset-policy",
-            "earliest",
-        ],
-    );
-    assert_eq!(
-        sum_events(&out, "records_consumed", "count"),
-        n,
-        "every record consumed once:\n{}",
-        out.lines().rev().take(5).collect::<Vec<_>>().join("\n")
-    );
-}
-
-/// A control plane, the runtime, the coordinator's KafkaCluster controller, and the
-/// example cluster applied and Ready.
-struct Env {
-    runtime: PodRuntime,
-    token: CancellationToken,
-    controller: tokio::task::JoinHandle<()>,
-    clusters: Api<KafkaCluster>,
-    pods: Api<Pod>,
-    // Dropped last.
-    _plane: ControlPlane,
-}
-
-impl Env {
-    async fn start() -> Self {
-        let plane = ControlPlane::start().await.expect("control plane");
-        plane
-            .apply_crds(include_str!("../../deploy/crds/kafka.stoker.io.yaml"))
-            .await
-            .expect("CRDs");
-        let client = plane.client().await.expect("client");
-        plane.create_namespace(NS).await.expect("namespace");
-
-        let runtime = PodRuntime::start(
-            client.clone(),
-            PodRuntimeOptions {
-                node_name: DEFAULT_NODE_NAME.into(),
-                images: ImageMap {
-                    kafka_home: kafka_home(),
-                    agent_bin: workspace_binary("stoker-agent").expect("agent binary"),
-                },
-                api_server: Some(api_server(&plane)),
-                api_ca: Some(plane.ca_cert()),
-                node_labels: [
-                    ("topology.kubernetes.io/region", "local"),
-                    ("topology.kubernetes.io/zone", "local-a"),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            },
-        )
-        .await
-        .expect("runtime");
-
-        let token = CancellationToken::new();
-        let metrics = Arc::new(ControllerMetrics::new(
-            &prometheus::Registry::new(),
-            "kafkacluster",
-        ));
-        let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
-            client.clone(),
-            AGENT_IMAGE.into(),
-            metrics,
-            token.clone(),
-        ));
-
-        // kubectl apply -f deploy/examples/kafkacluster.yaml
-        let kc: KafkaCluster =
-            serde_yaml::from_str(include_str!("../../deploy/examples/kafkacluster.yaml"))
-                .expect("example");
-        let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
-        let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-        clusters
-            .create(&PostParams::default(), &kc)
-            .await
-            .expect("apply the example");
-        wait_cluster_ready(&clusters, &pods, "example applied").await;
-        Self {
-            runtime,
-            token,
-            controller,
-            clusters,
-            pods,
-            _plane: plane,
-        }
-    }
-
-    async fn stop(self) {
-        self.token.cancel();
-        let _ = self.controller.await;
-        drop(self.runtime);
-    }
-}
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_example_cluster_runs_serves_clients_and_survives_a_killed_and_a_deleted_broker() {
@@ -452,62 +210,6 @@ async fn pods_the_runtime_cannot_run_say_why() {
     }
 }
 
-/// The smallest ISR any partition of `topic` has, read from the cluster metadata of the
-/// first broker that answers (None when none does).
-async fn min_isr(pods: &Api<Pod>, topic: &str) -> Option<usize> {
-    use stoker_kafka::kafka_protocol::messages::{
-        MetadataRequest, TopicName, metadata_request::MetadataRequestTopic,
-    };
-    let ips: Vec<String> = pods
-        .list(&Default::default())
-        .await
-        .ok()?
-        .items
-        .into_iter()
-        .filter_map(|p| p.status?.pod_ip)
-        .collect();
-    for ip in ips {
-        let Ok(mut conn) =
-            stoker_kafka::Connection::connect(&format!("{ip}:9092"), Duration::from_secs(2)).await
-        else {
-            continue;
-        };
-        let req = MetadataRequest::default().with_topics(Some(vec![
-            MetadataRequestTopic::default().with_name(Some(TopicName(topic.to_owned().into()))),
-        ]));
-        if let Ok(md) = conn.send("Metadata", &req, 12).await
-            && let Some(t) = md.topics.first()
-            && t.error_code == 0
-        {
-            return t.partitions.iter().map(|p| p.isr_nodes.len()).min();
-        }
-    }
-    None
-}
-
-fn broker_uids(list: &[Pod]) -> std::collections::BTreeMap<String, String> {
-    list.iter()
-        .map(|p| {
-            (
-                p.metadata.name.clone().unwrap_or_default(),
-                p.metadata.uid.clone().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-/// The restart counts of every Pod's containers.
-fn restarts(list: &[Pod]) -> i32 {
-    list.iter()
-        .flat_map(|p| {
-            p.status
-                .iter()
-                .flat_map(|s| s.container_statuses.iter().flatten())
-        })
-        .map(|c| c.restart_count)
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record() {
     let env = Env::start().await;
@@ -572,36 +274,17 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
     );
     assert_eq!(restarts(&now), restarts(&before), "no container restarted");
 
-    // A verifiable producer (idempotent, acks=all) runs through everything below.
+    // A verifiable producer (idempotent, acks=all) runs through everything below:
+    // 200 records/s for 150 s, long enough to span the blocked phase and the roll.
     let work = tempfile::tempdir().expect("temp dir");
-    let props = work.path().join("producer.properties");
-    std::fs::write(
-        &props,
-        "enable.idempotence=true\nretries=2147483647\ndelivery.timeout.ms=300000\nrequest.timeout.ms=15000\n",
-    )
-    .expect("producer config");
-    // 200 records/s for 150 s: long enough to span the blocked phase and the roll.
-    let mut cmd = runtime.client_command(kafka_home().join("bin/kafka-verifiable-producer.sh"));
-    cmd.args([
-        "--bootstrap-server",
+    let mut cmd = verifiable_producer(
+        runtime,
         &bootstrap,
-        "--topic",
         "roll",
-        "--acks",
-        "-1",
-        "--throughput",
-        "200",
-        "--max-messages",
-        "30000",
-    ])
-    .arg("--producer.config")
-    .arg(&props)
-    .env("KAFKA_HEAP_OPTS", "-Xmx256m")
-    .env(
-        "KAFKA_JVM_PERFORMANCE_OPTS",
-        "-XX:+UseSerialGC -XX:TieredStopAtLevel=1",
-    )
-    .stdin(Stdio::null());
+        30_000,
+        200,
+        &work.path().join("producer.properties"),
+    );
     let producer = tokio::task::spawn_blocking(move || cmd.output().expect("run the producer"));
     tokio::time::sleep(Duration::from_secs(8)).await;
 
@@ -719,19 +402,7 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
     // The producer finishes; every acknowledged record is consumed exactly once.
     let output = producer.await.expect("producer task");
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    let events: Vec<serde_json::Value> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
-    let acked: std::collections::BTreeSet<String> = events
-        .iter()
-        .filter(|e| e["name"] == "producer_send_success")
-        .filter_map(|e| e["value"].as_str().map(str::to_owned))
-        .collect();
-    let failed = events
-        .iter()
-        .filter(|e| e["name"] == "producer_send_error")
-        .count();
+    let (acked, failed) = producer_results(&out);
     println!("sends acknowledged {}, failed {failed}", acked.len());
     assert!(
         acked.len() > 1000,
