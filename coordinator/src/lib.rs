@@ -12,6 +12,7 @@ pub mod agents;
 pub mod args;
 pub mod controller;
 pub mod crd;
+pub mod events;
 pub mod kafka_admin;
 pub mod lease;
 pub mod metrics;

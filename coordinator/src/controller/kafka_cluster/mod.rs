@@ -29,7 +29,7 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Event, EventType},
         finalizer::{Event as Finalizer, finalizer},
         watcher,
     },
@@ -57,7 +57,7 @@ pub struct Context {
     /// The API client.
     pub client: Client,
     /// The Event recorder.
-    pub recorder: Recorder,
+    pub recorder: crate::events::Publisher,
     /// The agent's image for broker Pods.
     pub agent_image: String,
     /// Reconcile metrics.
@@ -123,7 +123,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let clusters: Api<KafkaCluster> = Api::all(client.clone());
-    let recorder = Recorder::new(client.clone(), Reporter::from("stoker-coordinator"));
+    let recorder = crate::events::Publisher::new(client.clone(), "stoker-coordinator");
     let ctx = Arc::new(Context {
         client: client.clone(),
         recorder,
@@ -177,12 +177,34 @@ async fn event(
     action: &str,
     note: String,
 ) {
+    broker_event(ctx, kc, None, type_, reason, action, note).await;
+}
+
+/// An Event about one broker: its Pod is the Event's related object. The recorder
+/// folds Events with the same reason and objects into one series (keeping the first
+/// note), so without it every broker's step would read as the first broker's.
+async fn broker_event(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    broker: Option<(&ClusterMeta, i32)>,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let secondary = broker.map(|(meta, id)| k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(build::broker_name(meta, id)),
+        namespace: Some(meta.namespace.clone()),
+        ..Default::default()
+    });
     let ev = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
         action: action.into(),
-        secondary: None,
+        secondary,
     };
     if let Err(e) = ctx.recorder.publish(&ev, &kc.object_ref(&())).await {
         warn!(error = %e, reason, "Failed to publish an Event");
@@ -580,9 +602,10 @@ async fn roll_step(
                 ru.restarted.push(id);
                 ru.waiting_for = None;
                 info!(broker_id = id, since = %since, "Broker restarted and caught up");
-                event(
+                broker_event(
                     ctx,
                     kc,
+                    Some((meta, id)),
                     EventType::Normal,
                     "BrokerRestarted",
                     "Rolling",
@@ -673,9 +696,10 @@ async fn roll_step(
                     Err(e) => return Err(kube_err("delete", "Pod", &name)(e)),
                 }
                 info!(broker_id = id, reason = %reason, "Restarting broker");
-                event(
+                broker_event(
                     ctx,
                     kc,
+                    Some((meta, id)),
                     EventType::Normal,
                     "RestartingBroker",
                     "Rolling",
@@ -757,9 +781,10 @@ async fn sync_agents(
                 entry.config_hash_in_force = Some(r.config_hash_in_force.clone());
                 if !r.applied_keys.is_empty() {
                     info!(broker_id = id, keys = ?r.applied_keys, "Applied dynamic config live");
-                    event(
+                    broker_event(
                         ctx,
                         kc,
+                        Some((meta, *id)),
                         EventType::Normal,
                         "ConfigApplied",
                         "Reconfiguring",

@@ -20,7 +20,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Event, EventType},
         reflector::{self, Store},
         watcher,
     },
@@ -54,7 +54,7 @@ pub struct Context {
     /// The API client.
     pub client: Client,
     /// Events.
-    pub recorder: Recorder,
+    pub recorder: crate::events::Publisher,
     /// Metrics.
     pub metrics: Arc<ControllerMetrics>,
     /// Kafka admin clients by cluster.
@@ -99,7 +99,7 @@ pub async fn run(client: Client, metrics: Arc<ControllerMetrics>, shutdown: Canc
         .graceful_shutdown_on(shutdown.cancelled_owned());
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(client, Reporter::from("stoker-coordinator")),
+        recorder: crate::events::Publisher::new(client, "stoker-coordinator"),
         metrics,
         admins: Arc::default(),
         topics: store,

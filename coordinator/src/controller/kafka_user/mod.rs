@@ -16,7 +16,7 @@ use kube::{
     runtime::{
         Controller,
         controller::Action,
-        events::{Event, EventType, Recorder, Reporter},
+        events::{Event, EventType},
         finalizer::{Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
         watcher,
@@ -63,7 +63,7 @@ pub struct Context {
     /// The API client.
     pub client: Client,
     /// Events.
-    pub recorder: Recorder,
+    pub recorder: crate::events::Publisher,
     /// Metrics.
     pub metrics: Arc<ControllerMetrics>,
     /// Kafka admin clients by cluster.
@@ -129,7 +129,7 @@ pub async fn run(client: Client, metrics: Arc<ControllerMetrics>, shutdown: Canc
     let secrets: Api<Secret> = Api::all(client.clone());
     let ctx = Arc::new(Context {
         client: client.clone(),
-        recorder: Recorder::new(client, Reporter::from("stoker-coordinator")),
+        recorder: crate::events::Publisher::new(client, "stoker-coordinator"),
         metrics,
         admins: Arc::default(),
     });
