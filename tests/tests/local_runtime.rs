@@ -212,11 +212,11 @@ async fn pods_the_runtime_cannot_run_say_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record() {
-    let env = Env::start().await;
-    let (runtime, clusters, pods) = (&env.runtime, &env.clusters, &env.pods);
+    let mut env = Env::start().await;
+    let (clusters, pods) = (&env.clusters.clone(), &env.pods.clone());
     let bootstrap = format!("{CLUSTER}-all-broker.{NS}.svc.cluster.local:9092");
     kafka_tool(
-        runtime,
+        &env.runtime,
         "kafka-topics.sh",
         &[
             "--bootstrap-server",
@@ -278,7 +278,7 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
     // 200 records/s for 150 s, long enough to span the blocked phase and the roll.
     let work = tempfile::tempdir().expect("temp dir");
     let mut cmd = verifiable_producer(
-        runtime,
+        &env.runtime,
         &bootstrap,
         "roll",
         30_000,
@@ -289,7 +289,8 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
     tokio::time::sleep(Duration::from_secs(8)).await;
 
     // Broker 2 freezes: the roll that a static change starts waits, and says why.
-    let frozen = runtime
+    let frozen = env
+        .runtime
         .container_pid(NS, &format!("{CLUSTER}-2"), "kafka")
         .expect("broker 2 runs");
     let frozen = nix::unistd::Pid::from_raw(i32::try_from(frozen).expect("pid"));
@@ -356,11 +357,22 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
     nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
 
     // The roll resumes by itself and restarts every node, one at a time.
+    // Mid-roll, the coordinator restarts: it resumes from status and restarts no node twice.
     let deadline = Instant::now() + Duration::from_secs(300);
     let mut last = String::new();
+    let mut coordinator_restarted = false;
     loop {
         let kc = clusters.get(CLUSTER).await.expect("get");
         let st = kc.status.clone().unwrap_or_default();
+        let done = st.rolling_upgrade.as_ref().map_or(0, |r| r.restarted.len());
+        if done >= 1 && !coordinator_restarted {
+            env.restart_coordinator().await;
+            coordinator_restarted = true;
+            println!(
+                "[{:>5.1}s] coordinator restarted",
+                roll_started.elapsed().as_secs_f64()
+            );
+        }
         let now = pods.list(&Default::default()).await.expect("pods").items;
         let replaced = broker_uids(&now)
             .iter()
@@ -394,6 +406,32 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let roll_time = roll_started.elapsed();
+    assert!(
+        coordinator_restarted,
+        "the roll finished before the coordinator restarted"
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.clusters.clone().into_client(), NS);
+    let steps: Vec<String> = events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("RestartingBroker"))
+        .filter_map(|e| e.note)
+        .collect();
+    for id in ["0", "1", "2", "100"] {
+        let n = steps
+            .iter()
+            .filter(|n| n.starts_with(&format!("restarting broker {id} ")))
+            .count();
+        assert!(n <= 1, "broker {id} restarted {n} times: {steps:?}");
+    }
+    assert!(
+        steps.len() >= 3,
+        "every broker's restart is an Event: {steps:?}"
+    );
     println!(
         "roll of {} nodes: {roll_time:?}; lowest ISR seen {lowest_isr}",
         before.len()
@@ -410,7 +448,7 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
         acked.len()
     );
     let consumed_out = kafka_tool(
-        runtime,
+        &env.runtime,
         "kafka-console-consumer.sh",
         &[
             "--bootstrap-server",

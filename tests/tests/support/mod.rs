@@ -174,6 +174,24 @@ pub fn consume_all(runtime: &PodRuntime, bootstrap: &str, topic: &str, group: &s
     );
 }
 
+/// The coordinator's KafkaCluster controller, running until the token is cancelled.
+pub fn start_coordinator(
+    client: &kube::Client,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let token = CancellationToken::new();
+    let metrics = Arc::new(ControllerMetrics::new(
+        &prometheus::Registry::new(),
+        "kafkacluster",
+    ));
+    let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+        client.clone(),
+        AGENT_IMAGE.into(),
+        metrics,
+        token.clone(),
+    ));
+    (token, controller)
+}
+
 /// A control plane, the runtime, the coordinator's KafkaCluster controller, and the
 /// example cluster applied and Ready.
 pub struct Env {
@@ -218,17 +236,7 @@ impl Env {
         .await
         .expect("runtime");
 
-        let token = CancellationToken::new();
-        let metrics = Arc::new(ControllerMetrics::new(
-            &prometheus::Registry::new(),
-            "kafkacluster",
-        ));
-        let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
-            client.clone(),
-            AGENT_IMAGE.into(),
-            metrics,
-            token.clone(),
-        ));
+        let (token, controller) = start_coordinator(&client);
 
         // kubectl apply -f deploy/examples/kafkacluster.yaml
         let kc: KafkaCluster =
@@ -249,6 +257,17 @@ impl Env {
             pods,
             _plane: plane,
         }
+    }
+
+    /// Stops the coordinator's controller and starts a new one (a coordinator restart:
+    /// whatever it knew in memory is gone).
+    pub async fn restart_coordinator(&mut self) {
+        self.token.cancel();
+        let old = std::mem::replace(&mut self.controller, tokio::spawn(async {}));
+        let _ = old.await;
+        let (token, controller) = start_coordinator(&self.clusters.clone().into_client());
+        self.token = token;
+        self.controller = controller;
     }
 
     pub async fn stop(self) {
