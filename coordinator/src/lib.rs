@@ -14,6 +14,7 @@ pub mod controller;
 pub mod crd;
 pub mod events;
 pub mod kafka_admin;
+pub mod kube_client;
 pub mod lease;
 pub mod metrics;
 
@@ -83,9 +84,7 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
             .instrument(info_span!("admin")),
     );
 
-    let client = kube::Client::try_default().await.map_err(|e| {
-        anyhow::anyhow!("failed to configure a Kubernetes client (in-cluster or KUBECONFIG): {e}")
-    })?;
+    let client = kube_client::connect().await?;
     let check_token = token.clone();
     let check_state = state.clone();
     let checker = tokio::spawn(
@@ -127,9 +126,7 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
         &state.registry,
         controller::kafka_user::CONTROLLER_NAME,
     ));
-    let controller_client = kube::Client::try_default()
-        .await
-        .map_err(|e| anyhow::anyhow!("failed to configure a Kubernetes client: {e}"))?;
+    let controller_client = kube_client::connect().await?;
     // With leader election, the controllers run only while this replica holds the Lease.
     let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(!a.leader_election);
     let mut lease_task = if a.leader_election {
