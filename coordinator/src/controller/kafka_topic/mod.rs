@@ -21,7 +21,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::Action,
         events::{Event, EventType},
-        reflector::{self, Store},
+        reflector::{self, ObjectRef, Store},
         watcher,
     },
 };
@@ -61,6 +61,9 @@ pub struct Context {
     pub admins: Arc<AdminPool>,
     /// Every KafkaTopic (to find two naming the same topic).
     pub topics: Store<KafkaTopic>,
+    /// Every KafkaCluster (a burst of topics reads its cluster from here, not with a
+    /// GET each).
+    pub clusters: Store<KafkaCluster>,
 }
 
 /// A failed reconcile (transient: it is retried).
@@ -95,6 +98,30 @@ pub async fn run(client: Client, metrics: Arc<ControllerMetrics>, shutdown: Canc
         .modify(slim)
         .reflect(writer)
         .applied_objects();
+    let (clusters, cluster_writer) = reflector::store();
+    let cluster_watch = tokio::spawn(
+        watcher(
+            Api::<KafkaCluster>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .modify(|kc| kc.metadata.managed_fields = None)
+        .reflect(cluster_writer)
+        .for_each(|_| futures::future::ready(())),
+    );
+    // No topic is reconciled against an empty cluster cache (it would read as missing).
+    tokio::select! {
+        ready = clusters.wait_until_ready() => {
+            if ready.is_err() {
+                warn!("The KafkaCluster cache stopped before it was filled");
+                return;
+            }
+        }
+        () = shutdown.cancelled() => {
+            cluster_watch.abort();
+            return;
+        }
+    }
     let controller = Controller::for_stream(trigger, store.clone())
         .graceful_shutdown_on(shutdown.cancelled_owned());
     let ctx = Arc::new(Context {
@@ -103,6 +130,7 @@ pub async fn run(client: Client, metrics: Arc<ControllerMetrics>, shutdown: Canc
         metrics,
         admins: Arc::default(),
         topics: store,
+        clusters,
     });
     controller
         // As many reconciles at once as one admin batch holds, so a burst of resources
@@ -118,6 +146,7 @@ pub async fn run(client: Client, metrics: Arc<ControllerMetrics>, shutdown: Canc
             }
         })
         .await;
+    cluster_watch.abort();
 }
 
 /// Drops what a cached KafkaTopic never needs (they are most of a small object's bytes).
@@ -275,13 +304,12 @@ fn conflicting(kt: &KafkaTopic, all: &Store<KafkaTopic>) -> Option<String> {
 }
 
 /// The namespace of the topic's `clusterRef` and the KafkaCluster there, if it exists.
-async fn referenced_cluster(
-    kt: &KafkaTopic,
-    ctx: &Context,
-) -> Result<(String, Option<KafkaCluster>), Error> {
-    cluster_ref::referenced_cluster(&ctx.client, &kt.spec.cluster_ref, kt.namespace())
-        .await
-        .map_err(|e| Error::Kube("get the KafkaCluster", e))
+fn referenced_cluster(kt: &KafkaTopic, ctx: &Context) -> (String, Option<Arc<KafkaCluster>>) {
+    let ns = cluster_ref::cluster_namespace(&kt.spec.cluster_ref, kt.namespace());
+    let cluster = ctx
+        .clusters
+        .get(&ObjectRef::new(&kt.spec.cluster_ref.name).within(&ns));
+    (ns, cluster)
 }
 
 async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
@@ -298,7 +326,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
-    let (cluster_ns, cluster) = referenced_cluster(kt, ctx).await?;
+    let (cluster_ns, cluster) = referenced_cluster(kt, ctx);
     let Some(cluster) = cluster else {
         return not_ready(
             ctx,
@@ -523,10 +551,8 @@ async fn cleanup(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let Some(bootstrap) = referenced_cluster(kt, ctx)
-        .await?
         .1
-        .as_ref()
-        .and_then(bootstrap_servers)
+        .and_then(|c| bootstrap_servers(&c))
     else {
         warn!(topic = %name, "The KafkaCluster is gone; nothing to delete the topic from");
         return Ok(Action::await_change());
