@@ -159,7 +159,12 @@ async fn try_start(a: &RunArgs) -> anyhow::Result<Arc<Running>> {
         rack = facts.rack.as_deref().unwrap_or(""),
         "Rendered server.properties"
     );
-    Ok(Arc::new(Running::new(config, &doc, &facts.pod_ip)))
+    Ok(Arc::new(Running::new(
+        config,
+        &doc,
+        &facts.pod_ip,
+        facts.rack,
+    )))
 }
 
 async fn run_agent(a: RunArgs) -> anyhow::Result<()> {

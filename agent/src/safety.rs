@@ -86,8 +86,13 @@ impl StopDecision {
     }
 }
 
-/// Whether broker `broker` may stop, given every partition of the cluster.
-pub fn broker_stop_decision(broker: i32, partitions: &[PartitionView]) -> StopDecision {
+/// Whether broker `broker` may stop, given every partition of the cluster, when the
+/// brokers `also_stopping` stop with it (they count as out of the ISR already).
+pub fn broker_stop_decision(
+    broker: i32,
+    also_stopping: &[i32],
+    partitions: &[PartitionView],
+) -> StopDecision {
     let mut decision = StopDecision::default();
     for p in partitions.iter().filter(|p| p.replicas.contains(&broker)) {
         let rf = i32::try_from(p.replicas.len()).unwrap_or(i32::MAX);
@@ -98,9 +103,13 @@ pub fn broker_stop_decision(broker: i32, partitions: &[PartitionView]) -> StopDe
                 .push(format!("{}-{}", p.topic, p.partition));
             continue;
         }
+        let staying = i32::try_from(p.isr.iter().filter(|r| !also_stopping.contains(r)).count())
+            .unwrap_or(i32::MAX);
         let why = if isr < p.min_isr {
             Some("already under min.insync.replicas")
-        } else if isr == p.min_isr && p.isr.contains(&broker) {
+        } else if staying < p.min_isr {
+            Some("the brokers stopping with it already take it to min.insync.replicas")
+        } else if staying == p.min_isr && p.isr.contains(&broker) {
             Some("this broker is one of the last min.insync.replicas in-sync replicas")
         } else {
             None
@@ -178,36 +187,56 @@ mod tests {
 
     #[test]
     fn a_broker_in_a_partition_at_min_isr_may_not_stop() {
-        let d = broker_stop_decision(1, &[p(&[1, 2, 3], &[1, 2], 2)]);
+        let d = broker_stop_decision(1, &[], &[p(&[1, 2, 3], &[1, 2], 2)]);
         assert!(!d.safe());
         assert!(d.reason().contains("t-0"), "{}", d.reason());
     }
 
     #[test]
     fn a_broker_outside_the_isr_may_stop_when_the_partition_is_at_min_isr() {
-        assert!(broker_stop_decision(3, &[p(&[1, 2, 3], &[1, 2], 2)]).safe());
+        assert!(broker_stop_decision(3, &[], &[p(&[1, 2, 3], &[1, 2], 2)]).safe());
     }
 
     #[test]
     fn a_full_isr_is_safe() {
-        assert!(broker_stop_decision(1, &[p(&[1, 2, 3], &[1, 2, 3], 2)]).safe());
+        assert!(broker_stop_decision(1, &[], &[p(&[1, 2, 3], &[1, 2, 3], 2)]).safe());
     }
 
     #[test]
     fn a_partition_already_below_min_isr_blocks_every_replica() {
-        let d = broker_stop_decision(3, &[p(&[1, 2, 3], &[1], 2)]);
+        let d = broker_stop_decision(3, &[], &[p(&[1, 2, 3], &[1], 2)]);
         assert!(!d.safe());
         assert_eq!(d.blocking[0].why, "already under min.insync.replicas");
     }
 
     #[test]
+    fn brokers_stopping_together_count_as_out_of_the_isr() {
+        // Rack-aware replicas: brokers 1 and 4 share no partition, so they may stop together.
+        let parts = [p(&[1, 2, 3], &[1, 2, 3], 2), p(&[4, 5, 6], &[4, 5, 6], 2)];
+        assert!(broker_stop_decision(1, &[4], &parts).safe());
+        // Brokers 1 and 2 share one: together they would leave it one in-sync replica.
+        let d = broker_stop_decision(1, &[2], &parts);
+        assert!(!d.safe());
+        assert!(
+            d.blocking[0].why.contains("last min.insync.replicas"),
+            "{:?}",
+            d.blocking
+        );
+        let d = broker_stop_decision(1, &[2, 3], &parts);
+        assert_eq!(
+            d.blocking[0].why,
+            "the brokers stopping with it already take it to min.insync.replicas"
+        );
+    }
+
+    #[test]
     fn partitions_of_other_brokers_are_ignored() {
-        assert!(broker_stop_decision(4, &[p(&[1, 2, 3], &[1], 2)]).safe());
+        assert!(broker_stop_decision(4, &[], &[p(&[1, 2, 3], &[1], 2)]).safe());
     }
 
     #[test]
     fn rf_at_or_below_min_isr_never_blocks_but_is_reported() {
-        let d = broker_stop_decision(1, &[p(&[1, 2], &[1, 2], 2), p(&[1], &[1], 1)]);
+        let d = broker_stop_decision(1, &[], &[p(&[1, 2], &[1, 2], 2), p(&[1], &[1], 1)]);
         assert!(d.safe());
         assert_eq!(d.unprotectable.len(), 2);
     }

@@ -294,6 +294,8 @@ pub struct Running {
     pub log_dirs: Vec<PathBuf>,
     /// Metrics.
     pub metrics: Metrics,
+    /// The broker.rack it runs with (from its Node's labels or its config); empty if none.
+    pub rack: String,
     in_force: RwLock<InForce>,
     observation: RwLock<Observation>,
     quorum_fetch_timeout_ms: i64,
@@ -322,8 +324,17 @@ pub struct Reconfigured {
 }
 
 impl Running {
-    /// The state of a freshly rendered broker.
-    pub fn new(config: ValidatedConfig, doc: &DesiredConfig, pod_ip: &str) -> Self {
+    /// The state of a freshly rendered broker; `rack` is the broker.rack rendered from its
+    /// Node's labels, if any (otherwise the one in its config counts).
+    pub fn new(
+        config: ValidatedConfig,
+        doc: &DesiredConfig,
+        pod_ip: &str,
+        rack: Option<String>,
+    ) -> Self {
+        let rack = rack
+            .or_else(|| config.user_config.get("broker.rack").cloned())
+            .unwrap_or_default();
         let internal = config
             .internal_listener()
             .and_then(|l| l.port)
@@ -355,6 +366,7 @@ impl Running {
             controller_client,
             log_dirs: config.log_dirs.clone(),
             metrics: Metrics::new(labels, config.log_dirs.clone()),
+            rack,
             in_force: RwLock::new(InForce {
                 hash: stoker_proto::config_hash(doc),
                 config,
@@ -471,8 +483,9 @@ impl Running {
         snapshot
     }
 
-    /// Whether stopping now is safe; `Err` carries the reason and the blocking partitions.
-    pub async fn safe_to_stop(&self) -> Result<StopDecision, String> {
+    /// Whether stopping now, together with the brokers `also_stopping`, is safe; `Err`
+    /// carries the reason and the blocking partitions.
+    pub async fn safe_to_stop(&self, also_stopping: &[i32]) -> Result<StopDecision, String> {
         let mut decision = StopDecision::default();
         if self.roles.broker {
             let snap = self.client.snapshot().await.map_err(|e| {
@@ -481,7 +494,11 @@ impl Running {
                     error_chain(&e)
                 )
             })?;
-            decision = safety::broker_stop_decision(self.broker.broker_id, &snap.partitions);
+            decision = safety::broker_stop_decision(
+                self.broker.broker_id,
+                also_stopping,
+                &snap.partitions,
+            );
         }
         if let Some(cc) = &self.controller_client {
             let q = cc

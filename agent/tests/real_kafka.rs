@@ -250,16 +250,38 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
     .await
     .expect("gRPC");
     let safe = grpc1
-        .safe_to_stop(SafeToStopRequest { broker: broker(1) })
+        .safe_to_stop(SafeToStopRequest {
+            broker: broker(1),
+            also_stopping: vec![],
+        })
         .await
         .expect("answer")
         .into_inner();
     assert!(safe.safe, "a full ISR is safe: {}", safe.reason);
+    // Together with broker 2 (a roll of two brokers at once), it is not: every guarded
+    // partition would keep one in-sync replica of its min.insync.replicas 2.
+    let together = grpc1
+        .safe_to_stop(SafeToStopRequest {
+            broker: broker(1),
+            also_stopping: vec![2],
+        })
+        .await
+        .expect("answer")
+        .into_inner();
+    assert!(
+        !together.safe,
+        "brokers 1 and 2 may not stop together: {}",
+        together.reason
+    );
+    assert_eq!(together.blocking_partitions.len(), 3, "{}", together.reason);
 
     kafka.kill_node(3).expect("broker 3");
     wait_isr(&kafka, 2).await;
     let blocked = grpc1
-        .safe_to_stop(SafeToStopRequest { broker: broker(1) })
+        .safe_to_stop(SafeToStopRequest {
+            broker: broker(1),
+            also_stopping: vec![],
+        })
         .await
         .expect("answer")
         .into_inner();
@@ -282,7 +304,10 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
     wait_http(b3, "/readyz", 200, Duration::from_secs(90)).await;
     wait_isr(&kafka, 3).await;
     let safe = grpc1
-        .safe_to_stop(SafeToStopRequest { broker: broker(1) })
+        .safe_to_stop(SafeToStopRequest {
+            broker: broker(1),
+            also_stopping: vec![],
+        })
         .await
         .expect("answer")
         .into_inner();

@@ -82,10 +82,12 @@ impl AgentPool {
         &self,
         addr: &str,
         broker: &BrokerRef,
+        also_stopping: &[i32],
     ) -> Result<SafeToStopResponse, AgentError> {
         let mut c = self.client(addr)?;
         c.safe_to_stop(SafeToStopRequest {
             broker: Some(broker.clone()),
+            also_stopping: also_stopping.to_vec(),
         })
         .await
         .map(tonic::Response::into_inner)

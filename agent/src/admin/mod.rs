@@ -118,7 +118,7 @@ async fn prestop(State(shared): State<Arc<Shared>>) -> String {
     let started = tokio::time::Instant::now();
     let deadline = started + shared.shutdown_timeout;
     loop {
-        let last = match running.safe_to_stop().await {
+        let last = match running.safe_to_stop(&[]).await {
             Ok(decision) if decision.safe() => {
                 let waited = started.elapsed();
                 tracing::info!(

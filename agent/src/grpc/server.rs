@@ -112,6 +112,7 @@ impl Agent for AgentService {
             remaining_logs_to_recover: obs.remaining_logs,
             out_of_sync_partitions: u32::try_from(obs.out_of_sync).unwrap_or(u32::MAX),
             quorum_leader: obs.quorum_leader,
+            rack: running.rack.clone(),
         }))
     }
 
@@ -120,7 +121,7 @@ impl Agent for AgentService {
         request: Request<SafeToStopRequest>,
     ) -> Result<Response<SafeToStopResponse>, Status> {
         let running = self.running_for(request.get_ref().broker.as_ref())?;
-        let response = match running.safe_to_stop().await {
+        let response = match running.safe_to_stop(&request.get_ref().also_stopping).await {
             Ok(decision) => SafeToStopResponse {
                 broker: Some(running.broker.clone()),
                 safe: decision.safe(),

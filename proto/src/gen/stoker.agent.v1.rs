@@ -158,6 +158,9 @@ pub struct BrokerStatus {
     /// The metadata quorum's leader as this node sees it (controllers only; -1 unknown).
     #[prost(int32, tag = "10")]
     pub quorum_leader: i32,
+    /// The broker.rack this broker runs with; empty when it has none.
+    #[prost(string, tag = "11")]
+    pub rack: ::prost::alloc::string::String,
 }
 /// Asks whether the broker may stop now.
 #[allow(clippy::all)]
@@ -166,6 +169,10 @@ pub struct SafeToStopRequest {
     /// The broker asked about.
     #[prost(message, optional, tag = "1")]
     pub broker: ::core::option::Option<BrokerRef>,
+    /// Brokers stopping at the same time (a roll of several brokers of one rack): the
+    /// answer holds for all of them stopped together.
+    #[prost(int32, repeated, tag = "2")]
+    pub also_stopping: ::prost::alloc::vec::Vec<i32>,
 }
 /// One partition that would fall below min.insync.replicas.
 #[allow(clippy::all)]

@@ -204,8 +204,20 @@ pub struct Env {
     _plane: ControlPlane,
 }
 
+/// The KafkaCluster of `deploy/examples/kafkacluster.yaml`.
+pub fn example_cluster() -> KafkaCluster {
+    serde_yaml::from_str(include_str!("../../../deploy/examples/kafkacluster.yaml"))
+        .expect("example")
+}
+
 impl Env {
+    /// The example cluster (`kubectl apply -f deploy/examples/kafkacluster.yaml`), Ready.
     pub async fn start() -> Self {
+        Self::start_with(example_cluster()).await
+    }
+
+    /// `kc`, applied and Ready.
+    pub async fn start_with(kc: KafkaCluster) -> Self {
         let plane = ControlPlane::start().await.expect("control plane");
         plane
             .apply_crds(include_str!("../../../deploy/crds/kafka.stoker.io.yaml"))
@@ -238,17 +250,13 @@ impl Env {
 
         let (token, controller) = start_coordinator(&client);
 
-        // kubectl apply -f deploy/examples/kafkacluster.yaml
-        let kc: KafkaCluster =
-            serde_yaml::from_str(include_str!("../../../deploy/examples/kafkacluster.yaml"))
-                .expect("example");
         let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
         let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
         clusters
             .create(&PostParams::default(), &kc)
             .await
-            .expect("apply the example");
-        wait_cluster_ready(&clusters, &pods, "example applied").await;
+            .expect("apply the cluster");
+        wait_cluster_ready(&clusters, &pods, "cluster applied").await;
         Self {
             runtime,
             token,
@@ -388,4 +396,42 @@ pub fn producer_results(out: &str) -> (std::collections::BTreeSet<String>, usize
         .filter(|e| e["name"] == "producer_send_error")
         .count();
     (acked, failed)
+}
+
+/// Every acknowledged record of `topic` is consumed, and none twice (Kafka's own system
+/// tests' rule for a producer that ran through a disruption).
+pub fn assert_consumed_once(
+    runtime: &PodRuntime,
+    bootstrap: &str,
+    topic: &str,
+    acked: &std::collections::BTreeSet<String>,
+) {
+    let consumed_out = kafka_tool(
+        runtime,
+        "kafka-console-consumer.sh",
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--from-beginning",
+            "--timeout-ms",
+            "20000",
+            "--max-messages",
+            &acked.len().to_string(),
+        ],
+    );
+    let consumed: Vec<&str> = consumed_out.lines().collect();
+    let distinct: std::collections::BTreeSet<&str> = consumed.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        consumed.len(),
+        "a record was consumed twice"
+    );
+    let missing: Vec<&String> = acked
+        .iter()
+        .filter(|v| !distinct.contains(v.as_str()))
+        .take(5)
+        .collect();
+    assert!(missing.is_empty(), "acknowledged records lost: {missing:?}");
 }

@@ -42,7 +42,9 @@ use self::{
     build::{ClusterMeta, FIELD_MANAGER, LABEL_BROKER_ID, LABEL_CLUSTER},
 };
 use crate::{
-    crd::v1alpha1::{KafkaCluster, KafkaClusterStatus, PvcDeletionPolicy, RollingUpgradeStatus},
+    crd::v1alpha1::{
+        BrokerRestart, KafkaCluster, KafkaClusterStatus, PvcDeletionPolicy, RollingUpgradeStatus,
+    },
     metrics::ControllerMetrics,
 };
 
@@ -564,11 +566,19 @@ async fn roll_step(
                     .unwrap_or_default(),
                 restart_needed: entry.is_some_and(|e| e.restart_needed),
                 out_of_sync: report.map_or(0, |r| r.out_of_sync_partitions),
+                // The last rack reported stays known while the broker is down.
+                rack: entry.and_then(|e| e.rack.clone()),
             }
         })
         .collect();
     let active_controller = reports.values().map(|r| r.quorum_leader).find(|l| *l >= 0);
-    let threshold = kc.spec.rolling_upgrade_config.failure_threshold;
+    let limits = roll::Limits {
+        failure_threshold: kc.spec.rolling_upgrade_config.failure_threshold,
+        per_rack: kc
+            .spec
+            .rolling_upgrade_config
+            .concurrent_broker_restart_count_per_rack,
+    };
     let now = status::now();
     // The roll's state is read fresh: the cached object may predate this coordinator's
     // own last status write (a Pod event can trigger the next pass first), and a stale
@@ -581,24 +591,30 @@ async fn roll_step(
         .status
         .and_then(|s| s.rolling_upgrade);
     let pods_api: Api<Pod> = Api::namespaced(ctx.client.clone(), &meta.namespace);
-    // At most two passes: a broker finished, then the next one started.
-    for _ in 0..2 {
-        let in_progress = st
+    // Brokers finished, then the next one started: bounded by the brokers there are.
+    for _ in 0..=views.len() {
+        let in_progress: Vec<i32> = st
             .rolling_upgrade
             .as_ref()
-            .and_then(|r| r.broker_in_progress);
-        match roll::plan(&views, in_progress, threshold, active_controller) {
+            .map(|r| r.in_progress.iter().map(|b| b.broker).collect())
+            .unwrap_or_default();
+        match roll::plan(&views, &in_progress, limits, active_controller) {
             roll::Plan::Idle => {
                 if let Some(done) = st.rolling_upgrade.take() {
                     info!(restarted = ?done.restarted, "Rolling restart complete");
-                    event(ctx, kc, EventType::Normal, "RollCompleted", "Rolling", format!("rolling restart complete: broker(s) {:?} restarted one at a time (started {})", done.restarted, done.started_at)).await;
+                    event(ctx, kc, EventType::Normal, "RollCompleted", "Rolling", format!("rolling restart complete: broker(s) {:?} restarted, in that order (started {})", done.restarted, done.started_at)).await;
                 }
                 return Ok(false);
             }
             roll::Plan::Finished(id) => {
                 let ru = st.rolling_upgrade.get_or_insert_with(Default::default);
-                let since = ru.broker_started_at.take().unwrap_or_default();
-                ru.broker_in_progress = None;
+                let since = ru
+                    .in_progress
+                    .iter()
+                    .find(|b| b.broker == id)
+                    .map(|b| b.started_at.clone())
+                    .unwrap_or_default();
+                ru.in_progress.retain(|b| b.broker != id);
                 ru.restarted.push(id);
                 ru.waiting_for = None;
                 info!(broker_id = id, since = %since, "Broker restarted and caught up");
@@ -636,7 +652,7 @@ async fn roll_step(
                 st.state = Some("RollingUpgrading".into());
                 return Ok(true);
             }
-            roll::Plan::Restart(id) => {
+            roll::Plan::Restart { broker: id, with } => {
                 let ru = st
                     .rolling_upgrade
                     .get_or_insert_with(|| RollingUpgradeStatus {
@@ -657,7 +673,7 @@ async fn roll_step(
                     broker_id: id,
                 };
                 let addr = format!("{ip}:{}", build::AGENT_GRPC_PORT);
-                let verdict = ctx.agents.safe_to_stop(&addr, &broker).await;
+                let verdict = ctx.agents.safe_to_stop(&addr, &broker, &with).await;
                 let unsafe_because = match verdict {
                     Ok(v) if v.safe => None,
                     Ok(v) => Some(v.reason),
@@ -667,8 +683,18 @@ async fn roll_step(
                     )),
                 };
                 if let Some(why) = unsafe_because {
-                    let reason =
-                        format!("broker {id} is next, but stopping it now is not safe: {why}");
+                    let reason = if with.is_empty() {
+                        format!("broker {id} is next, but stopping it now is not safe: {why}")
+                    } else {
+                        // Not with the others: it waits its turn instead (no warning;
+                        // the roll is not blocked, only less concurrent).
+                        info!(broker_id = id, with = ?with, reason = %why, "Broker may not restart together with its rack");
+                        let reason = format!(
+                            "restarting broker(s) {with:?}; broker {id} of the same rack may not stop with them: {why}"
+                        );
+                        ru.waiting_for = Some(reason);
+                        return Ok(true);
+                    };
                     if ru.waiting_for.as_deref() != Some(reason.as_str()) {
                         warn!(broker_id = id, reason = %why, "Rolling restart blocked");
                         event(
@@ -703,15 +729,25 @@ async fn roll_step(
                     EventType::Normal,
                     "RestartingBroker",
                     "Rolling",
-                    format!(
-                        "restarting broker {id} ({reason}); its agent said stopping it is safe"
-                    ),
+                    if with.is_empty() {
+                        format!(
+                            "restarting broker {id} ({reason}); its agent said stopping it is safe"
+                        )
+                    } else {
+                        format!(
+                            "restarting broker {id} ({reason}) together with broker(s) {with:?} of its rack; its agent said stopping them together is safe"
+                        )
+                    },
                 )
                 .await;
-                ru.broker_in_progress = Some(id);
-                ru.broker_started_at = Some(now.clone());
+                ru.in_progress.push(BrokerRestart {
+                    broker: id,
+                    started_at: now.clone(),
+                });
                 ru.waiting_for = Some(format!("restarting broker {id}: its Pod is stopping"));
-                return Ok(true);
+                if with.is_empty() {
+                    return Ok(true);
+                }
             }
         }
     }
@@ -756,6 +792,7 @@ async fn sync_agents(
         entry.ready = entry.ready && status.ready;
         entry.config_hash_in_force = Some(status.config_hash_in_force.clone());
         entry.out_of_sync_partitions = Some(status.out_of_sync_partitions);
+        entry.rack = (!status.rack.is_empty()).then(|| status.rack.clone());
         reports.insert(*id, status.clone());
         if status.config_hash_in_force == desired_hash {
             // The broker runs the desired config: nothing of the config waits for a restart.

@@ -5,6 +5,11 @@
 //! The rules, safe by construction:
 //! - one broker at a time; the one in progress must be back, ready and caught up
 //!   (every replica it hosts in its partition's ISR) before the next is touched;
+//! - with `concurrentBrokerRestartCountPerRack` above 1, up to that many brokers of one
+//!   rack restart together: only broker-only nodes with a known rack, only brokers of
+//!   the rack already restarting, and only while every other broker is healthy (the
+//!   agent then answers SafeToStop for them all stopped together, so brokers that share
+//!   a partition never stop at once however the replicas are placed);
 //! - a roll waits while `failureThreshold` or more brokers are failing (Pod missing or
 //!   not running, agent not ready, or replicas out of sync), so a crash mid-roll stops
 //!   it;
@@ -46,6 +51,8 @@ pub struct BrokerView {
     pub restart_needed: bool,
     /// Replicas it hosts that are not in their partition's ISR.
     pub out_of_sync: u32,
+    /// Its broker.rack, when it has one.
+    pub rack: Option<String>,
 }
 
 impl BrokerView {
@@ -71,6 +78,25 @@ impl BrokerView {
             PodState::Running => None,
         }
     }
+
+    /// Back with the change in force: its restart is done.
+    fn restarted(&self) -> bool {
+        self.failing().is_none() && self.pod == PodState::Running && !self.restart_needed
+    }
+
+    /// A broker-only node: the only kind restarted several at a time.
+    fn broker_only(&self) -> bool {
+        self.broker && !self.controller
+    }
+}
+
+/// How a roll may proceed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `rollingUpgradeConfig.failureThreshold`: failing brokers that block a roll.
+    pub failure_threshold: i32,
+    /// `rollingUpgradeConfig.concurrentBrokerRestartCountPerRack`.
+    pub per_rack: i32,
 }
 
 /// What the roll does now.
@@ -78,7 +104,7 @@ impl BrokerView {
 pub enum Plan {
     /// Nothing needs a restart and nothing is in progress.
     Idle,
-    /// The broker in progress is back, ready and caught up.
+    /// This broker in progress is back, ready and caught up.
     Finished(i32),
     /// Wait; `blocked` when the cluster's health holds the roll (not its own progress).
     Wait {
@@ -87,8 +113,14 @@ pub enum Plan {
         /// True when the wait is a blocked roll rather than a restart in progress.
         blocked: bool,
     },
-    /// Restart this broker if its agent says it is safe to stop.
-    Restart(i32),
+    /// Restart `broker` if its agent says it is safe to stop together with `with` (the
+    /// brokers of its rack already restarting; empty for a restart on its own).
+    Restart {
+        /// The broker to restart.
+        broker: i32,
+        /// Brokers still restarting alongside.
+        with: Vec<i32>,
+    },
 }
 
 /// The order brokers are rolled in: brokers, combined nodes, controllers, the active
@@ -103,28 +135,41 @@ fn order_key(v: &BrokerView, active_controller: Option<i32>) -> (u8, i32) {
     (rank, v.id)
 }
 
-/// The next step of the roll.
+/// The next step of the roll, given the brokers restarting now (`in_progress`).
 pub fn plan(
     views: &[BrokerView],
-    in_progress: Option<i32>,
-    failure_threshold: i32,
+    in_progress: &[i32],
+    limits: Limits,
     active_controller: Option<i32>,
 ) -> Plan {
-    if let Some(id) = in_progress {
-        return match views.iter().find(|v| v.id == id) {
-            // Removed from the spec meanwhile: nothing to wait for.
-            None => Plan::Finished(id),
-            Some(v) => match v.failing() {
-                Some(why) => Plan::Wait {
-                    reason: format!("restarting broker {id}: {why}"),
-                    blocked: false,
-                },
-                None if v.pod == PodState::Running && !v.restart_needed => Plan::Finished(id),
-                None => Plan::Wait {
-                    reason: format!("restarting broker {id}: its new Pod is not in place yet"),
-                    blocked: false,
-                },
-            },
+    let view = |id: i32| views.iter().find(|v| v.id == id);
+    // Removed from the spec meanwhile, or back with the change: done.
+    if let Some(&id) = in_progress
+        .iter()
+        .find(|&&id| view(id).is_none_or(BrokerView::restarted))
+    {
+        return Plan::Finished(id);
+    }
+    if !in_progress.is_empty() {
+        if let Some(next) = same_rack_candidate(views, in_progress, limits.per_rack) {
+            return Plan::Restart {
+                broker: next,
+                with: in_progress.to_vec(),
+            };
+        }
+        let reasons: Vec<String> = in_progress
+            .iter()
+            .filter_map(|&id| view(id))
+            .map(|v| {
+                let why = v
+                    .failing()
+                    .unwrap_or_else(|| "its new Pod is not in place yet".into());
+                format!("restarting broker {}: {why}", v.id)
+            })
+            .collect();
+        return Plan::Wait {
+            reason: reasons.join("; "),
+            blocked: false,
         };
     }
     let mut candidates: Vec<&BrokerView> = views.iter().filter(|v| v.restart_needed).collect();
@@ -132,19 +177,56 @@ pub fn plan(
         return Plan::Idle;
     }
     let failing: Vec<String> = views.iter().filter_map(BrokerView::failing).collect();
-    if i32::try_from(failing.len()).unwrap_or(i32::MAX) >= failure_threshold.max(1) {
+    let threshold = limits.failure_threshold.max(1);
+    if i32::try_from(failing.len()).unwrap_or(i32::MAX) >= threshold {
         return Plan::Wait {
             reason: format!(
-                "{} failing broker(s), and rollingUpgradeConfig.failureThreshold is {}: {}",
+                "{} failing broker(s), and rollingUpgradeConfig.failureThreshold is {threshold}: {}",
                 failing.len(),
-                failure_threshold.max(1),
                 failing.join("; ")
             ),
             blocked: true,
         };
     }
     candidates.sort_by_key(|v| order_key(v, active_controller));
-    Plan::Restart(candidates[0].id)
+    Plan::Restart {
+        broker: candidates[0].id,
+        with: Vec::new(),
+    }
+}
+
+/// Another broker to restart alongside those in progress: fewer than `per_rack` are
+/// restarting, all of them broker-only nodes of one known rack, every other broker is
+/// healthy, and a broker-only node of that rack still needs its restart.
+fn same_rack_candidate(views: &[BrokerView], in_progress: &[i32], per_rack: i32) -> Option<i32> {
+    if i32::try_from(in_progress.len()).unwrap_or(i32::MAX) >= per_rack {
+        return None;
+    }
+    let restarting: Vec<&BrokerView> = views
+        .iter()
+        .filter(|v| in_progress.contains(&v.id))
+        .collect();
+    let rack = restarting.first()?.rack.as_deref()?;
+    if restarting.len() != in_progress.len()
+        || !restarting
+            .iter()
+            .all(|v| v.broker_only() && v.rack.as_deref() == Some(rack))
+    {
+        return None;
+    }
+    let others_healthy = views
+        .iter()
+        .filter(|v| !in_progress.contains(&v.id))
+        .all(|v| v.failing().is_none());
+    if !others_healthy {
+        return None;
+    }
+    views
+        .iter()
+        .filter(|v| !in_progress.contains(&v.id))
+        .filter(|v| v.restart_needed && v.broker_only() && v.rack.as_deref() == Some(rack))
+        .map(|v| v.id)
+        .min()
 }
 
 #[cfg(test)]
@@ -161,6 +243,21 @@ mod tests {
             not_ready_reason: String::new(),
             restart_needed: restart,
             out_of_sync: 0,
+            rack: None,
+        }
+    }
+
+    fn lim(failure_threshold: i32) -> Limits {
+        Limits {
+            failure_threshold,
+            per_rack: 1,
+        }
+    }
+
+    fn alone(broker: i32) -> Plan {
+        Plan::Restart {
+            broker,
+            with: Vec::new(),
         }
     }
 
@@ -173,19 +270,16 @@ mod tests {
             v(1, true, false, true),
             v(5, true, true, true),
         ];
-        assert_eq!(plan(&views, None, 1, Some(100)), Plan::Restart(1));
+        assert_eq!(plan(&views, &[], lim(1), Some(100)), alone(1));
         let rest: Vec<BrokerView> = views
             .iter()
             .filter(|x| x.id != 1 && x.id != 2)
             .cloned()
             .collect();
-        assert_eq!(plan(&rest, None, 1, Some(100)), Plan::Restart(5));
+        assert_eq!(plan(&rest, &[], lim(1), Some(100)), alone(5));
         let controllers: Vec<BrokerView> = rest.iter().filter(|x| x.id != 5).cloned().collect();
-        assert_eq!(plan(&controllers, None, 1, Some(100)), Plan::Restart(101));
-        assert_eq!(
-            plan(&controllers[..1], None, 1, Some(100)),
-            Plan::Restart(100)
-        );
+        assert_eq!(plan(&controllers, &[], lim(1), Some(100)), alone(101));
+        assert_eq!(plan(&controllers[..1], &[], lim(1), Some(100)), alone(100));
     }
 
     #[test]
@@ -193,27 +287,30 @@ mod tests {
         let mut views = vec![v(1, true, false, false), v(2, true, false, true)];
         views[0].pod = PodState::Terminating;
         assert!(matches!(
-            plan(&views, Some(1), 1, None),
+            plan(&views, &[1], lim(1), None),
             Plan::Wait { blocked: false, .. }
         ));
         views[0].pod = PodState::Running;
         views[0].ready = false;
         views[0].not_ready_reason = "the broker is recovering its logs (12 left)".into();
-        let Plan::Wait { reason, .. } = plan(&views, Some(1), 1, None) else {
+        let Plan::Wait { reason, .. } = plan(&views, &[1], lim(1), None) else {
             panic!("waits")
         };
         assert!(reason.contains("recovering its logs"), "{reason}");
         views[0].ready = true;
         views[0].out_of_sync = 3;
-        let Plan::Wait { reason, .. } = plan(&views, Some(1), 1, None) else {
+        let Plan::Wait { reason, .. } = plan(&views, &[1], lim(1), None) else {
             panic!("waits")
         };
         assert!(reason.contains("3 replica(s) out of sync"), "{reason}");
         views[0].out_of_sync = 0;
-        assert_eq!(plan(&views, Some(1), 1, None), Plan::Finished(1));
+        assert_eq!(plan(&views, &[1], lim(1), None), Plan::Finished(1));
         // A Pod still from before the change is not the new one.
         views[0].restart_needed = true;
-        assert!(matches!(plan(&views, Some(1), 1, None), Plan::Wait { .. }));
+        assert!(matches!(
+            plan(&views, &[1], lim(1), None),
+            Plan::Wait { .. }
+        ));
     }
 
     #[test]
@@ -224,7 +321,7 @@ mod tests {
             v(3, true, false, false),
         ];
         views[2].ready = false;
-        let Plan::Wait { reason, blocked } = plan(&views, None, 1, None) else {
+        let Plan::Wait { reason, blocked } = plan(&views, &[], lim(1), None) else {
             panic!("blocked")
         };
         assert!(blocked);
@@ -232,11 +329,99 @@ mod tests {
             reason.contains("failureThreshold is 1: broker 3 is not ready"),
             "{reason}"
         );
-        assert_eq!(plan(&views, None, 2, None), Plan::Restart(1));
+        assert_eq!(plan(&views, &[], lim(2), None), alone(1));
+    }
+
+    #[test]
+    fn brokers_of_one_rack_restart_together_up_to_the_limit() {
+        let racked = |id, rack: &str| BrokerView {
+            rack: Some(rack.into()),
+            ..v(id, true, false, true)
+        };
+        let mut views = vec![
+            racked(0, "a"),
+            racked(1, "b"),
+            racked(2, "a"),
+            racked(3, "b"),
+            racked(4, "a"),
+            v(100, false, true, true),
+        ];
+        let two = Limits {
+            failure_threshold: 1,
+            per_rack: 2,
+        };
+        assert_eq!(plan(&views, &[], two, Some(100)), alone(0));
+        views[0].pod = PodState::Terminating;
+        // Broker 0 of rack a is stopping: broker 2, also of rack a, may join it.
+        assert_eq!(
+            plan(&views, &[0], two, Some(100)),
+            Plan::Restart {
+                broker: 2,
+                with: vec![0]
+            }
+        );
+        // Two of rack a restart: the limit is reached, broker 4 waits its turn.
+        views[2].pod = PodState::Terminating;
+        let Plan::Wait { reason, blocked } = plan(&views, &[0, 2], two, Some(100)) else {
+            panic!("at the limit")
+        };
+        assert!(!blocked);
+        assert!(
+            reason.contains("broker 0 is stopping") && reason.contains("broker 2 is stopping"),
+            "{reason}"
+        );
+        // With a limit of 1, or a broker of another rack failing, none joins.
+        assert!(matches!(
+            plan(&views[..2], &[0], lim(1), None),
+            Plan::Wait { .. }
+        ));
+        views[2].pod = PodState::Running;
+        views[3].ready = false;
+        assert!(matches!(
+            plan(&views, &[0], two, Some(100)),
+            Plan::Wait { .. }
+        ));
+        views[3].ready = true;
+        // Brokers without a rack never restart together.
+        views[0].rack = None;
+        assert!(matches!(
+            plan(&views, &[0], two, Some(100)),
+            Plan::Wait { .. }
+        ));
+        // Controllers restart alone, whatever the limit.
+        let controllers = [
+            BrokerView {
+                pod: PodState::Terminating,
+                rack: Some("a".into()),
+                ..v(100, false, true, true)
+            },
+            BrokerView {
+                rack: Some("a".into()),
+                ..v(101, false, true, true)
+            },
+        ];
+        assert!(matches!(
+            plan(&controllers, &[100], two, None),
+            Plan::Wait { .. }
+        ));
+    }
+
+    #[test]
+    fn the_first_broker_back_finishes_first() {
+        let views = [v(0, true, false, false), {
+            let mut b = v(2, true, false, true);
+            b.pod = PodState::Pending;
+            b
+        }];
+        assert_eq!(plan(&views, &[2, 0], lim(1), None), Plan::Finished(0));
+        assert_eq!(plan(&views, &[7], lim(1), None), Plan::Finished(7));
     }
 
     #[test]
     fn nothing_to_restart_is_idle() {
-        assert_eq!(plan(&[v(1, true, false, false)], None, 1, None), Plan::Idle);
+        assert_eq!(
+            plan(&[v(1, true, false, false)], &[], lim(1), None),
+            Plan::Idle
+        );
     }
 }

@@ -126,6 +126,8 @@ pub fn observed_status(
                 restart_needed: prev.is_some_and(|p| p.restart_needed),
                 restart_reason: prev.and_then(|p| p.restart_reason.clone()),
                 out_of_sync_partitions: None,
+                // Kept while the broker is down: a roll needs to know its rack.
+                rack: prev.and_then(|p| p.rack.clone()),
             },
         );
     }

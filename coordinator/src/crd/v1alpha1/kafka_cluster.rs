@@ -364,19 +364,27 @@ pub struct KafkaClusterStatus {
 pub struct RollingUpgradeStatus {
     /// When the roll began (RFC 3339).
     pub started_at: String,
-    /// The broker being restarted: its Pod was deleted and the roll waits for it to be
-    /// back, ready and caught up.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub broker_in_progress: Option<i32>,
-    /// When that broker's restart began (RFC 3339).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub broker_started_at: Option<String>,
+    /// The brokers being restarted (one, or several of one rack with
+    /// `concurrentBrokerRestartCountPerRack`): their Pods were deleted and the roll waits
+    /// for them to be back, ready and caught up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub in_progress: Vec<BrokerRestart>,
     /// Brokers restarted so far in this roll, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub restarted: Vec<i32>,
     /// What the roll waits for now, in words.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_for: Option<String>,
+}
+
+/// One broker restart of a roll.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerRestart {
+    /// Node id.
+    pub broker: i32,
+    /// When its restart began (RFC 3339).
+    pub started_at: String,
 }
 
 /// A condition (the shape of `metav1.Condition`).
@@ -425,4 +433,7 @@ pub struct BrokerStatus {
     /// has not caught up), as the agent reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub out_of_sync_partitions: Option<u32>,
+    /// The broker.rack it runs with, as its agent last reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
 }
