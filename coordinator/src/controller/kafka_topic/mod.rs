@@ -303,13 +303,25 @@ fn conflicting(kt: &KafkaTopic, all: &Store<KafkaTopic>) -> Option<String> {
         .map(|o| format!("{}/{}", o.namespace().unwrap_or_default(), o.name_any()))
 }
 
-/// The namespace of the topic's `clusterRef` and the KafkaCluster there, if it exists.
-fn referenced_cluster(kt: &KafkaTopic, ctx: &Context) -> (String, Option<Arc<KafkaCluster>>) {
+/// The namespace of the topic's `clusterRef` and the KafkaCluster there, if it exists:
+/// from the cache, or, when the cache has none (a cluster created a moment ago may not
+/// be in it yet), from the API server.
+async fn referenced_cluster(
+    kt: &KafkaTopic,
+    ctx: &Context,
+) -> Result<(String, Option<Arc<KafkaCluster>>), Error> {
     let ns = cluster_ref::cluster_namespace(&kt.spec.cluster_ref, kt.namespace());
-    let cluster = ctx
+    if let Some(cluster) = ctx
         .clusters
-        .get(&ObjectRef::new(&kt.spec.cluster_ref.name).within(&ns));
-    (ns, cluster)
+        .get(&ObjectRef::new(&kt.spec.cluster_ref.name).within(&ns))
+    {
+        return Ok((ns, Some(cluster)));
+    }
+    let (ns, cluster) =
+        cluster_ref::referenced_cluster(&ctx.client, &kt.spec.cluster_ref, kt.namespace())
+            .await
+            .map_err(|e| Error::Kube("get the KafkaCluster", e))?;
+    Ok((ns, cluster.map(Arc::new)))
 }
 
 async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
@@ -326,7 +338,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
         )
         .await;
     }
-    let (cluster_ns, cluster) = referenced_cluster(kt, ctx);
+    let (cluster_ns, cluster) = referenced_cluster(kt, ctx).await?;
     let Some(cluster) = cluster else {
         return not_ready(
             ctx,
@@ -551,6 +563,7 @@ async fn cleanup(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     }
     let Some(bootstrap) = referenced_cluster(kt, ctx)
+        .await?
         .1
         .and_then(|c| bootstrap_servers(&c))
     else {
