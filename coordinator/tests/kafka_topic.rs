@@ -1,5 +1,7 @@
 //! The KafkaTopic controller against a real API server and a real Kafka cluster.
 
+mod support;
+
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use kube::{
@@ -8,12 +10,14 @@ use kube::{
 };
 use stoker_coordinator::{
     controller::cluster_ref::BOOTSTRAP_ANNOTATION,
-    crd::v1alpha1::{KafkaCluster, KafkaTopic, KafkaTopicStatus},
+    crd::v1alpha1::{KafkaCluster, KafkaTopic},
     kafka_admin::{KafkaAdmin, NewTopicSpec},
     metrics::ControllerMetrics,
 };
 use stoker_testenv::{ControlPlane, KafkaCluster as TestKafka, control_plane::ControlPlaneOptions};
 use tokio_util::sync::CancellationToken;
+
+use support::{ready, status_where};
 
 const NS: &str = "topics";
 
@@ -27,39 +31,6 @@ fn topic(name: &str, topic: &str, partitions: i32, rf: i32, config: &[(&str, &st
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect::<BTreeMap<_, _>>();
     kt
-}
-
-async fn status_where(
-    api: &Api<KafkaTopic>,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&KafkaTopicStatus) -> bool,
-) -> KafkaTopicStatus {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(st) = api.get_opt(name).await.expect("get").and_then(|t| t.status)
-            && pred(&st)
-        {
-            return st;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: timed out waiting for {what}: {:?}",
-            api.get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|t| t.status)
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn ready(st: &KafkaTopicStatus) -> Option<(&str, &str, &str)> {
-    st.conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,8 @@
 //! the controller sets let a real client in, its ACLs allow exactly what the spec
 //! grants, and taking a grant away revokes it.
 
+mod support;
+
 use std::{sync::Arc, time::Duration};
 
 use k8s_openapi::api::core::v1::Secret;
@@ -26,6 +28,8 @@ use stoker_coordinator::{
 use stoker_testenv::{ControlPlane, KafkaCluster as TestKafka, control_plane::ControlPlaneOptions};
 use tokio_util::sync::CancellationToken;
 
+use support::{ready, status_where};
+
 const NS: &str = "users";
 
 fn user(yaml_spec: &str, name: &str) -> KafkaUser {
@@ -33,39 +37,6 @@ fn user(yaml_spec: &str, name: &str) -> KafkaUser {
         "apiVersion: kafka.stoker.io/v1alpha1\nkind: KafkaUser\nmetadata: {{name: {name}}}\nspec: {yaml_spec}\n"
     );
     serde_yaml::from_str(&yaml).expect("user yaml")
-}
-
-async fn status_where(
-    api: &Api<KafkaUser>,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&KafkaUserStatus) -> bool,
-) -> KafkaUserStatus {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(st) = api.get_opt(name).await.expect("get").and_then(|t| t.status)
-            && pred(&st)
-        {
-            return st;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{name}: timed out waiting for {what}: {:?}",
-            api.get_opt(name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|t| t.status)
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn ready(st: &KafkaUserStatus) -> Option<(&str, &str, &str)> {
-    st.conditions
-        .iter()
-        .find(|c| c.type_ == "Ready")
-        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
 fn is_ready(st: &KafkaUserStatus) -> bool {

@@ -4,6 +4,7 @@ pub mod cluster_ref;
 pub mod kafka_cluster;
 pub mod kafka_topic;
 pub mod kafka_user;
+pub mod resource_status;
 
 /// An error and its sources on one line, for logs.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

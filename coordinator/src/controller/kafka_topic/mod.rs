@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use super::{
     cluster_ref::{self, bootstrap_servers},
-    error_chain,
+    error_chain, resource_status,
 };
 use futures::StreamExt;
 use kube::{
@@ -20,7 +20,7 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::{Event, EventType},
+        events::EventType,
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -28,10 +28,7 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use super::kafka_cluster::{
-    build::FIELD_MANAGER,
-    status::{now, set_condition},
-};
+use super::kafka_cluster::status::{now, set_condition};
 use crate::{
     crd::v1alpha1::{
         ADOPT_ANNOTATION, KafkaCluster, KafkaTopic, KafkaTopicStatus, TopicDeletionPolicy,
@@ -217,16 +214,7 @@ pub fn error_policy(kt: Arc<KafkaTopic>, error: &Error, ctx: Arc<Context>) -> Ac
 }
 
 async fn event(ctx: &Context, kt: &KafkaTopic, type_: EventType, reason: &str, note: String) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconciling".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &kt.object_ref(&())).await {
-        warn!(error = %e, "Failed to publish an Event");
-    }
+    resource_status::publish(&ctx.recorder, kt, type_, reason, note).await;
 }
 
 async fn patch_status(
@@ -234,20 +222,9 @@ async fn patch_status(
     kt: &KafkaTopic,
     status: KafkaTopicStatus,
 ) -> Result<(), Error> {
-    if kt.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<KafkaTopic> =
-        Api::namespaced(ctx.client.clone(), &kt.namespace().unwrap_or_default());
-    let body = serde_json::json!({"apiVersion": "kafka.stoker.io/v1alpha1", "kind": "KafkaTopic", "status": status});
-    api.patch_status(
-        &kt.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|e| Error::Kube("patch the topic's status", e))?;
-    Ok(())
+    resource_status::patch(&ctx.client, kt, status)
+        .await
+        .map_err(|e| Error::Kube("patch the topic's status", e))
 }
 
 /// Sets Ready=False with `reason`/`message` (a Warning Event when it is new) and
@@ -259,26 +236,9 @@ async fn not_ready(
     message: String,
     retry: Option<Duration>,
 ) -> Result<Action, Error> {
-    let mut st = kt.status.clone().unwrap_or_default();
-    let is_new = !st
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.reason == reason && c.message == message);
-    st.observed_generation = kt.metadata.generation;
-    set_condition(
-        &mut st.conditions,
-        "Ready",
-        false,
-        reason,
-        &message,
-        kt.metadata.generation,
-        &now(),
-    );
-    patch_status(ctx, kt, st).await?;
-    if is_new {
-        warn!(reason, message = %message, "Topic not ready");
-        event(ctx, kt, EventType::Warning, reason, message).await;
-    }
+    resource_status::not_ready(&ctx.client, &ctx.recorder, kt, reason, message)
+        .await
+        .map_err(|e| Error::Kube("patch the topic's status", e))?;
     Ok(retry.map_or_else(Action::await_change, Action::requeue))
 }
 

@@ -12,11 +12,11 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    api::PostParams,
     runtime::{
         Controller,
         controller::Action,
-        events::{Event, EventType},
+        events::EventType,
         finalizer::{Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
         watcher,
@@ -28,10 +28,8 @@ use tracing::{info, instrument, warn};
 use super::{
     cluster_ref::{self, bootstrap_servers},
     error_chain,
-    kafka_cluster::{
-        build::FIELD_MANAGER,
-        status::{now, set_condition},
-    },
+    kafka_cluster::status::{now, set_condition},
+    resource_status,
 };
 use crate::{
     crd::v1alpha1::{KafkaCluster, KafkaUser, KafkaUserStatus},
@@ -176,33 +174,13 @@ pub fn error_policy(ku: Arc<KafkaUser>, error: &Error, ctx: Arc<Context>) -> Act
 }
 
 async fn event(ctx: &Context, ku: &KafkaUser, type_: EventType, reason: &str, note: String) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconciling".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &ku.object_ref(&())).await {
-        warn!(error = %e, "Failed to publish an Event");
-    }
+    resource_status::publish(&ctx.recorder, ku, type_, reason, note).await;
 }
 
 async fn patch_status(ctx: &Context, ku: &KafkaUser, status: KafkaUserStatus) -> Result<(), Error> {
-    if ku.status.as_ref() == Some(&status) {
-        return Ok(());
-    }
-    let api: Api<KafkaUser> =
-        Api::namespaced(ctx.client.clone(), &ku.namespace().unwrap_or_default());
-    let body = serde_json::json!({"apiVersion": "kafka.stoker.io/v1alpha1", "kind": "KafkaUser", "status": status});
-    api.patch_status(
-        &ku.name_any(),
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&body),
-    )
-    .await
-    .map_err(|e| Error::Kube("patch the user's status", e))?;
-    Ok(())
+    resource_status::patch(&ctx.client, ku, status)
+        .await
+        .map_err(|e| Error::Kube("patch the user's status", e))
 }
 
 /// Sets Ready=False with `reason`/`message` (a Warning Event when it is new) and
@@ -214,26 +192,9 @@ async fn not_ready(
     message: String,
     retry: Option<Duration>,
 ) -> Result<Action, Error> {
-    let mut st = ku.status.clone().unwrap_or_default();
-    let is_new = !st
-        .conditions
-        .iter()
-        .any(|c| c.type_ == "Ready" && c.reason == reason && c.message == message);
-    st.observed_generation = ku.metadata.generation;
-    set_condition(
-        &mut st.conditions,
-        "Ready",
-        false,
-        reason,
-        &message,
-        ku.metadata.generation,
-        &now(),
-    );
-    patch_status(ctx, ku, st).await?;
-    if is_new {
-        warn!(reason, message = %message, "User not ready");
-        event(ctx, ku, EventType::Warning, reason, message).await;
-    }
+    resource_status::not_ready(&ctx.client, &ctx.recorder, ku, reason, message)
+        .await
+        .map_err(|e| Error::Kube("patch the user's status", e))?;
     Ok(retry.map_or_else(Action::await_change, Action::requeue))
 }
 

@@ -1,0 +1,38 @@
+//! Helpers the controllers' integration tests share.
+
+use std::time::Duration;
+
+use kube::Api;
+use stoker_coordinator::controller::resource_status::WithConditions;
+pub(crate) use stoker_coordinator::controller::resource_status::ready;
+
+/// The resource's status once `pred` holds (panics after 60 s, showing the last status).
+pub(crate) async fn status_where<K: WithConditions>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&K::Status) -> bool,
+) -> K::Status {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(st) = api
+            .get_opt(name)
+            .await
+            .expect("get")
+            .and_then(|o| o.status().cloned())
+            && pred(&st)
+        {
+            return st;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name}: timed out waiting for {what}: {:?}",
+            api.get_opt(name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|o| o.status().cloned())
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
