@@ -438,17 +438,7 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
         deleted_by_hand,
         "broker 1's restart passed before {hand_deleted} could be deleted by hand"
     );
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(env.clusters.clone().into_client(), NS);
-    let steps: Vec<String> = events
-        .list(&Default::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("RestartingBroker"))
-        .filter_map(|e| e.note)
-        .collect();
+    let steps = event_notes(&env, "RestartingBroker").await;
     for id in ["0", "1", "2", "100"] {
         let n = steps
             .iter()
@@ -631,17 +621,7 @@ async fn brokers_of_one_rack_restart_together_when_the_roll_allows_it() {
         together.contains(&vec![0, 1]) || together.contains(&vec![2, 3]),
         "a rack's two brokers restarted together: {together:?}"
     );
-    let events: Api<k8s_openapi::api::events::v1::Event> =
-        Api::namespaced(env.clusters.clone().into_client(), NS);
-    let steps: Vec<String> = events
-        .list(&Default::default())
-        .await
-        .expect("events")
-        .items
-        .into_iter()
-        .filter(|e| e.reason.as_deref() == Some("RestartingBroker"))
-        .filter_map(|e| e.note)
-        .collect();
+    let steps = event_notes(&env, "RestartingBroker").await;
     for id in ["0", "1", "2", "3", "100"] {
         let n = steps
             .iter()

@@ -435,3 +435,18 @@ pub fn assert_consumed_once(
         .collect();
     assert!(missing.is_empty(), "acknowledged records lost: {missing:?}");
 }
+
+/// The notes of the Events with `reason` in the test namespace.
+pub async fn event_notes(env: &Env, reason: &str) -> Vec<String> {
+    let events: Api<k8s_openapi::api::events::v1::Event> =
+        Api::namespaced(env.clusters.clone().into_client(), NS);
+    events
+        .list(&Default::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some(reason))
+        .filter_map(|e| e.note)
+        .collect()
+}
