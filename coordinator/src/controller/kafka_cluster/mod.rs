@@ -580,6 +580,18 @@ async fn roll_step(
             .concurrent_broker_restart_count_per_rack,
     };
     let now = status::now();
+    // Nothing recorded, nothing to restart, nothing down: no roll to read or plan (the
+    // common pass of a healthy cluster costs no extra API read).
+    let quiet = kc
+        .status
+        .as_ref()
+        .is_none_or(|s| s.rolling_upgrade.is_none())
+        && views
+            .iter()
+            .all(|v| !v.restart_needed && v.failing().is_none());
+    if quiet {
+        return Ok(false);
+    }
     // The roll's state is read fresh: the cached object may predate this coordinator's
     // own last status write (a Pod event can trigger the next pass first), and a stale
     // copy would forget the broker in progress.

@@ -32,7 +32,7 @@ use super::{
     resource_status,
 };
 use crate::{
-    crd::v1alpha1::{KafkaCluster, KafkaUser, KafkaUserStatus},
+    crd::v1alpha1::{KafkaUser, KafkaUserStatus},
     kafka_admin::{
         AdminError, AdminPool, KafkaAdmin,
         users::{SCRAM_SHA_512, generate_password},
@@ -358,17 +358,32 @@ async fn credentials(
     }))
 }
 
-async fn admin_for(
-    ku: &KafkaUser,
-    ctx: &Context,
-) -> Result<Result<Arc<KafkaAdmin>, (String, Option<KafkaCluster>)>, Error> {
-    let (ns, cluster) =
+/// How the user's cluster can be reached.
+enum ClusterAccess {
+    /// An admin client of the cluster.
+    Admin(Arc<KafkaAdmin>),
+    /// No KafkaCluster of that name in that namespace.
+    Missing {
+        /// The namespace looked in.
+        namespace: String,
+    },
+    /// The KafkaCluster has no listener the coordinator can connect to.
+    NoListener,
+}
+
+async fn cluster_access(ku: &KafkaUser, ctx: &Context) -> Result<ClusterAccess, Error> {
+    let (namespace, cluster) =
         cluster_ref::referenced_cluster(&ctx.client, &ku.spec.cluster_ref, ku.namespace())
             .await
             .map_err(|e| Error::Kube("get the KafkaCluster", e))?;
-    match cluster.as_ref().and_then(bootstrap_servers) {
-        Some(b) => Ok(Ok(ctx.admins.get(&b).map_err(Error::Kafka)?)),
-        None => Ok(Err((ns, cluster))),
+    let Some(cluster) = cluster else {
+        return Ok(ClusterAccess::Missing { namespace });
+    };
+    match bootstrap_servers(&cluster) {
+        Some(b) => Ok(ClusterAccess::Admin(
+            ctx.admins.get(&b).map_err(Error::Kafka)?,
+        )),
+        None => Ok(ClusterAccess::NoListener),
     }
 }
 
@@ -376,19 +391,19 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
     if let Err(r) = plan::validate(&ku.spec) {
         return not_ready(ctx, ku, r.reason, r.message, None).await;
     }
-    let admin = match admin_for(ku, ctx).await? {
-        Ok(a) => a,
-        Err((ns, None)) => {
+    let admin = match cluster_access(ku, ctx).await? {
+        ClusterAccess::Admin(a) => a,
+        ClusterAccess::Missing { namespace } => {
             return not_ready(
                 ctx,
                 ku,
                 "ClusterNotFound",
-                cluster_ref::missing_cluster_message(&ns, &ku.spec.cluster_ref),
+                cluster_ref::missing_cluster_message(&namespace, &ku.spec.cluster_ref),
                 Some(RETRY),
             )
             .await;
         }
-        Err((_, Some(_))) => {
+        ClusterAccess::NoListener => {
             return not_ready(
                 ctx,
                 ku,
@@ -529,7 +544,7 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
 
 async fn cleanup(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
     let username = ku.name_any();
-    let Ok(admin) = admin_for(ku, ctx).await? else {
+    let ClusterAccess::Admin(admin) = cluster_access(ku, ctx).await? else {
         warn!(user = %username, "The KafkaCluster is gone; nothing to remove the user from");
         return Ok(Action::await_change());
     };
