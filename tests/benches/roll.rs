@@ -17,7 +17,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::events::v1::Event;
-use kube::{Api, api::Patch};
+use kube::Api;
 use support::*;
 
 const RATE: u32 = 200;
@@ -76,12 +76,8 @@ async fn main() {
     let producer = tokio::task::spawn_blocking(move || cmd.output().expect("producer"));
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = pods.list(&Default::default()).await.expect("pods").items;
-    let patch = serde_json::json!({"spec": {"readOnlyConfig": "offsets.topic.replication.factor=2\ndefault.replication.factor=2\ntransaction.state.log.min.isr=1\ndelete.topic.enable=true\nnum.partitions=32\nauto.create.topics.enable=false\ntransaction.state.log.replication.factor=2\nqueued.max.requests=600\n"}});
     let started = Instant::now();
-    clusters
-        .patch(CLUSTER, &Default::default(), &Patch::Merge(&patch))
-        .await
-        .expect("static change");
+    change_static_config(clusters).await;
     loop {
         let st = clusters
             .get(CLUSTER)

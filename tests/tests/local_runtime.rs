@@ -311,15 +311,7 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let roll_started = Instant::now();
-    let patch = serde_json::json!({"spec": {"readOnlyConfig": "offsets.topic.replication.factor=2\ndefault.replication.factor=2\ntransaction.state.log.min.isr=1\ndelete.topic.enable=true\nnum.partitions=32\nauto.create.topics.enable=false\ntransaction.state.log.replication.factor=2\nqueued.max.requests=600\n"}});
-    clusters
-        .patch(
-            CLUSTER,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .expect("static change");
+    change_static_config(clusters).await;
     let mut lowest_isr = usize::MAX;
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
@@ -481,32 +473,10 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_of_one_rack_restart_together_when_the_roll_allows_it() {
     // Four brokers in two racks (a: 0, 1; b: 2, 3), up to two restarts per rack.
-    let mut kc = example_cluster();
-    kc.spec.rack_awareness = None;
-    kc.spec
-        .rolling_upgrade_config
-        .concurrent_broker_restart_count_per_rack = 2;
-    let template = kc.spec.brokers[0].clone();
-    let controller = kc
-        .spec
-        .brokers
-        .iter()
-        .find(|b| b.id == 100)
-        .cloned()
-        .expect("controller 100");
-    kc.spec.brokers = [(0, "a"), (1, "a"), (2, "b"), (3, "b")]
-        .into_iter()
-        .map(|(id, rack)| {
-            let mut b = template.clone();
-            b.id = id;
-            b.read_only_config = format!("broker.rack={rack}\n");
-            b
-        })
-        .chain([controller])
-        .collect();
+    let kc = two_rack_cluster(2);
     let env = Env::start_with(kc).await;
     let (clusters, pods) = (&env.clusters.clone(), &env.pods.clone());
-    let racks = [(0, "a"), (1, "a"), (2, "b"), (3, "b")];
+    let racks = RACKS;
     let st = clusters
         .get(CLUSTER)
         .await
@@ -556,15 +526,7 @@ async fn brokers_of_one_rack_restart_together_when_the_roll_allows_it() {
 
     let before = pods.list(&Default::default()).await.expect("pods").items;
     let roll_started = Instant::now();
-    let patch = serde_json::json!({"spec": {"readOnlyConfig": "offsets.topic.replication.factor=2\ndefault.replication.factor=2\ntransaction.state.log.min.isr=1\ndelete.topic.enable=true\nnum.partitions=32\nauto.create.topics.enable=false\ntransaction.state.log.replication.factor=2\nqueued.max.requests=600\n"}});
-    clusters
-        .patch(
-            CLUSTER,
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .expect("static change");
+    change_static_config(clusters).await;
     let mut together: Vec<Vec<i32>> = Vec::new();
     let mut lowest_isr = usize::MAX;
     let deadline = Instant::now() + Duration::from_secs(300);

@@ -450,3 +450,49 @@ pub async fn event_notes(env: &Env, reason: &str) -> Vec<String> {
         .filter_map(|e| e.note)
         .collect()
 }
+
+/// The brokers of [`two_rack_cluster`] and their racks.
+pub const RACKS: [(i32, &str); 4] = [(0, "a"), (1, "a"), (2, "b"), (3, "b")];
+
+/// The example cluster with four brokers in two racks ([`RACKS`], `broker.rack` in each
+/// broker's own config) and `concurrentBrokerRestartCountPerRack: per_rack`.
+pub fn two_rack_cluster(per_rack: i32) -> KafkaCluster {
+    let mut kc = example_cluster();
+    kc.spec.rack_awareness = None;
+    kc.spec
+        .rolling_upgrade_config
+        .concurrent_broker_restart_count_per_rack = per_rack;
+    let template = kc.spec.brokers[0].clone();
+    let controller = kc
+        .spec
+        .brokers
+        .iter()
+        .find(|b| b.id == 100)
+        .cloned()
+        .expect("controller 100");
+    kc.spec.brokers = RACKS
+        .into_iter()
+        .map(|(id, rack)| {
+            let mut b = template.clone();
+            b.id = id;
+            b.read_only_config = format!("broker.rack={rack}\n");
+            b
+        })
+        .chain([controller])
+        .collect();
+    kc
+}
+
+/// Changes a static key of every broker (`queued.max.requests`, in the example's
+/// `readOnlyConfig`): every broker needs a restart, and a roll begins.
+pub async fn change_static_config(clusters: &Api<KafkaCluster>) {
+    let patch = serde_json::json!({"spec": {"readOnlyConfig": "offsets.topic.replication.factor=2\ndefault.replication.factor=2\ntransaction.state.log.min.isr=1\ndelete.topic.enable=true\nnum.partitions=32\nauto.create.topics.enable=false\ntransaction.state.log.replication.factor=2\nqueued.max.requests=600\n"}});
+    clusters
+        .patch(
+            CLUSTER,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("static change");
+}
