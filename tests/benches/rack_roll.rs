@@ -25,33 +25,8 @@ async fn roll(per_rack: i32) -> Rolled {
     let env = Env::start_with(two_rack_cluster(per_rack)).await;
     let (clusters, pods) = (&env.clusters, &env.pods);
     let bootstrap = format!("{CLUSTER}-all-broker.{NS}.svc.cluster.local:9092");
-    kafka_tool(
-        &env.runtime,
-        "kafka-topics.sh",
-        &[
-            "--bootstrap-server",
-            &bootstrap,
-            "--create",
-            "--topic",
-            "bench",
-            "--partitions",
-            "4",
-            "--replication-factor",
-            "2",
-            "--config",
-            "min.insync.replicas=1",
-        ],
-    );
-    let work = tempfile::tempdir().expect("temp dir");
-    let mut cmd = verifiable_producer(
-        &env.runtime,
-        &bootstrap,
-        "bench",
-        24_000,
-        200,
-        &work.path().join("producer.properties"),
-    );
-    let producer = tokio::task::spawn_blocking(move || cmd.output().expect("run the producer"));
+    create_topic(&env.runtime, &bootstrap, "bench", 4, 2, 1);
+    let (_work, producer) = start_producer(&env.runtime, &bootstrap, "bench", 24_000, 200);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = broker_uids(&pods.list(&Default::default()).await.expect("pods").items);
     let started = Instant::now();

@@ -45,35 +45,11 @@ async fn main() {
     let env = Env::start().await;
     let (runtime, clusters, pods) = (&env.runtime, &env.clusters, &env.pods);
     let bootstrap = format!("{CLUSTER}-all-broker.{NS}.svc.cluster.local:9092");
-    kafka_tool(
-        runtime,
-        "kafka-topics.sh",
-        &[
-            "--bootstrap-server",
-            &bootstrap,
-            "--create",
-            "--topic",
-            "bench",
-            "--partitions",
-            "6",
-            "--replication-factor",
-            "3",
-            "--config",
-            "min.insync.replicas=2",
-        ],
-    );
-    let work = tempfile::tempdir().expect("temp dir");
+    create_topic(runtime, &bootstrap, "bench", 6, 3, 2);
 
     // Stoker's roll.
-    let mut cmd = verifiable_producer(
-        runtime,
-        &bootstrap,
-        "bench",
-        u64::from(RATE) * 150,
-        RATE,
-        &work.path().join("a.properties"),
-    );
-    let producer = tokio::task::spawn_blocking(move || cmd.output().expect("producer"));
+    let (_work, producer) =
+        start_producer(runtime, &bootstrap, "bench", u64::from(RATE) * 150, RATE);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let before = pods.list(&Default::default()).await.expect("pods").items;
     let started = Instant::now();
@@ -156,15 +132,8 @@ async fn main() {
     }
 
     // The naive roll: SIGTERM each broker's Kafka, wait a fixed 30 s, next.
-    let mut cmd = verifiable_producer(
-        runtime,
-        &bootstrap,
-        "bench",
-        u64::from(RATE) * 110,
-        RATE,
-        &work.path().join("b.properties"),
-    );
-    let producer = tokio::task::spawn_blocking(move || cmd.output().expect("producer"));
+    let (_work, producer) =
+        start_producer(runtime, &bootstrap, "bench", u64::from(RATE) * 110, RATE);
     tokio::time::sleep(Duration::from_secs(5)).await;
     let naive_started = Instant::now();
     for id in ["0", "1", "2"] {

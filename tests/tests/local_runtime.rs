@@ -26,23 +26,7 @@ async fn the_example_cluster_runs_serves_clients_and_survives_a_killed_and_a_del
 
     // A client inside the cluster produces and consumes through the advertised listeners.
     let bootstrap = format!("{CLUSTER}-all-broker.{NS}.svc.cluster.local:9092");
-    kafka_tool(
-        runtime,
-        "kafka-topics.sh",
-        &[
-            "--bootstrap-server",
-            &bootstrap,
-            "--create",
-            "--topic",
-            "e2e",
-            "--partitions",
-            "3",
-            "--replication-factor",
-            "3",
-            "--config",
-            "min.insync.replicas=2",
-        ],
-    );
+    create_topic(runtime, &bootstrap, "e2e", 3, 3, 2);
     produce(runtime, &bootstrap, "e2e", 1000);
     consume_all(runtime, &bootstrap, "e2e", "e2e-1", 1000);
 
@@ -215,23 +199,7 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
     let mut env = Env::start().await;
     let (clusters, pods) = (&env.clusters.clone(), &env.pods.clone());
     let bootstrap = format!("{CLUSTER}-all-broker.{NS}.svc.cluster.local:9092");
-    kafka_tool(
-        &env.runtime,
-        "kafka-topics.sh",
-        &[
-            "--bootstrap-server",
-            &bootstrap,
-            "--create",
-            "--topic",
-            "roll",
-            "--partitions",
-            "3",
-            "--replication-factor",
-            "3",
-            "--config",
-            "min.insync.replicas=2",
-        ],
-    );
+    create_topic(&env.runtime, &bootstrap, "roll", 3, 3, 2);
     let before = pods.list(&Default::default()).await.expect("pods").items;
 
     // A dynamic key on every broker: applied live, nothing restarts.
@@ -276,16 +244,7 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
 
     // A verifiable producer (idempotent, acks=all) runs through everything below:
     // 200 records/s for 150 s, long enough to span the blocked phase and the roll.
-    let work = tempfile::tempdir().expect("temp dir");
-    let mut cmd = verifiable_producer(
-        &env.runtime,
-        &bootstrap,
-        "roll",
-        30_000,
-        200,
-        &work.path().join("producer.properties"),
-    );
-    let producer = tokio::task::spawn_blocking(move || cmd.output().expect("run the producer"));
+    let (_work, producer) = start_producer(&env.runtime, &bootstrap, "roll", 30_000, 200);
     tokio::time::sleep(Duration::from_secs(8)).await;
 
     // Broker 2 freezes: the roll that a static change starts waits, and says why.
@@ -495,33 +454,8 @@ async fn brokers_of_one_rack_restart_together_when_the_roll_allows_it() {
 
     // RF 2: Kafka places one replica in each rack, so a whole rack may stop at once.
     let bootstrap = format!("{CLUSTER}-all-broker.{NS}.svc.cluster.local:9092");
-    kafka_tool(
-        &env.runtime,
-        "kafka-topics.sh",
-        &[
-            "--bootstrap-server",
-            &bootstrap,
-            "--create",
-            "--topic",
-            "racks",
-            "--partitions",
-            "4",
-            "--replication-factor",
-            "2",
-            "--config",
-            "min.insync.replicas=1",
-        ],
-    );
-    let work = tempfile::tempdir().expect("temp dir");
-    let mut cmd = verifiable_producer(
-        &env.runtime,
-        &bootstrap,
-        "racks",
-        16_000,
-        200,
-        &work.path().join("producer.properties"),
-    );
-    let producer = tokio::task::spawn_blocking(move || cmd.output().expect("run the producer"));
+    create_topic(&env.runtime, &bootstrap, "racks", 4, 2, 1);
+    let (_work, producer) = start_producer(&env.runtime, &bootstrap, "racks", 16_000, 200);
     tokio::time::sleep(Duration::from_secs(5)).await;
 
     let before = pods.list(&Default::default()).await.expect("pods").items;

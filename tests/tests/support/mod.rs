@@ -496,3 +496,57 @@ pub async fn change_static_config(clusters: &Api<KafkaCluster>) {
         .await
         .expect("static change");
 }
+
+/// Creates `topic` with Kafka's own tool, from inside the cluster.
+pub fn create_topic(
+    runtime: &PodRuntime,
+    bootstrap: &str,
+    topic: &str,
+    partitions: u32,
+    replication_factor: u32,
+    min_isr: u32,
+) {
+    kafka_tool(
+        runtime,
+        "kafka-topics.sh",
+        &[
+            "--bootstrap-server",
+            bootstrap,
+            "--create",
+            "--topic",
+            topic,
+            "--partitions",
+            &partitions.to_string(),
+            "--replication-factor",
+            &replication_factor.to_string(),
+            "--config",
+            &format!("min.insync.replicas={min_isr}"),
+        ],
+    );
+}
+
+/// Kafka's verifiable producer in the background: `n` records to `topic` at
+/// `per_second`; the task yields its output once it ends. The directory holds its
+/// config and must live as long as the producer runs.
+pub fn start_producer(
+    runtime: &PodRuntime,
+    bootstrap: &str,
+    topic: &str,
+    n: u64,
+    per_second: u32,
+) -> (
+    tempfile::TempDir,
+    tokio::task::JoinHandle<std::process::Output>,
+) {
+    let work = tempfile::tempdir().expect("temp dir");
+    let mut cmd = verifiable_producer(
+        runtime,
+        bootstrap,
+        topic,
+        n,
+        per_second,
+        &work.path().join("producer.properties"),
+    );
+    let producer = tokio::task::spawn_blocking(move || cmd.output().expect("run the producer"));
+    (work, producer)
+}

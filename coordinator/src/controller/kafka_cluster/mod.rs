@@ -648,19 +648,7 @@ async fn roll_step(
                         started_at: now.clone(),
                         ..Default::default()
                     });
-                if blocked && ru.waiting_for.as_deref() != Some(reason.as_str()) {
-                    warn!(reason = %reason, "Rolling restart blocked");
-                    event(
-                        ctx,
-                        kc,
-                        EventType::Warning,
-                        "RollBlocked",
-                        "Rolling",
-                        format!("rolling restart waits: {reason}"),
-                    )
-                    .await;
-                }
-                ru.waiting_for = Some(reason);
+                roll_waits(ctx, kc, ru, reason, blocked).await;
                 st.state = Some("RollingUpgrading".into());
                 return Ok(true);
             }
@@ -695,31 +683,19 @@ async fn roll_step(
                     )),
                 };
                 if let Some(why) = unsafe_because {
-                    let reason = if with.is_empty() {
-                        format!("broker {id} is next, but stopping it now is not safe: {why}")
+                    if with.is_empty() {
+                        let reason =
+                            format!("broker {id} is next, but stopping it now is not safe: {why}");
+                        roll_waits(ctx, kc, ru, reason, true).await;
                     } else {
-                        // Not with the others: it waits its turn instead (no warning;
-                        // the roll is not blocked, only less concurrent).
+                        // Not with the others: it waits its turn instead (not blocked,
+                        // only less concurrent).
                         info!(broker_id = id, with = ?with, reason = %why, "Broker may not restart together with its rack");
                         let reason = format!(
                             "restarting broker(s) {with:?}; broker {id} of the same rack may not stop with them: {why}"
                         );
-                        ru.waiting_for = Some(reason);
-                        return Ok(true);
-                    };
-                    if ru.waiting_for.as_deref() != Some(reason.as_str()) {
-                        warn!(broker_id = id, reason = %why, "Rolling restart blocked");
-                        event(
-                            ctx,
-                            kc,
-                            EventType::Warning,
-                            "RollBlocked",
-                            "Rolling",
-                            format!("rolling restart waits: {reason}"),
-                        )
-                        .await;
+                        roll_waits(ctx, kc, ru, reason, false).await;
                     }
-                    ru.waiting_for = Some(reason);
                     return Ok(true);
                 }
                 let name = build::broker_name(meta, id);
@@ -764,6 +740,30 @@ async fn roll_step(
         }
     }
     Ok(true)
+}
+
+/// Records what the roll waits for; a blocked roll (the cluster's health holds it, not
+/// its own progress) is logged and gets a Warning Event once per reason.
+async fn roll_waits(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    ru: &mut RollingUpgradeStatus,
+    reason: String,
+    blocked: bool,
+) {
+    if blocked && ru.waiting_for.as_deref() != Some(reason.as_str()) {
+        warn!(reason = %reason, "Rolling restart blocked");
+        event(
+            ctx,
+            kc,
+            EventType::Warning,
+            "RollBlocked",
+            "Rolling",
+            format!("rolling restart waits: {reason}"),
+        )
+        .await;
+    }
+    ru.waiting_for = Some(reason);
 }
 
 /// Asks every running broker's agent for its status, and pushes the desired config to
