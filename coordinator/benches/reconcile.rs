@@ -3,6 +3,10 @@
 //! - time and number of API writes to reconcile a 3-broker and a 30-broker cluster
 //!   from empty (writes counted from watch events on every object kind it writes,
 //!   plus the cluster's status updates);
+//! - for an unchanged cluster (3 and 30 brokers), the API requests and the time of one
+//!   reconcile pass, read from the coordinator's own `/metrics`
+//!   (`stoker_kube_requests_total`, `stoker_reconcile_duration_seconds`) over passes
+//!   triggered by touching an annotation;
 //! - RSS with 30 clusters of 3 brokers cached, against the same process idle with
 //!   none (the baseline measured in the same run);
 //! - CPU over 30 s when nothing changes.
@@ -84,6 +88,117 @@ where
             }
         }
     })
+}
+
+/// The coordinator's `/metrics` text.
+async fn scrape(admin: std::net::SocketAddr) -> String {
+    stoker_testenv::http::get(admin, "/metrics")
+        .await
+        .expect("the coordinator's /metrics answers")
+        .body
+}
+
+/// The sum of every sample of `name` whose labels contain all of `labels`.
+fn sample_sum(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// What one reconcile pass of an unchanged cluster costs.
+struct PassCost {
+    passes: f64,
+    seconds: f64,
+    reads: f64,
+    writes: f64,
+    by_verb: Vec<(&'static str, f64)>,
+}
+
+const VERBS: [&str; 8] = [
+    "get", "list", "create", "apply", "patch", "update", "delete", "watch",
+];
+
+/// Touches an annotation of `name` `pokes` times and reads from the coordinator's
+/// metrics how many passes ran, how long they took and what they asked the API server.
+async fn unchanged_passes(
+    client: &Client,
+    admin: std::net::SocketAddr,
+    ns: &str,
+    name: &str,
+    pokes: usize,
+) -> PassCost {
+    let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), ns);
+    let controller = "controller=\"kafkacluster\"";
+    let before = scrape(admin).await;
+    for i in 0..pokes {
+        let patch = serde_json::json!({"metadata": {"annotations": {"bench/poke": i.to_string()}}});
+        clusters
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("poke");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = scrape(admin).await;
+    let delta = |metric: &str, labels: &[&str]| {
+        sample_sum(&after, metric, labels) - sample_sum(&before, metric, labels)
+    };
+    let passes = delta("stoker_reconcile_runs_total", &[controller]).max(1.0);
+    let seconds = delta("stoker_reconcile_duration_seconds_sum", &[controller]) / passes;
+    let by_verb: Vec<(&'static str, f64)> = VERBS
+        .iter()
+        .map(|verb| {
+            let v = format!("verb=\"{verb}\"");
+            // Every request but the liveness check of the API server (`/version`).
+            let all = delta("stoker_kube_requests_total", &[&v]);
+            let other = delta("stoker_kube_requests_total", &[&v, "resource=\"other\""]);
+            (*verb, (all - other) / passes)
+        })
+        .collect();
+    let reads = by_verb
+        .iter()
+        .filter(|(v, _)| matches!(*v, "get" | "list"))
+        .map(|(_, n)| n)
+        .sum();
+    let writes = by_verb
+        .iter()
+        .filter(|(v, _)| !matches!(*v, "get" | "list" | "watch"))
+        .map(|(_, n)| n)
+        .sum();
+    PassCost {
+        passes,
+        seconds,
+        reads,
+        writes,
+        by_verb,
+    }
+}
+
+fn print_pass(what: &str, c: &PassCost) {
+    let verbs: Vec<String> = c
+        .by_verb
+        .iter()
+        .filter(|(_, n)| *n > 0.0)
+        .map(|(v, n)| format!("{v} {n:.1}"))
+        .collect();
+    println!(
+        "  {what:<46} {:>8.1} ms/pass   {:.1} reads + {:.1} writes per pass ({}) over {} passes",
+        c.seconds * 1000.0,
+        c.reads,
+        c.writes,
+        if verbs.is_empty() {
+            "none".to_owned()
+        } else {
+            verbs.join(", ")
+        },
+        c.passes
+    );
 }
 
 async fn reconcile_from_empty(
@@ -170,12 +285,12 @@ async fn main() {
 
     let work = WorkDir::new("bench-coordinator").expect("work dir");
     let mut cmd = Command::new(PathBuf::from(env!("CARGO_BIN_EXE_stoker-coordinator")));
+    let admin: std::net::SocketAddr = format!("127.0.0.1:{}", free_port().expect("port"))
+        .parse()
+        .expect("an address");
     cmd.arg("run")
         .env("KUBECONFIG", plane.kubeconfig())
-        .env(
-            "STOKER_COORDINATOR_ADMIN_ADDR",
-            format!("127.0.0.1:{}", free_port().expect("port")),
-        )
+        .env("STOKER_COORDINATOR_ADMIN_ADDR", admin.to_string())
         .env("RUST_LOG", "warn");
     let coordinator =
         ManagedProcess::spawn("coordinator", cmd, &work.path().join("coordinator.log"))
@@ -186,6 +301,8 @@ async fn main() {
 
     let (t3, w3) = reconcile_from_empty(&plane, &client, "bench-3", 3).await;
     let (t30, w30) = reconcile_from_empty(&plane, &client, "bench-30", 30).await;
+    let pass3 = unchanged_passes(&client, admin, "bench-3", "bench", 30).await;
+    let pass30 = unchanged_passes(&client, admin, "bench-30", "bench", 30).await;
 
     // 30 clusters of 3 brokers (+1 controller each), all cached by the coordinator.
     plane.create_namespace("fleet").await.expect("namespace");
@@ -231,6 +348,8 @@ async fn main() {
         "  30-broker cluster (+1 controller) from empty  {:>8.2} s   {w30} API writes",
         t30.as_secs_f64()
     );
+    print_pass("unchanged 3-broker cluster (+1 controller)", &pass3);
+    print_pass("unchanged 30-broker cluster (+1 controller)", &pass30);
     println!(
         "  30 clusters of 3 brokers (+1 controller) reconciled in {:.1} s",
         fleet_time.as_secs_f64()

@@ -84,7 +84,8 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
             .instrument(info_span!("admin")),
     );
 
-    let client = kube_client::connect().await?;
+    let requests = kube_client::RequestMetrics::new(&state.registry);
+    let client = kube_client::connect(requests.clone()).await?;
     let check_token = token.clone();
     let check_state = state.clone();
     let checker = tokio::spawn(
@@ -126,7 +127,7 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
         &state.registry,
         controller::kafka_user::CONTROLLER_NAME,
     ));
-    let controller_client = kube_client::connect().await?;
+    let controller_client = kube_client::connect(requests).await?;
     // With leader election, the controllers run only while this replica holds the Lease.
     let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(!a.leader_election);
     let mut lease_task = if a.leader_election {
