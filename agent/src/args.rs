@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// /metrics; empty disables the pass-through.
     #[arg(long, env = "STOKER_AGENT_JMX_EXPORTER_URL", default_value = "")]
     pub jmx_exporter_url: String,
+    /// How often the JMX exporter is sampled (each sample is served by /metrics until
+    /// the next; a scrape never waits for the exporter).
+    #[arg(long, env = "STOKER_AGENT_JMX_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub jmx_interval: Duration,
     /// Longest wait for safe-to-stop in the preStop hook; keep it below the Pod's
     /// terminationGracePeriodSeconds.
     #[arg(long, env = "STOKER_AGENT_SHUTDOWN_TIMEOUT", default_value = "100s", value_parser = parse_duration)]

@@ -8,8 +8,10 @@
 //!
 //! Modules, in the order a start-up uses them: [`args`] → [`config`] (validate) →
 //! [`facts`] (Pod, secrets, rack) → [`render`] (pure) → [`output`] (atomic write) →
-//! [`state`] + [`admin`] + [`grpc`] (serve) with [`broker`] (talk to Kafka),
-//! [`safety`] and [`reconfigure`] (pure rules).
+//! [`state`] (data) with [`readiness`] (latches, checks) → [`admin`] + [`grpc`]
+//! (serve) with [`broker`] (talk to Kafka), [`observe`] (the broker and its JMX
+//! exporter, in the background), [`guard`] (safe-to-stop, preStop) over [`safety`]
+//! (pure rules), [`reconfigure`] (pure plan, then apply) → [`shutdown`] (signals, drain).
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -18,10 +20,14 @@ pub mod broker;
 pub mod config;
 pub mod facts;
 pub mod grpc;
+pub mod guard;
+pub mod observe;
 pub mod output;
+pub mod readiness;
 pub mod reconfigure;
 pub mod render;
 pub mod safety;
+pub mod shutdown;
 pub mod state;
 pub mod telemetry;
 
@@ -30,18 +36,16 @@ use std::{process::ExitCode, sync::Arc, time::Duration};
 pub use args::Args;
 use args::{Command, RenderArgs, RunArgs};
 use stoker_proto::agent::v1::DesiredConfig;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::{
     config::ValidatedConfig,
     render::{ConfigFileName, PodFacts},
-    state::{Running, Shared, error_chain},
+    shutdown::Signals,
+    state::{JmxSource, Running, Shared, error_chain},
 };
 
-/// How often the agent looks at its broker.
-const OBSERVE_INTERVAL: Duration = Duration::from_secs(2);
 /// How often a failed start-up is retried (the ConfigMap may be fixed meanwhile).
 const START_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -168,11 +172,13 @@ async fn try_start(a: &RunArgs) -> anyhow::Result<Arc<Running>> {
 }
 
 async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
-    let jmx = (!a.jmx_exporter_url.is_empty()).then(|| a.jmx_exporter_url.clone());
-    let shared = Arc::new(Shared::new(a.shutdown_timeout, jmx.clone()));
+    let jmx = (!a.jmx_exporter_url.is_empty()).then(|| JmxSource {
+        url: a.jmx_exporter_url.clone(),
+        interval: a.jmx_interval,
+    });
+    let shared = Arc::new(Shared::new(a.shutdown_timeout, jmx));
     let token = CancellationToken::new();
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut signals = Signals::install()?;
 
     let admin = tokio::net::TcpListener::bind(a.admin_addr)
         .await
@@ -197,8 +203,7 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         }
         tokio::select! {
             () = tokio::time::sleep(START_RETRY_INTERVAL) => {}
-            _ = sigterm.recv() => { token.cancel(); let _ = admin_task.await; return Ok(()); }
-            _ = sigint.recv() => { token.cancel(); let _ = admin_task.await; return Ok(()); }
+            _ = signals.recv() => { token.cancel(); let _ = admin_task.await; return Ok(()); }
         }
     };
     shared.set_running(running.clone());
@@ -216,67 +221,13 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         }
         .instrument(info_span!("grpc")),
     );
-
-    let observer_shared = shared.clone();
-    let observer_token = token.clone();
     let observer = tokio::spawn(
-        async move {
-            let running = observer_shared
-                .running()
-                .cloned()
-                .expect("set before the observer starts");
-            loop {
-                running
-                    .observe(observer_shared.jmx_exporter_url.as_deref())
-                    .await;
-                running
-                    .metrics
-                    .ready
-                    .set(i64::from(observer_shared.health().ready()));
-                tokio::select! {
-                    () = tokio::time::sleep(OBSERVE_INTERVAL) => {}
-                    () = observer_token.cancelled() => break,
-                }
-            }
-        }
-        .instrument(info_span!("observer")),
+        observe::run(shared.clone(), token.clone()).instrument(info_span!("observer")),
     );
 
-    tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = sigint.recv() => {}
-    }
-    shared.begin_shutdown("SIGTERM");
-    // Kafka stops first (a native sidecar is terminated after the main containers);
-    // wait for it, bounded, and record whether it left its clean-shutdown marker.
-    let deadline = tokio::time::Instant::now() + a.shutdown_timeout;
-    let mut forced = false;
-    loop {
-        running.observe(None).await;
-        if running.observation().reachable.is_err() {
-            break;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            warn!(
-                timeout_s = a.shutdown_timeout.as_secs(),
-                "Kafka still answers after the shutdown timeout; exiting anyway"
-            );
-            break;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = sigterm.recv() => { forced = true; }
-            _ = sigint.recv() => { forced = true; }
-        }
-        if forced {
-            shared.force_stop();
-            warn!("Second signal: exiting without waiting for Kafka");
-            break;
-        }
-    }
-    if !forced {
-        record_clean_shutdown(&running).await;
-    }
+    let first = signals.recv().await;
+    info!(signal = first, "Stopping");
+    shutdown::drain(&shared, &running, &mut signals, a.shutdown_timeout).await;
     token.cancel();
     observer.abort();
     if let Ok(Err(e)) = grpc_task.await {
@@ -285,23 +236,4 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
     let _ = admin_task.await;
     info!("Agent stopped");
     Ok(())
-}
-
-/// Waits briefly for Kafka's clean-shutdown marker (LogManager writes it after the
-/// listeners close) and records the outcome in the log and the metrics.
-async fn record_clean_shutdown(running: &Running) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if broker::clean_shutdown_marked(&running.log_dirs) {
-            running.metrics.last_shutdown_clean.set(1);
-            info!(log_dirs = ?running.log_dirs, "Kafka shut down cleanly (clean-shutdown marker present)");
-            return;
-        }
-        if tokio::time::Instant::now() >= deadline {
-            running.metrics.last_shutdown_clean.set(0);
-            warn!(log_dirs = ?running.log_dirs, "Kafka stopped without its clean-shutdown marker; it will recover its logs at the next start");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
 }

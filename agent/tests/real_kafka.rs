@@ -130,8 +130,20 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
         .agent()
         .expect("agent")
         .admin;
-    let metrics = http::get(b1, "/metrics").await.expect("metrics");
-    assert_eq!(metrics.status, 200);
+    // The JMX exporter is sampled in the background (a cold one takes seconds to
+    // answer): wait for the first sample to be served, never for a slow scrape.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let metrics = loop {
+        let m = http::get(b1, "/metrics").await.expect("metrics");
+        assert_eq!(m.status, 200);
+        if m.body
+            .contains("kafka_network_requestmetrics_requests_total{")
+            || Instant::now() >= deadline
+        {
+            break m;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
     // Every series carries the identity labels (in any order).
     for name in [
         "kafka_network_requestmetrics_requests_total",
@@ -207,7 +219,7 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
     .await
     .expect("prometheus");
     let seed_expr = "sum by(brokerId, kafka_cr, namespace)(rate(kafka_network_requestmetrics_requests_total[30s]))";
-    // The JMX exporter walks every MBean; on two loaded cores a scrape takes a second or more.
+    // A rate needs two scrapes in its window after each agent served its first sample.
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut brokers_seen = Vec::new();
     while Instant::now() < deadline {
@@ -236,6 +248,18 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
         ["1", "2", "3"],
         "the seed's rule sees every broker; targets: {targets_health}"
     );
+    // Every scrape of every agent succeeds within Prometheus's 3 s timeout: serving
+    // the JMX series never waits for the exporter.
+    let targets = prometheus.targets().await.expect("targets");
+    let health: Vec<String> = targets["data"]["activeTargets"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| t["health"].as_str().unwrap_or("?").to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(health, ["up", "up", "up"], "targets: {targets_health}");
     drop(prometheus);
 
     // Safe-to-stop follows the ISR (Strimzi's rule).
@@ -525,4 +549,192 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
         dupes.is_empty(),
         "duplicates despite idempotence: {dupes:?}"
     );
+}
+
+/// An ACL of `User:ANONYMOUS` (the agents' and the test's principal on PLAINTEXT) on
+/// topic `topic`: `operation` (2 All, 10 DescribeConfigs) allowed (3) or denied (2).
+fn anonymous_acl(topic: &str, operation: i8, permission: i8) -> (String, i8, i8) {
+    (topic.to_owned(), operation, permission)
+}
+
+async fn change_acls(
+    kafka: &KafkaCluster,
+    create: &[(String, i8, i8)],
+    delete: &[(String, i8, i8)],
+) {
+    use stoker_kafka::kafka_protocol::{
+        messages::{
+            CreateAclsRequest, DeleteAclsRequest, create_acls_request::AclCreation,
+            delete_acls_request::DeleteAclsFilter,
+        },
+        protocol::StrBytes,
+    };
+    let s = |v: &str| StrBytes::from_string(v.to_owned());
+    let addr = kafka.bootstrap_servers();
+    let addr = addr.split(',').next().expect("a broker");
+    let mut conn = stoker_kafka::Connection::connect(addr, Duration::from_secs(10))
+        .await
+        .expect("a connection");
+    if !create.is_empty() {
+        let req = CreateAclsRequest::default().with_creations(
+            create
+                .iter()
+                .map(|(topic, op, perm)| {
+                    AclCreation::default()
+                        .with_resource_type(2)
+                        .with_resource_name(s(topic))
+                        .with_resource_pattern_type(3)
+                        .with_principal(s("User:ANONYMOUS"))
+                        .with_host(s("*"))
+                        .with_operation(*op)
+                        .with_permission_type(*perm)
+                })
+                .collect(),
+        );
+        let resp = conn.send("CreateAcls", &req, 3).await.expect("CreateAcls");
+        assert!(
+            resp.results.iter().all(|r| r.error_code == 0),
+            "ACLs created: {:?}",
+            resp.results
+        );
+    }
+    if !delete.is_empty() {
+        let req = DeleteAclsRequest::default().with_filters(
+            delete
+                .iter()
+                .map(|(topic, op, perm)| {
+                    DeleteAclsFilter::default()
+                        .with_resource_type_filter(2)
+                        .with_resource_name_filter(Some(s(topic)))
+                        .with_pattern_type_filter(3)
+                        .with_principal_filter(Some(s("User:ANONYMOUS")))
+                        .with_host_filter(Some(s("*")))
+                        .with_operation(*op)
+                        .with_permission_type(*perm)
+                })
+                .collect(),
+        );
+        let resp = conn.send("DeleteAcls", &req, 3).await.expect("DeleteAcls");
+        assert!(
+            resp.filter_results.iter().all(|r| r.error_code == 0),
+            "ACLs deleted: {:?}",
+            resp.filter_results
+        );
+    }
+}
+
+/// Fail closed, against a real broker: when the agent may not read one topic's
+/// `min.insync.replicas` (an ACL denies it DescribeConfigs on that topic), SafeToStop
+/// answers unsafe and names the topic, and the preStop wait holds the stop until the
+/// agent can see again — it never assumes `min.insync.replicas=1` in the dark.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn safe_to_stop_is_unsafe_while_a_topic_config_cannot_be_read() {
+    let agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_stoker-agent"));
+    let kafka = KafkaCluster::builder()
+        .brokers(2)
+        .controllers(1)
+        .with_authorizer()
+        .with_agents(agent_bin)
+        .start()
+        .await
+        .expect("a cluster with an authorizer");
+    for node in kafka.nodes() {
+        wait_http(
+            node.agent().expect("agent").admin,
+            "/readyz",
+            200,
+            Duration::from_secs(60),
+        )
+        .await;
+    }
+    let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().expect("admin");
+    let topics = [
+        NewTopic::new("open", 2, TopicReplication::Fixed(2)).set("min.insync.replicas", "1"),
+        NewTopic::new("hidden", 2, TopicReplication::Fixed(2)).set("min.insync.replicas", "1"),
+    ];
+    let created = admin
+        .create_topics(&topics, &AdminOptions::new())
+        .await
+        .expect("CreateTopics answered");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+
+    let b1 = kafka.node(1).expect("broker 1").agent().expect("agent");
+    let mut grpc1 = AgentClient::connect(b1.grpc_url()).await.expect("gRPC");
+    let ask = |mut c: AgentClient<tonic::transport::Channel>| async move {
+        c.safe_to_stop(SafeToStopRequest {
+            broker: broker(1),
+            also_stopping: vec![],
+        })
+        .await
+        .expect("an answer")
+        .into_inner()
+    };
+    // With every config readable, a full ISR is safe.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let a = ask(grpc1.clone()).await;
+        if a.safe {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never safe: {}", a.reason);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    // The agent's principal loses DescribeConfigs on `hidden` (it may still see it).
+    let allow_all = anonymous_acl("hidden", 2, 3);
+    let deny_configs = anonymous_acl("hidden", 10, 2);
+    change_acls(&kafka, &[allow_all, deny_configs.clone()], &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let blind = loop {
+        let a = ask(grpc1.clone()).await;
+        if !a.safe {
+            break a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SafeToStop stayed safe although the agent cannot read hidden's config"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        blind.reason.contains("hidden") && blind.reason.contains("could not read"),
+        "{}",
+        blind.reason
+    );
+    assert!(
+        blind
+            .unreadable
+            .iter()
+            .any(|u| u.contains("min.insync.replicas of topic hidden")),
+        "{:?}",
+        blind.unreadable
+    );
+    assert!(
+        !blind.reason.contains("topic open"),
+        "only what could not be read is named: {}",
+        blind.reason
+    );
+
+    // The preStop wait holds the stop while the agent is blind...
+    let admin_addr = b1.admin;
+    let prestop = tokio::spawn(async move { http::get(admin_addr, "/prestop").await });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(!prestop.is_finished(), "preStop let the broker stop blind");
+    // ...and lets it go once the config is readable again.
+    change_acls(&kafka, &[], &[deny_configs]).await;
+    let answer = tokio::time::timeout(Duration::from_secs(45), prestop)
+        .await
+        .expect("preStop answers once it can see")
+        .expect("the task ran")
+        .expect("an HTTP answer");
+    assert_eq!(answer.status, 200);
+    assert!(
+        answer.body.starts_with("safe to stop after"),
+        "{}",
+        answer.body
+    );
+    let _ = grpc1
+        .get_status(GetStatusRequest { broker: broker(1) })
+        .await
+        .expect("the agent still answers");
 }

@@ -180,6 +180,7 @@ pub struct KafkaClusterBuilder {
     combined: usize,
     jmx_exporter: bool,
     config: BTreeMap<String, String>,
+    node_config: BTreeMap<String, String>,
     broker_heap: String,
     agent_bin: Option<PathBuf>,
     cluster_name: String,
@@ -194,6 +195,7 @@ impl Default for KafkaClusterBuilder {
             combined: 0,
             jmx_exporter: false,
             config: BTreeMap::new(),
+            node_config: BTreeMap::new(),
             broker_heap: "-Xms128m -Xmx320m".into(),
             agent_bin: None,
             cluster_name: "kafka".into(),
@@ -251,6 +253,24 @@ impl KafkaClusterBuilder {
     pub fn config(mut self, key: &str, value: &str) -> Self {
         self.config.insert(key.to_owned(), value.to_owned());
         self
+    }
+
+    /// Sets a config key on every node, controllers included (applied last): what a
+    /// cluster-wide setting such as the authorizer needs.
+    pub fn node_config(mut self, key: &str, value: &str) -> Self {
+        self.node_config.insert(key.to_owned(), value.to_owned());
+        self
+    }
+
+    /// Turns on Kafka's `StandardAuthorizer` on every node with
+    /// `allow.everyone.if.no.acl.found=true`: every principal may do anything until a
+    /// test adds ACLs for a resource, which then hold for it.
+    pub fn with_authorizer(self) -> Self {
+        self.node_config(
+            "authorizer.class.name",
+            "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        )
+        .node_config("allow.everyone.if.no.acl.found", "true")
     }
 
     /// Formats the storage of every node, starts them and waits until every broker is
@@ -317,7 +337,11 @@ impl KafkaClusterBuilder {
                     cluster_id: &cluster_id,
                     voters: &voters,
                     log_dir: &log_dir,
-                    config: &small_box_config(role, broker_count, &self.config),
+                    config: &{
+                        let mut c = small_box_config(role, broker_count, &self.config);
+                        c.extend(self.node_config.clone());
+                        c
+                    },
                 });
                 let agent =
                     crate::agent::spawn(agent_bin, &work, id, addr, &doc, self.jmx_exporter)
@@ -326,7 +350,7 @@ impl KafkaClusterBuilder {
                 agents.insert(id, agent);
                 props
             } else {
-                let props = render_properties(
+                let mut props = render_properties(
                     &NodePlan {
                         id,
                         role,
@@ -338,6 +362,9 @@ impl KafkaClusterBuilder {
                     },
                     &self.config,
                 );
+                for (k, v) in &self.node_config {
+                    props.push_str(&format!("{k}={v}\n"));
+                }
                 work.write(&format!("node-{id}/server.properties"), props)?
             };
             prepared.push((id, role, addr, properties, log_dir));

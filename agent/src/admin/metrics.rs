@@ -54,8 +54,12 @@ pub struct Metrics {
     pub live_brokers: IntGauge,
     /// 1 when /readyz answers 200.
     pub ready: IntGauge,
-    /// Scrapes of the JMX exporter that failed.
+    /// Samples of the JMX exporter that failed.
     pub jmx_scrape_failures: IntCounter,
+    /// Age of the JMX sample /metrics serves (-1: none yet).
+    jmx_sample_age: Gauge,
+    /// How long the JMX exporter took to answer the served sample.
+    jmx_sample_duration: Gauge,
     /// 1 after a shutdown that left Kafka's clean-shutdown marker, 0 after an unclean one, -1 before any.
     pub last_shutdown_clean: IntGauge,
     log_dirs: Vec<PathBuf>,
@@ -102,7 +106,7 @@ impl Metrics {
         };
         let jmx_scrape_failures = IntCounter::with_opts(Opts::new(
             "stoker_agent_jmx_scrape_failures_total",
-            "Scrapes of the Kafka container's JMX exporter that failed.",
+            "Samples of the Kafka container's JMX exporter that failed.",
         ))
         .expect("metric names are valid");
         registry
@@ -173,6 +177,14 @@ impl Metrics {
                 "stoker_broker_last_shutdown_clean",
                 "1 clean, 0 unclean, -1 no shutdown seen by this agent.",
             ),
+            jmx_sample_age: float(
+                "stoker_agent_jmx_sample_age_seconds",
+                "Age of the JMX exporter sample whose series this scrape carries (-1: none yet).",
+            ),
+            jmx_sample_duration: float(
+                "stoker_agent_jmx_sample_duration_seconds",
+                "How long the JMX exporter took to answer for that sample.",
+            ),
             jmx_scrape_failures,
             registry,
             log_dirs,
@@ -182,7 +194,19 @@ impl Metrics {
         m.broker_state.set(-1);
         m.controller_id.set(-1);
         m.last_shutdown_clean.set(-1);
+        m.jmx_sample_age.set(-1.0);
         m
+    }
+
+    /// Records the age and cost of the JMX sample about to be served.
+    pub fn observe_jmx_sample(&self, sample: Option<&crate::state::JmxSample>) {
+        match sample {
+            Some(s) => {
+                self.jmx_sample_age.set(s.taken.elapsed().as_secs_f64());
+                self.jmx_sample_duration.set(s.took.as_secs_f64());
+            }
+            None => self.jmx_sample_age.set(-1.0),
+        }
     }
 
     /// The identity labels.

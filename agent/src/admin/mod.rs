@@ -7,8 +7,8 @@
 //! - `GET /readyz`: 200 when the broker is up: reachable on its internal listener,
 //!   registered, not recovering, not shutting down; 503 with the reasons otherwise.
 //! - `GET /healthz`: every check, its result and why, as JSON.
-//! - `GET /metrics`: Prometheus text: the agent's registry plus the JMX exporter's
-//!   series, re-labelled.
+//! - `GET /metrics`: Prometheus text: the agent's registry plus the last sample of the
+//!   JMX exporter's series, re-labelled (sampled in the background, never on a scrape).
 //! - `GET /prestop`: the Kafka container's preStop hook: turns not-ready and waits,
 //!   bounded, until stopping is safe.
 //! - `POST /prepare-shutdown`: turns not-ready.
@@ -16,7 +16,7 @@
 pub mod jmx;
 pub mod metrics;
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use axum::{
     Json, Router,
@@ -26,7 +26,7 @@ use axum::{
     routing::{get, post},
 };
 
-use crate::state::{Shared, error_chain};
+use crate::{guard, state::Shared};
 
 /// Builds the router.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -81,18 +81,13 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
             "not started\n".to_owned(),
         );
     };
+    // The JMX exporter's series come from the last background sample: a scrape never
+    // waits for the exporter, and the sample's age says how fresh they are.
+    let sample = shared.jmx_sample();
+    running.metrics.observe_jmx_sample(sample.as_ref());
     let mut text = running.metrics.encode();
-    if let Some(url) = &shared.jmx_exporter_url {
-        match jmx::fetch(url).await {
-            Ok(jmx_text) => text.push_str(&metrics::relabel_exposition(
-                &jmx_text,
-                running.metrics.labels(),
-            )),
-            Err(e) => {
-                running.metrics.jmx_scrape_failures.inc();
-                tracing::debug!(error = %error_chain(&e), "JMX exporter not readable");
-            }
-        }
+    if let Some(sample) = sample {
+        text.push_str(&sample.relabelled);
     }
     (
         StatusCode::OK,
@@ -106,55 +101,16 @@ async fn prepare_shutdown(State(shared): State<Arc<Shared>>) -> &'static str {
     "not ready\n"
 }
 
-/// Turns not-ready, then waits until stopping the broker keeps every partition at or
-/// above min ISR (and a controller majority caught up), at most the shutdown timeout
-/// or until a second SIGTERM. Always answers 200 so the kubelet proceeds to SIGTERM;
-/// the body and the log say whether the stop was safe.
+/// The Kafka container's preStop hook ([`guard::prestop`]). Always answers 200 so the
+/// kubelet proceeds to SIGTERM; the body and the log say whether the stop was safe.
 async fn prestop(State(shared): State<Arc<Shared>>) -> String {
-    shared.begin_shutdown("preStop hook");
-    let Some(running) = shared.running().cloned() else {
-        return "the broker never started; nothing to protect\n".into();
-    };
-    let started = tokio::time::Instant::now();
-    let deadline = started + shared.shutdown_timeout;
-    loop {
-        let last = match running.safe_to_stop(&[]).await {
-            Ok(decision) if decision.safe() => {
-                let waited = started.elapsed();
-                tracing::info!(
-                    waited_ms = waited.as_millis() as u64,
-                    "Safe to stop; letting Kafka shut down"
-                );
-                return format!("safe to stop after {waited:?}\n");
-            }
-            Ok(decision) => decision.reason(),
-            Err(e) if running.observation().reachable.is_err() => {
-                tracing::info!(reason = %e, "Broker unreachable; nothing left to protect");
-                return "the broker is not serving; nothing to protect\n".into();
-            }
-            Err(e) => e,
-        };
-        if shared.force_stop_requested() {
-            tracing::warn!(unsafe_because = %last, "Second SIGTERM: stopping although it is not safe");
-            return format!("stopping on a second SIGTERM although: {last}\n");
-        }
-        if tokio::time::Instant::now() >= deadline {
-            tracing::warn!(timeout_s = shared.shutdown_timeout.as_secs(), unsafe_because = %last, "Shutdown timeout: stopping although it is not safe");
-            return format!(
-                "stopping after the {:?} timeout although: {last}\n",
-                shared.shutdown_timeout
-            );
-        }
-        tracing::info!(waiting_for = %last, "Not safe to stop yet");
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-            () = shared.force_notify.notified() => {}
-        }
-    }
+    guard::prestop(&shared).await
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use http_body_util::BodyExt;
     use tower::ServiceExt;
 

@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, time::Duration};
 use kafka_protocol::{
     ResponseError,
     messages::{
-        DescribeConfigsRequest, DescribeQuorumRequest, IncrementalAlterConfigsRequest,
-        MetadataRequest, TopicName,
+        DescribeConfigsRequest, DescribeLogDirsRequest, DescribeQuorumRequest,
+        IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
         describe_configs_request::DescribeConfigsResource,
         describe_quorum_request::{PartitionData, TopicData},
         incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
@@ -17,18 +17,17 @@ use kafka_protocol::{
 };
 
 use super::wire::{Connection, WireError};
-use crate::safety::{PartitionView, VoterView};
+use crate::safety::{MinIsr, PartitionView, VoterView};
 
 const METADATA_VERSION: i16 = 12;
 const DESCRIBE_CONFIGS_VERSION: i16 = 4;
 const INCREMENTAL_ALTER_CONFIGS_VERSION: i16 = 1;
 const DESCRIBE_QUORUM_VERSION: i16 = 1;
+const DESCRIBE_LOG_DIRS_VERSION: i16 = 4;
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
-/// The broker default when a topic's config cannot be read.
-const DEFAULT_MIN_ISR: i32 = 1;
 
 /// A failed admin call.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +60,9 @@ pub struct Snapshot {
     pub leaders: Vec<i32>,
     /// Offline replicas of each partition, in the order of `partitions`.
     pub offline_replicas: Vec<Vec<i32>>,
+    /// What the snapshot could not read (a topic whose metadata carried an error), in
+    /// words: the safety rule treats any of it as unsafe.
+    pub unreadable: Vec<String>,
 }
 
 impl Snapshot {
@@ -161,14 +163,22 @@ impl BrokerClient {
             let Some(name) = t.name.as_ref().map(|n| n.0.to_string()) else {
                 continue;
             };
-            let topic_min_isr = min_isr.get(&name).copied().unwrap_or(DEFAULT_MIN_ISR);
+            // A topic-level error means its partitions are not known for sure.
+            if let Some(error) = ResponseError::try_from_code(t.error_code) {
+                snap.unreadable
+                    .push(format!("the partitions of topic {name} ({error})"));
+                continue;
+            }
+            let topic_min_isr = min_isr.get(&name).cloned().unwrap_or_else(|| {
+                MinIsr::Unknown("not in the broker's DescribeConfigs answer".into())
+            });
             for p in &t.partitions {
                 snap.partitions.push(PartitionView {
                     topic: name.clone(),
                     partition: p.partition_index,
                     replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
                     isr: p.isr_nodes.iter().map(|b| b.0).collect(),
-                    min_isr: topic_min_isr,
+                    min_isr: topic_min_isr.clone(),
                 });
                 snap.leaders.push(p.leader_id.0);
                 snap.offline_replicas
@@ -178,11 +188,13 @@ impl BrokerClient {
         Ok(snap)
     }
 
+    /// Each topic's effective min.insync.replicas, or why it could not be read (never
+    /// a default in its place: an unreadable config is an unknown, not a 1).
     async fn topic_min_isr(
         &self,
         conn: &mut Connection,
         topics: &[String],
-    ) -> Result<BTreeMap<String, i32>, KafkaError> {
+    ) -> Result<BTreeMap<String, MinIsr>, KafkaError> {
         let mut out = BTreeMap::new();
         // One request per 500 topics keeps each response small.
         for chunk in topics.chunks(500) {
@@ -205,17 +217,61 @@ impl BrokerClient {
                 )
                 .await?;
             for r in resp.results {
-                let value = r
-                    .configs
-                    .iter()
-                    .find(|c| c.name.as_str() == "min.insync.replicas")
-                    .and_then(|c| c.value.as_ref())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(DEFAULT_MIN_ISR);
+                let value = if let Some(error) = ResponseError::try_from_code(r.error_code) {
+                    MinIsr::Unknown(match r.error_message {
+                        Some(m) => format!("{error}: {m}"),
+                        None => error.to_string(),
+                    })
+                } else {
+                    match r
+                        .configs
+                        .iter()
+                        .find(|c| c.name.as_str() == "min.insync.replicas")
+                        .map(|c| c.value.as_ref().map(|v| v.as_str().parse::<i32>()))
+                    {
+                        Some(Some(Ok(n))) => MinIsr::Known(n),
+                        Some(Some(Err(_))) => MinIsr::Unknown("its value is not a number".into()),
+                        Some(None) => MinIsr::Unknown("the broker gave no value".into()),
+                        None => MinIsr::Unknown("the broker did not return it".into()),
+                    }
+                };
                 out.insert(r.resource_name.to_string(), value);
             }
         }
         Ok(out)
+    }
+
+    /// The topics whose replicas broker `id` hosts in its log dirs (DescribeLogDirs on
+    /// the broker itself). A log dir the broker reports offline is an error: what it
+    /// holds cannot be listed.
+    pub async fn hosted_topics(&self) -> Result<std::collections::BTreeSet<String>, KafkaError> {
+        let mut conn = self.connect().await?;
+        let resp = conn
+            .send(
+                "DescribeLogDirs",
+                &DescribeLogDirsRequest::default().with_topics(None),
+                DESCRIBE_LOG_DIRS_VERSION,
+            )
+            .await?;
+        if let Some(error) = ResponseError::try_from_code(resp.error_code) {
+            return Err(KafkaError::Refused {
+                api: "DescribeLogDirs",
+                error,
+                message: None,
+            });
+        }
+        let mut topics = std::collections::BTreeSet::new();
+        for dir in resp.results {
+            if let Some(error) = ResponseError::try_from_code(dir.error_code) {
+                return Err(KafkaError::Refused {
+                    api: "DescribeLogDirs",
+                    error,
+                    message: Some(format!("log dir {}", dir.log_dir.as_str())),
+                });
+            }
+            topics.extend(dir.topics.into_iter().map(|t| t.name.0.to_string()));
+        }
+        Ok(topics)
     }
 
     /// Every config of broker `id` with whether it is read-only (static).

@@ -10,7 +10,11 @@ use stoker_proto::agent::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::state::{ReconfigureError, Running, Shared, error_chain};
+use crate::{
+    guard::StopAnswer,
+    reconfigure::apply::ReconfigureError,
+    state::{Running, Shared, error_chain},
+};
 
 /// The service implementation.
 #[derive(Debug, Clone)]
@@ -113,6 +117,7 @@ impl Agent for AgentService {
             out_of_sync_partitions: u32::try_from(obs.out_of_sync).unwrap_or(u32::MAX),
             quorum_leader: obs.quorum_leader,
             rack: running.rack.clone(),
+            pending_config_hash: in_force.pending_hash,
         }))
     }
 
@@ -121,28 +126,26 @@ impl Agent for AgentService {
         request: Request<SafeToStopRequest>,
     ) -> Result<Response<SafeToStopResponse>, Status> {
         let running = self.running_for(request.get_ref().broker.as_ref())?;
-        let response = match running.safe_to_stop(&request.get_ref().also_stopping).await {
-            Ok(decision) => SafeToStopResponse {
-                broker: Some(running.broker.clone()),
-                safe: decision.safe(),
-                reason: decision.reason(),
-                blocking_partitions: decision
-                    .blocking
-                    .iter()
-                    .map(|b| BlockingPartition {
-                        topic: b.partition.topic.clone(),
-                        partition: b.partition.partition,
-                        isr: b.partition.isr.clone(),
-                        min_insync_replicas: b.partition.min_isr,
-                    })
-                    .collect(),
-            },
-            Err(reason) => SafeToStopResponse {
-                broker: Some(running.broker.clone()),
-                safe: false,
-                reason,
-                blocking_partitions: vec![],
-            },
+        let answer = running.safe_to_stop(&request.get_ref().also_stopping).await;
+        let blocking_partitions = match &answer {
+            StopAnswer::Decided(d) => d
+                .blocking
+                .iter()
+                .map(|b| BlockingPartition {
+                    topic: b.partition.topic.clone(),
+                    partition: b.partition.partition,
+                    isr: b.partition.isr.clone(),
+                    min_insync_replicas: b.partition.min_isr.or_unknown(),
+                })
+                .collect(),
+            StopAnswer::Quorum(_) | StopAnswer::Unknown(_) => Vec::new(),
+        };
+        let response = SafeToStopResponse {
+            broker: Some(running.broker.clone()),
+            safe: answer.safe(),
+            reason: answer.reason(),
+            blocking_partitions,
+            unreadable: answer.unreadable(),
         };
         Ok(Response::new(response))
     }

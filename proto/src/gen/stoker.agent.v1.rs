@@ -161,6 +161,11 @@ pub struct BrokerStatus {
     /// The broker.rack this broker runs with; empty when it has none.
     #[prost(string, tag = "11")]
     pub rack: ::prost::alloc::string::String,
+    /// Hash of the last desired config sent with Reconfigure whose static keys wait for a
+    /// restart (restart_needed_keys); empty when nothing waits. A coordinator that sees
+    /// this hash already told the agent about that config.
+    #[prost(string, tag = "12")]
+    pub pending_config_hash: ::prost::alloc::string::String,
 }
 /// Asks whether the broker may stop now.
 #[allow(clippy::all)]
@@ -207,6 +212,11 @@ pub struct SafeToStopResponse {
     /// The partitions that block the stop.
     #[prost(message, repeated, tag = "4")]
     pub blocking_partitions: ::prost::alloc::vec::Vec<BlockingPartition>,
+    /// Facts the safety rule needs that could not be read (a topic's config, a
+    /// partition's ISR, the quorum's state), each in words; any of them makes the answer
+    /// unsafe.
+    #[prost(string, repeated, tag = "5")]
+    pub unreadable: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// A new desired config for the running broker.
 #[allow(clippy::all)]

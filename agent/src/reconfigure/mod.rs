@@ -1,6 +1,9 @@
-//! Planning a live config change: which keys of a new desired config can be applied
-//! to the running broker (dynamic keys, by incremental AlterConfigs), and which need
-//! a restart (static keys, and everything about the node's topology). Pure.
+//! A live config change. [`plan`] (pure) says which keys of a new desired config can
+//! be applied to the running broker (dynamic keys, by incremental AlterConfigs) and
+//! which need a restart (static keys, and everything about the node's topology);
+//! [`apply`] carries it out against the broker, key by key.
+
+pub mod apply;
 
 use std::collections::BTreeMap;
 
