@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod agents;
 pub mod args;
+pub mod context;
 pub mod controller;
 pub mod crd;
 pub mod events;
@@ -115,19 +116,12 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
         .instrument(info_span!("api_check")),
     );
 
-    let metrics = Arc::new(metrics::ControllerMetrics::new(
-        &state.registry,
-        controller::kafka_cluster::CONTROLLER_NAME,
-    ));
-    let topic_metrics = Arc::new(metrics::ControllerMetrics::new(
-        &state.registry,
-        controller::kafka_topic::CONTROLLER_NAME,
-    ));
-    let user_metrics = Arc::new(metrics::ControllerMetrics::new(
-        &state.registry,
-        controller::kafka_user::CONTROLLER_NAME,
-    ));
     let controller_client = kube_client::connect(requests).await?;
+    let ctx = context::Context::new(
+        controller_client.clone(),
+        a.agent_image.clone(),
+        &state.registry,
+    );
     // With leader election, the controllers run only while this replica holds the Lease.
     let (leader_tx, mut leader_rx) = tokio::sync::watch::channel(!a.leader_election);
     let mut lease_task = if a.leader_election {
@@ -149,26 +143,16 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
         None
     };
     let controller_token = token.clone();
-    let agent_image = a.agent_image.clone();
     let controller_task = tokio::spawn(
         async move {
             if leader_rx.wait_for(|l| *l).await.is_err() {
                 return;
             }
-            info!(agent_image = %agent_image, "KafkaCluster, KafkaTopic and KafkaUser controllers started");
+            info!(agent_image = %ctx.agent_image, "KafkaCluster, KafkaTopic and KafkaUser controllers started");
             tokio::join!(
-                controller::kafka_cluster::run(
-                    controller_client.clone(),
-                    agent_image,
-                    metrics,
-                    controller_token.clone()
-                ),
-                controller::kafka_topic::run(
-                    controller_client.clone(),
-                    topic_metrics,
-                    controller_token.clone()
-                ),
-                controller::kafka_user::run(controller_client, user_metrics, controller_token),
+                controller::kafka_cluster::run(ctx.clone(), controller_token.clone()),
+                controller::kafka_topic::run(ctx.clone(), controller_token.clone()),
+                controller::kafka_user::run(ctx, controller_token),
             );
         }
         .instrument(info_span!(

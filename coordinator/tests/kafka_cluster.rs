@@ -5,20 +5,19 @@
 //! removed broker's Pod goes and its PVCs stay; an unchanged cluster reconciled
 //! repeatedly makes no writes; a restarted controller converges with no duplicates.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::{
-    api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service},
-    apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
-};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
 use kube::{
     Api, Client, ResourceExt,
     api::{ListParams, Patch, PatchParams, PostParams},
-    runtime::{conditions, wait::await_condition, watcher},
+    runtime::watcher,
 };
-use stoker_coordinator::{crd::v1alpha1::KafkaCluster, metrics::ControllerMetrics};
-use stoker_testenv::ControlPlane;
+use stoker_coordinator::{
+    context::Context, crd::v1alpha1::KafkaCluster, metrics::ControllerMetrics,
+};
+use stoker_testenv::KubeEnv;
 use tokio_util::sync::CancellationToken;
 
 const NS: &str = "alerting";
@@ -28,46 +27,22 @@ fn example() -> KafkaCluster {
         .expect("the example parses")
 }
 
-async fn install_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for doc in
-        serde_yaml::Deserializer::from_str(include_str!("../../deploy/crds/kafka.stoker.io.yaml"))
-    {
-        let crd: CustomResourceDefinition = serde::Deserialize::deserialize(doc).expect("a CRD");
-        let name = crd.name_any();
-        crds.patch(
-            &name,
-            &PatchParams::apply("stoker-test").force(),
-            &Patch::Apply(&crd),
-        )
-        .await
-        .expect("the CRD installs");
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            await_condition(crds.clone(), &name, conditions::is_crd_established()),
-        )
-        .await
-        .expect("established in time")
-        .expect("watchable");
-    }
-}
-
 fn start_controller(
     client: Client,
 ) -> (
     CancellationToken,
     tokio::task::JoinHandle<()>,
-    Arc<ControllerMetrics>,
+    ControllerMetrics,
 ) {
     let token = CancellationToken::new();
-    let metrics = Arc::new(ControllerMetrics::new(
-        &prometheus::Registry::new(),
-        "kafkacluster",
-    ));
-    let handle = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+    let ctx = Context::new(
         client,
         "stoker-agent:test".into(),
-        metrics.clone(),
+        &prometheus::Registry::new(),
+    );
+    let metrics = ctx.metrics.kafka_cluster.clone();
+    let handle = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+        ctx,
         token.clone(),
     ));
     (token, handle, metrics)
@@ -93,10 +68,12 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server() {
-    let plane = ControlPlane::start().await.expect("control plane");
-    let client = plane.client().await.expect("client");
-    install_crds(&client).await;
-    plane.create_namespace(NS).await.expect("namespace");
+    let KubeEnv {
+        plane: _plane,
+        client,
+    } = KubeEnv::start(&[NS])
+        .await
+        .expect("control plane with CRDs");
 
     let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
     // The API server's own checks (schema and CEL) reject what they can.
@@ -548,14 +525,17 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
 /// PodDisruptionBudget from `disruptionBudget`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_headless_cluster_gets_one_service_stable_pod_names_and_its_budget() {
-    let plane = ControlPlane::start_with(stoker_testenv::control_plane::ControlPlaneOptions {
-        controller_manager: false,
-    })
+    let KubeEnv {
+        plane: _plane,
+        client,
+    } = KubeEnv::start_with(
+        stoker_testenv::control_plane::ControlPlaneOptions {
+            controller_manager: false,
+        },
+        &[NS],
+    )
     .await
-    .expect("control plane");
-    let client = plane.client().await.expect("client");
-    install_crds(&client).await;
-    plane.create_namespace(NS).await.expect("namespace");
+    .expect("control plane with CRDs");
     let mut kc = example();
     kc.spec.headless_service_enabled = true;
     kc.spec.disruption_budget = Some(stoker_coordinator::crd::v1alpha1::DisruptionBudget {

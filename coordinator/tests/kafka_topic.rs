@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use kube::{
     Api,
@@ -12,9 +12,8 @@ use stoker_coordinator::{
     controller::cluster_ref::BOOTSTRAP_ANNOTATION,
     crd::v1alpha1::{KafkaCluster, KafkaTopic},
     kafka_admin::{KafkaAdmin, NewTopicSpec},
-    metrics::ControllerMetrics,
 };
-use stoker_testenv::{ControlPlane, KafkaCluster as TestKafka, control_plane::ControlPlaneOptions};
+use stoker_testenv::{KafkaCluster as TestKafka, KubeEnv, control_plane::ControlPlaneOptions};
 use tokio_util::sync::CancellationToken;
 
 use support::{ready, status_where};
@@ -35,17 +34,17 @@ fn topic(name: &str, topic: &str, partitions: i32, rf: i32, config: &[(&str, &st
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_are_created_grown_corrected_adopted_and_refused_against_real_kafka() {
-    let plane = ControlPlane::start_with(ControlPlaneOptions {
-        controller_manager: false,
-    })
+    let KubeEnv {
+        plane: _plane,
+        client,
+    } = KubeEnv::start_with(
+        ControlPlaneOptions {
+            controller_manager: false,
+        },
+        &[NS],
+    )
     .await
-    .expect("control plane");
-    plane
-        .apply_crds(include_str!("../../deploy/crds/kafka.stoker.io.yaml"))
-        .await
-        .expect("CRDs");
-    let client = plane.client().await.expect("client");
-    plane.create_namespace(NS).await.expect("namespace");
+    .expect("control plane with CRDs");
     let mut kafka = TestKafka::builder()
         .brokers(3)
         .controllers(1)
@@ -67,13 +66,8 @@ async fn topics_are_created_grown_corrected_adopted_and_refused_against_real_kaf
         .expect("cluster");
 
     let token = CancellationToken::new();
-    let metrics = Arc::new(ControllerMetrics::new(
-        &prometheus::Registry::new(),
-        "kafkatopic",
-    ));
     let controller = tokio::spawn(stoker_coordinator::controller::kafka_topic::run(
-        client.clone(),
-        metrics,
+        support::context(client.clone()),
         token.clone(),
     ));
     let topics: Api<KafkaTopic> = Api::namespaced(client.clone(), NS);

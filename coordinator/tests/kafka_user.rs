@@ -5,7 +5,7 @@
 
 mod support;
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
@@ -23,9 +23,8 @@ use stoker_coordinator::{
     controller::cluster_ref::BOOTSTRAP_ANNOTATION,
     crd::v1alpha1::{KafkaCluster, KafkaUser, KafkaUserStatus},
     kafka_admin::{KafkaAdmin, users::SCRAM_SHA_512},
-    metrics::ControllerMetrics,
 };
-use stoker_testenv::{ControlPlane, KafkaCluster as TestKafka, control_plane::ControlPlaneOptions};
+use stoker_testenv::{KafkaCluster as TestKafka, KubeEnv, control_plane::ControlPlaneOptions};
 use tokio_util::sync::CancellationToken;
 
 use support::{ready, status_where};
@@ -115,17 +114,17 @@ async fn secret_password(secrets: &Api<Secret>, name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn users_get_scram_credentials_exact_acls_and_quotas_against_real_kafka() {
-    let plane = ControlPlane::start_with(ControlPlaneOptions {
-        controller_manager: false,
-    })
+    let KubeEnv {
+        plane: _plane,
+        client,
+    } = KubeEnv::start_with(
+        ControlPlaneOptions {
+            controller_manager: false,
+        },
+        &[NS],
+    )
     .await
-    .expect("control plane");
-    plane
-        .apply_crds(include_str!("../../deploy/crds/kafka.stoker.io.yaml"))
-        .await
-        .expect("CRDs");
-    let client = plane.client().await.expect("client");
-    plane.create_namespace(NS).await.expect("namespace");
+    .expect("control plane with CRDs");
     let kafka = TestKafka::builder()
         .brokers(1)
         .controllers(1)
@@ -160,13 +159,8 @@ async fn users_get_scram_credentials_exact_acls_and_quotas_against_real_kafka() 
     }
 
     let token = CancellationToken::new();
-    let metrics = Arc::new(ControllerMetrics::new(
-        &prometheus::Registry::new(),
-        "kafkauser",
-    ));
     let controller = tokio::spawn(stoker_coordinator::controller::kafka_user::run(
-        client.clone(),
-        metrics,
+        support::context(client.clone()),
         token.clone(),
     ));
     let users: Api<KafkaUser> = Api::namespaced(client.clone(), NS);

@@ -20,6 +20,7 @@ pub mod agent;
 pub mod control_plane;
 pub mod http;
 pub mod kafka;
+pub mod kube_env;
 pub mod net;
 pub mod pod_runtime;
 pub mod proc_stats;
@@ -31,6 +32,7 @@ use std::path::PathBuf;
 
 pub use control_plane::ControlPlane;
 pub use kafka::{KafkaCluster, KafkaClusterBuilder, NodeRole};
+pub use kube_env::KubeEnv;
 pub use pod_runtime::{PodRuntime, PodRuntimeOptions};
 pub use process::ManagedProcess;
 pub use prometheus::{Alertmanager, Prometheus, WebhookReceiver};

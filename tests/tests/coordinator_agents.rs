@@ -7,7 +7,7 @@
 //! coordinator creates: it reports them Running with the address of the matching
 //! test broker (whose agent listens there), as a kubelet would report the Pod IP.
 
-use std::{sync::Arc, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{
@@ -18,11 +18,9 @@ use rdkafka::{
     admin::{AdminClient, AdminOptions, ResourceSpecifier},
     client::DefaultClientContext,
 };
-use stoker_coordinator::{
-    crd::v1alpha1::KafkaCluster as KafkaClusterResource, metrics::ControllerMetrics,
-};
+use stoker_coordinator::{context::Context, crd::v1alpha1::KafkaCluster as KafkaClusterResource};
 use stoker_testenv::{
-    ControlPlane, KafkaCluster, agent::TEST_NAMESPACE, control_plane::ControlPlaneOptions,
+    KafkaCluster, KubeEnv, agent::TEST_NAMESPACE, control_plane::ControlPlaneOptions,
     workspace_binary,
 };
 use tokio_util::sync::CancellationToken;
@@ -49,20 +47,17 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_coordinator_reads_agent_status_and_applies_dynamic_config_live() {
-    let plane = ControlPlane::start_with(ControlPlaneOptions {
-        controller_manager: false,
-    })
+    let KubeEnv {
+        plane: _plane,
+        client,
+    } = KubeEnv::start_with(
+        ControlPlaneOptions {
+            controller_manager: false,
+        },
+        &[TEST_NAMESPACE],
+    )
     .await
-    .expect("control plane");
-    plane
-        .apply_crds(include_str!("../../deploy/crds/kafka.stoker.io.yaml"))
-        .await
-        .expect("CRDs");
-    let client = plane.client().await.expect("client");
-    plane
-        .create_namespace(TEST_NAMESPACE)
-        .await
-        .expect("namespace");
+    .expect("control plane with CRDs");
 
     let kafka = KafkaCluster::builder()
         .brokers(3)
@@ -91,14 +86,13 @@ async fn the_coordinator_reads_agent_status_and_applies_dynamic_config_live() {
         .expect("cluster id");
 
     let token = CancellationToken::new();
-    let metrics = Arc::new(ControllerMetrics::new(
-        &prometheus::Registry::new(),
-        "kafkacluster",
-    ));
-    let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+    let ctx = Context::new(
         client.clone(),
         "stoker-agent:test".into(),
-        metrics,
+        &prometheus::Registry::new(),
+    );
+    let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+        ctx,
         token.clone(),
     ));
 

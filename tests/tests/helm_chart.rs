@@ -2,7 +2,7 @@
 //! objects a real API server accepts, and the RBAC it grants is enough: the controller
 //! and the leader election run as the chart's ServiceAccount and reconcile the example.
 
-use std::{process::Command, sync::Arc, time::Duration};
+use std::{process::Command, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -15,7 +15,7 @@ use kube::{
     core::GroupVersionKind,
     discovery::{self, Scope},
 };
-use stoker_coordinator::{crd::v1alpha1::KafkaCluster, metrics::ControllerMetrics};
+use stoker_coordinator::{context::Context, crd::v1alpha1::KafkaCluster};
 use stoker_testenv::{
     ControlPlane,
     control_plane::{ControlPlaneOptions, client_from_kubeconfig},
@@ -182,14 +182,13 @@ async fn the_chart_installs_and_its_rbac_runs_the_coordinator() {
 
     // The controller, as the chart's ServiceAccount, reconciles the example fully.
     let token = CancellationToken::new();
-    let metrics = Arc::new(ControllerMetrics::new(
-        &prometheus::Registry::new(),
-        "kafkacluster",
-    ));
-    let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+    let ctx = Context::new(
         as_coordinator,
         "stoker-agent:test".into(),
-        metrics.clone(),
+        &prometheus::Registry::new(),
+    );
+    let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+        ctx,
         token.clone(),
     ));
     let example: KafkaCluster =

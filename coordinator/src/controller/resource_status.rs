@@ -1,8 +1,8 @@
-//! What the KafkaTopic and KafkaUser controllers share about status and Events: both
-//! keep `conditions` and `observedGeneration`, write their status by server-side apply
-//! (only when it changed), and publish an Event for every new reason.
+//! What every controller shares about status and Events: each resource keeps
+//! `conditions` and `observedGeneration`, writes its status by server-side apply under
+//! one field manager (only when it changed), and publishes an Event for every decision.
 
-use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::{NamespaceResourceScope, api::core::v1::ObjectReference};
 use kube::{
     Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
@@ -11,14 +11,17 @@ use kube::{
 use serde::Serialize;
 use tracing::warn;
 
-use super::kafka_cluster::{
-    build::FIELD_MANAGER,
-    status::{now, set_condition},
-};
+use super::conditions::{READY, now, set_condition};
 use crate::{
-    crd::v1alpha1::{Condition, KafkaTopic, KafkaTopicStatus, KafkaUser, KafkaUserStatus},
+    crd::v1alpha1::{
+        Condition, KafkaCluster, KafkaClusterStatus, KafkaTopic, KafkaTopicStatus, KafkaUser,
+        KafkaUserStatus,
+    },
     events::Publisher,
 };
+
+/// The field manager of every object and status Stoker writes.
+pub const FIELD_MANAGER: &str = "stoker-coordinator";
 
 /// A status with conditions and the generation they describe.
 pub trait StatusConditions: Clone + Default + PartialEq + Serialize + std::fmt::Debug {
@@ -66,6 +69,7 @@ macro_rules! with_conditions {
     };
 }
 
+with_conditions!(KafkaCluster, KafkaClusterStatus);
 with_conditions!(KafkaTopic, KafkaTopicStatus);
 with_conditions!(KafkaUser, KafkaUserStatus);
 
@@ -74,39 +78,80 @@ pub fn ready<S: StatusConditions>(status: &S) -> Option<(&str, &str, &str)> {
     status
         .conditions()
         .iter()
-        .find(|c| c.type_ == "Ready")
+        .find(|c| c.type_ == READY)
         .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
 }
 
-/// Publishes an Event about `obj` (a failure to publish is logged, never an error).
-pub async fn publish<K: Resource<DynamicType = ()>>(
-    recorder: &Publisher,
-    obj: &K,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: "Reconciling".into(),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
-        warn!(error = %e, "Failed to publish an Event");
+/// An Event about a resource: its type, reason, the action taken, and what a person
+/// should know; `related` names a second object (a broker's Pod).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Note {
+    /// Normal or Warning.
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: String,
+    /// What was being done, a verb (`Rolling`, `Reconciling`).
+    pub action: String,
+    /// The message.
+    pub note: String,
+    /// A related object (for broker Events, the broker's Pod).
+    pub related: Option<ObjectReference>,
+}
+
+impl Note {
+    /// A Normal Event.
+    pub fn normal(reason: &str, action: &str, note: impl Into<String>) -> Self {
+        Self {
+            warning: false,
+            reason: reason.to_owned(),
+            action: action.to_owned(),
+            note: note.into(),
+            related: None,
+        }
+    }
+
+    /// A Warning Event.
+    pub fn warning(reason: &str, action: &str, note: impl Into<String>) -> Self {
+        Self {
+            warning: true,
+            ..Self::normal(reason, action, note)
+        }
+    }
+
+    /// The same Event, related to `object`.
+    #[must_use]
+    pub fn about(mut self, object: ObjectReference) -> Self {
+        self.related = Some(object);
+        self
     }
 }
 
-/// Writes `status` by server-side apply, unless it is what `obj` already has.
-pub async fn patch<K: WithConditions>(
+/// Publishes `note` about `obj` (a failure to publish is logged, never an error: an
+/// Event is a report, not a step of the reconcile).
+pub async fn publish<K: Resource<DynamicType = ()>>(recorder: &Publisher, obj: &K, note: Note) {
+    let ev = Event {
+        type_: if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: note.reason,
+        note: Some(note.note),
+        action: note.action,
+        secondary: note.related,
+    };
+    if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
+        warn!(error = %e, reason = %ev.reason, "Failed to publish an Event");
+    }
+}
+
+/// Writes `status` by server-side apply (whatever the object already has) and returns
+/// the object as the API server stored it.
+pub async fn write<K: WithConditions>(
     client: &kube::Client,
     obj: &K,
-    status: K::Status,
-) -> Result<(), kube::Error> {
-    if obj.status() == Some(&status) {
-        return Ok(());
-    }
+    status: &K::Status,
+) -> Result<K, kube::Error> {
     let api: Api<K> = Api::namespaced(client.clone(), &obj.namespace().unwrap_or_default());
     let body = serde_json::json!({
         "apiVersion": K::api_version(&()),
@@ -118,7 +163,19 @@ pub async fn patch<K: WithConditions>(
         &PatchParams::apply(FIELD_MANAGER).force(),
         &Patch::Apply(&body),
     )
-    .await?;
+    .await
+}
+
+/// Writes `status` by server-side apply, unless it is what `obj` already has.
+pub async fn patch<K: WithConditions>(
+    client: &kube::Client,
+    obj: &K,
+    status: K::Status,
+) -> Result<(), kube::Error> {
+    if obj.status() == Some(&status) {
+        return Ok(());
+    }
+    write(client, obj, &status).await?;
     Ok(())
 }
 
@@ -136,7 +193,7 @@ pub async fn not_ready<K: WithConditions>(
     st.set_observed_generation(obj.meta().generation);
     set_condition(
         st.conditions_mut(),
-        "Ready",
+        READY,
         false,
         reason,
         &message,
@@ -146,7 +203,7 @@ pub async fn not_ready<K: WithConditions>(
     patch(client, obj, st).await?;
     if is_new {
         warn!(kind = %K::kind(&()), reason, message = %message, "Not ready");
-        publish(recorder, obj, EventType::Warning, reason, message).await;
+        publish(recorder, obj, Note::warning(reason, "Reconciling", message)).await;
     }
     Ok(())
 }

@@ -300,10 +300,8 @@ async fn create_topics(
                 .topics
                 .iter()
                 .find(|r| r.name.as_str() == t.name)
-                .ok_or_else(|| AdminError::Refused {
+                .ok_or(AdminError::NoAnswer {
                     operation: "create the topic",
-                    error: "no answer for the topic".into(),
-                    message: None,
                 })?;
             if ResponseError::try_from_code(r.error_code) == Some(ResponseError::TopicAlreadyExists)
             {
@@ -363,10 +361,8 @@ async fn describe_configs(
                 .results
                 .iter()
                 .find(|r| r.resource_name.as_str() == n)
-                .ok_or_else(|| AdminError::Refused {
+                .ok_or(AdminError::NoAnswer {
                     operation: "describe topic configs",
-                    error: "no answer for the topic".into(),
-                    message: None,
                 })?;
             if let Some(e) = refused(
                 "describe topic configs",

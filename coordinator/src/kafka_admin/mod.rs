@@ -62,15 +62,22 @@ pub enum AdminError {
         #[source]
         source: WireError,
     },
-    /// Kafka refused the operation; the message is Kafka's, for the user.
+    /// Kafka refused the operation with one of its error codes (kept, so retriable
+    /// ones are retried and permanent ones reported); the message is Kafka's.
     #[error("Kafka refused to {operation}: {error}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Refused {
         /// What was being done.
         operation: &'static str,
-        /// Kafka's error.
-        error: String,
+        /// Kafka's error code.
+        error: ResponseError,
         /// Kafka's message.
         message: Option<String>,
+    },
+    /// Kafka answered without a result for the resource asked about.
+    #[error("failed to {operation}: Kafka's answer did not mention the resource")]
+    NoAnswer {
+        /// What was being done.
+        operation: &'static str,
     },
     /// The topic exists already (created meanwhile by someone else, or not yet visible
     /// in the metadata this coordinator read).
@@ -100,10 +107,52 @@ pub enum AdminError {
 }
 
 impl AdminError {
-    /// True when Kafka itself refused (a permanent problem of the request).
-    pub fn is_refusal(&self) -> bool {
-        matches!(self, Self::Refused { .. })
+    /// Kafka's error code, when Kafka refused.
+    pub fn kafka_error(&self) -> Option<ResponseError> {
+        match self {
+            Self::Refused { error, .. } => Some(*error),
+            _ => None,
+        }
     }
+
+    /// True when trying again may succeed: every failure to reach or talk to Kafka, and
+    /// the error codes the Kafka protocol marks retriable (`NOT_CONTROLLER`,
+    /// `REQUEST_TIMED_OUT`, `LEADER_NOT_AVAILABLE`, ...). A refusal with any other code
+    /// (an invalid config, a policy violation) will be refused again until the request
+    /// changes.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            Self::Refused { error, .. } => error.is_retriable() || is_authorization(*error),
+            _ => true,
+        }
+    }
+
+    /// True when Kafka refused because the coordinator's principal lacks a permission:
+    /// fixed outside the resource (an ACL), so it is retried, not parked.
+    pub fn is_authorization(&self) -> bool {
+        self.kafka_error().is_some_and(is_authorization)
+    }
+}
+
+fn is_authorization(error: ResponseError) -> bool {
+    matches!(
+        error,
+        ResponseError::TopicAuthorizationFailed
+            | ResponseError::GroupAuthorizationFailed
+            | ResponseError::ClusterAuthorizationFailed
+            | ResponseError::TransactionalIdAuthorizationFailed
+            | ResponseError::DelegationTokenAuthorizationFailed
+            | ResponseError::SaslAuthenticationFailed
+    )
+}
+
+/// Kafka's error code for an rdkafka error code (librdkafka's local errors, which are
+/// negative, have none).
+fn from_rdkafka(code: rdkafka::types::RDKafkaErrorCode) -> Option<ResponseError> {
+    i16::try_from(code as i32)
+        .ok()
+        .filter(|c| *c > 0)
+        .and_then(ResponseError::try_from_code)
 }
 
 /// A topic as Kafka has it.
@@ -142,9 +191,9 @@ impl std::fmt::Debug for KafkaAdmin {
 }
 
 fn refused(operation: &'static str, code: i16, message: Option<StrBytes>) -> Option<AdminError> {
-    ResponseError::try_from_code(code).map(|e| AdminError::Refused {
+    ResponseError::try_from_code(code).map(|error| AdminError::Refused {
         operation,
-        error: e.to_string(),
+        error,
         message: message.map(|m| m.to_string()),
     })
 }
@@ -283,10 +332,16 @@ impl KafkaAdmin {
                 source,
             })?;
         match res.into_iter().next() {
-            Some(Err((_, code))) => Err(AdminError::Refused {
-                operation: "add partitions",
-                error: code.to_string(),
-                message: None,
+            Some(Err((_, code))) => Err(match from_rdkafka(code) {
+                Some(error) => AdminError::Refused {
+                    operation: "add partitions",
+                    error,
+                    message: None,
+                },
+                None => AdminError::Client {
+                    operation: "add partitions",
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                },
             }),
             _ => Ok(()),
         }
@@ -309,10 +364,16 @@ impl KafkaAdmin {
             Some(Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)))
             | None
             | Some(Ok(_)) => Ok(()),
-            Some(Err((_, code))) => Err(AdminError::Refused {
-                operation: "delete the topic",
-                error: code.to_string(),
-                message: None,
+            Some(Err((_, code))) => Err(match from_rdkafka(code) {
+                Some(error) => AdminError::Refused {
+                    operation: "delete the topic",
+                    error,
+                    message: None,
+                },
+                None => AdminError::Client {
+                    operation: "delete the topic",
+                    source: rdkafka::error::KafkaError::AdminOp(code),
+                },
             }),
         }
     }
@@ -337,5 +398,62 @@ impl AdminPool {
         let c = Arc::new(KafkaAdmin::new(bootstrap)?);
         clients.insert(bootstrap.to_owned(), c.clone());
         Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(error: ResponseError) -> AdminError {
+        AdminError::Refused {
+            operation: "create the topic",
+            error,
+            message: None,
+        }
+    }
+
+    #[test]
+    fn kafka_errors_keep_their_code_and_say_whether_to_retry() {
+        // A controller moving or a slow broker: retried, never parked.
+        for e in [
+            ResponseError::NotController,
+            ResponseError::RequestTimedOut,
+            ResponseError::LeaderNotAvailable,
+        ] {
+            assert!(refusal(e).is_retriable(), "{e:?} is retried");
+        }
+        // A request Kafka will refuse again until it changes: reported and parked.
+        for e in [
+            ResponseError::InvalidConfig,
+            ResponseError::PolicyViolation,
+            ResponseError::InvalidReplicationFactor,
+        ] {
+            assert!(!refusal(e).is_retriable(), "{e:?} waits for a change");
+        }
+        // A missing permission is fixed outside the resource: retried, and named.
+        let denied = refusal(ResponseError::TopicAuthorizationFailed);
+        assert!(denied.is_retriable() && denied.is_authorization());
+        assert_eq!(
+            denied.kafka_error(),
+            Some(ResponseError::TopicAuthorizationFailed)
+        );
+        // Failing to reach Kafka at all is always worth another try.
+        assert!(
+            AdminError::NoAnswer {
+                operation: "describe topic configs"
+            }
+            .is_retriable()
+        );
+    }
+
+    #[test]
+    fn rdkafka_codes_map_to_kafka_codes_and_local_ones_to_none() {
+        use rdkafka::types::RDKafkaErrorCode;
+        assert_eq!(
+            from_rdkafka(RDKafkaErrorCode::InvalidPartitions),
+            Some(ResponseError::InvalidPartitions)
+        );
+        assert_eq!(from_rdkafka(RDKafkaErrorCode::OperationTimedOut), None);
     }
 }

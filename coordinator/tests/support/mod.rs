@@ -1,10 +1,10 @@
 //! Helpers the controllers' integration tests share.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
-use kube::Api;
-use stoker_coordinator::controller::resource_status::WithConditions;
+use kube::{Api, Client};
 pub(crate) use stoker_coordinator::controller::resource_status::ready;
+use stoker_coordinator::{context::Context, controller::resource_status::WithConditions};
 
 /// The resource's status once `pred` holds (panics after 60 s, showing the last status).
 pub(crate) async fn status_where<K: WithConditions>(
@@ -35,4 +35,14 @@ pub(crate) async fn status_where<K: WithConditions>(
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The coordinator's shared context over `client`, with its own metrics registry.
+#[allow(dead_code)]
+pub(crate) fn context(client: Client) -> Arc<Context> {
+    Context::new(
+        client,
+        "stoker-agent:test".into(),
+        &prometheus::Registry::new(),
+    )
 }

@@ -6,15 +6,14 @@
 use std::{
     path::{Path, PathBuf},
     process::Stdio,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
 use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, api::PostParams};
-use stoker_coordinator::{crd::v1alpha1::KafkaCluster, metrics::ControllerMetrics};
+use stoker_coordinator::{context::Context, crd::v1alpha1::KafkaCluster};
 use stoker_testenv::{
-    ControlPlane, PodRuntime, PodRuntimeOptions,
+    ControlPlane, KubeEnv, PodRuntime, PodRuntimeOptions,
     pod_runtime::{DEFAULT_NODE_NAME, ImageMap},
     provisioned, workspace_binary,
 };
@@ -179,14 +178,13 @@ pub fn start_coordinator(
     client: &kube::Client,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let token = CancellationToken::new();
-    let metrics = Arc::new(ControllerMetrics::new(
-        &prometheus::Registry::new(),
-        "kafkacluster",
-    ));
-    let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+    let ctx = Context::new(
         client.clone(),
         AGENT_IMAGE.into(),
-        metrics,
+        &prometheus::Registry::new(),
+    );
+    let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
+        ctx,
         token.clone(),
     ));
     (token, controller)
@@ -218,13 +216,9 @@ impl Env {
 
     /// `kc`, applied and Ready.
     pub async fn start_with(kc: KafkaCluster) -> Self {
-        let plane = ControlPlane::start().await.expect("control plane");
-        plane
-            .apply_crds(include_str!("../../../deploy/crds/kafka.stoker.io.yaml"))
+        let KubeEnv { plane, client } = KubeEnv::start(&[NS])
             .await
-            .expect("CRDs");
-        let client = plane.client().await.expect("client");
-        plane.create_namespace(NS).await.expect("namespace");
+            .expect("control plane with CRDs");
 
         let runtime = PodRuntime::start(
             client.clone(),

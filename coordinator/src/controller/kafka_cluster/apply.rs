@@ -1,90 +1,309 @@
-//! Writing objects: server-side apply with one field manager, skipped when the object
-//! already carries the hash of what would be written, so reconciling an unchanged
-//! cluster makes no write at all.
+//! Apply: carries a [`Plan`] out, in its order — writes (server-side apply under one
+//! field manager, or create-only), removals, live reconfiguration of agents, the
+//! roll's Pod deletions, the decisions' Events, then the status (its one writer).
+//! Outcomes only apply can know become Events here: which objects were really created
+//! or updated (`Applied`) and which keys an agent applied live (`ConfigApplied`).
 
 use std::fmt::Debug;
 
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount};
+use k8s_openapi::api::{
+    policy::v1::PodDisruptionBudget,
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
 use kube::{
     Api, Resource, ResourceExt,
-    api::{Patch, PatchParams, PostParams},
+    api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde::{Serialize, de::DeserializeOwned};
+use stoker_proto::agent::v1::BrokerRef;
+use tracing::{info, warn};
 
-use super::build::{ANNOTATION_SPEC_HASH, FIELD_MANAGER, spec_hash};
+use super::{
+    Error, State,
+    build::FIELD_MANAGER,
+    dereference::{Kind, ObjectKey},
+    plan::{Object, Plan, Write},
+};
+use crate::{
+    controller::{
+        error_chain,
+        resource_status::{self, Note},
+    },
+    crd::v1alpha1::KafkaCluster,
+};
 
-/// What `apply` did.
+/// What a write did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     /// The object did not exist and was created.
     Created,
     /// The object existed with other content and was updated.
     Updated,
-    /// The object already matched.
+    /// The object already matched (or, for create-only kinds, existed).
     Unchanged,
-    /// The object differs but may not be changed in place (a Pod's spec): the
-    /// difference waits for a restart.
-    Differs,
 }
 
-fn stamp<K: Resource + Serialize>(obj: &mut K) -> String {
-    obj.annotations_mut().remove(ANNOTATION_SPEC_HASH);
-    let hash = spec_hash(obj);
-    obj.annotations_mut()
-        .insert(ANNOTATION_SPEC_HASH.to_owned(), hash.clone());
-    hash
+fn kube_err<'a>(
+    action: &'static str,
+    key: &'a ObjectKey,
+) -> impl FnOnce(kube::Error) -> Error + 'a {
+    move |source| Error::Kube {
+        action,
+        kind: key.kind.as_str(),
+        name: key.name.clone(),
+        source,
+    }
 }
 
-/// Server-side applies `obj` unless the live object already has its hash.
-pub async fn apply<K>(api: &Api<K>, mut obj: K) -> Result<Applied, kube::Error>
+/// Server-side applies `obj`: an update only when the API server's resourceVersion
+/// moved (an identical apply is a no-op and keeps it).
+async fn apply_one<K>(api: Api<K>, obj: K, before: Option<String>) -> Result<Applied, kube::Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let hash = stamp(&mut obj);
-    let name = obj.name_any();
-    let existing = api.get_opt(&name).await?;
-    if existing
-        .as_ref()
-        .is_some_and(|e| e.annotations().get(ANNOTATION_SPEC_HASH) == Some(&hash))
-    {
-        return Ok(Applied::Unchanged);
-    }
-    api.patch(
-        &name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&obj),
-    )
-    .await?;
-    Ok(if existing.is_some() {
-        Applied::Updated
-    } else {
-        Applied::Created
+    let stored = api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await?;
+    Ok(match before {
+        None => Applied::Created,
+        Some(rv) if stored.resource_version().as_deref() != Some(rv.as_str()) => Applied::Updated,
+        Some(_) => Applied::Unchanged,
     })
 }
 
-/// Creates `obj` if it does not exist; an existing object is never changed (Pods,
-/// whose spec is immutable, and PVCs, which hold data). Reports whether it differs.
-pub async fn create_only<K>(api: &Api<K>, mut obj: K) -> Result<Applied, kube::Error>
+/// Creates `obj`; an object that exists already (created meanwhile, or one the store
+/// does not show) is left as it is.
+async fn create_one<K>(api: Api<K>, obj: K) -> Result<Applied, kube::Error>
 where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let hash = stamp(&mut obj);
-    let name = obj.name_any();
-    match api.get_opt(&name).await? {
-        Some(e) if e.annotations().get(ANNOTATION_SPEC_HASH) == Some(&hash) => {
-            Ok(Applied::Unchanged)
+    let pp = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PostParams::default()
+    };
+    match api.create(&pp, &obj).await {
+        Ok(_) => Ok(Applied::Created),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Applied::Unchanged),
+        Err(e) => Err(e),
+    }
+}
+
+async fn write(state: &State, ns: &str, w: Write) -> Result<(ObjectKey, Applied), Error> {
+    let key = w.object.key();
+    let client = state.ctx.client.clone();
+    let rv = w.existing.and_then(|e| e.resource_version);
+    let applied = match w.object {
+        Object::ServiceAccount(o) => {
+            let applied = create_one(Api::<ServiceAccount>::namespaced(client, ns), o).await;
+            if let Ok(Applied::Unchanged) = applied {
+                // It exists but the store (which sees only Stoker's accounts) does not
+                // show it: a user's account, never to be changed.
+                state.memory.account_exists(ns, &key.name);
+            }
+            applied
         }
-        Some(_) => Ok(Applied::Differs),
-        None => {
-            let pp = PostParams {
-                field_manager: Some(FIELD_MANAGER.to_owned()),
-                ..PostParams::default()
-            };
-            match api.create(&pp, &obj).await {
-                Ok(_) => Ok(Applied::Created),
-                // Created meanwhile (another reconcile or a restarted coordinator).
-                Err(kube::Error::Api(s)) if s.code == 409 => Ok(Applied::Unchanged),
-                Err(e) => Err(e),
+        Object::ClusterRole(o) => apply_one(Api::<ClusterRole>::all(client), o, rv).await,
+        Object::ClusterRoleBinding(o) => {
+            apply_one(Api::<ClusterRoleBinding>::all(client), o, rv).await
+        }
+        Object::Service(o) => apply_one(Api::<Service>::namespaced(client, ns), o, rv).await,
+        Object::ConfigMap(o) => apply_one(Api::<ConfigMap>::namespaced(client, ns), o, rv).await,
+        Object::PersistentVolumeClaim(o) => {
+            create_one(Api::<PersistentVolumeClaim>::namespaced(client, ns), o).await
+        }
+        Object::Pod(o) => create_one(Api::<Pod>::namespaced(client, ns), *o).await,
+        Object::PodDisruptionBudget(o) => {
+            apply_one(Api::<PodDisruptionBudget>::namespaced(client, ns), o, rv).await
+        }
+    }
+    .map_err(kube_err("apply", &key))?;
+    Ok((key, applied))
+}
+
+/// Deletes `key`; true when it existed.
+async fn delete(state: &State, ns: &str, key: &ObjectKey) -> Result<bool, Error> {
+    async fn one<K>(api: Api<K>, name: &str) -> Result<bool, kube::Error>
+    where
+        K: Resource + Clone + DeserializeOwned + Debug,
+    {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+    let c = state.ctx.client.clone();
+    let name = key.name.as_str();
+    match key.kind {
+        Kind::ServiceAccount => one(Api::<ServiceAccount>::namespaced(c, ns), name).await,
+        Kind::ClusterRole => one(Api::<ClusterRole>::all(c), name).await,
+        Kind::ClusterRoleBinding => one(Api::<ClusterRoleBinding>::all(c), name).await,
+        Kind::Service => one(Api::<Service>::namespaced(c, ns), name).await,
+        Kind::ConfigMap => one(Api::<ConfigMap>::namespaced(c, ns), name).await,
+        Kind::PersistentVolumeClaim => {
+            one(Api::<PersistentVolumeClaim>::namespaced(c, ns), name).await
+        }
+        Kind::Pod => one(Api::<Pod>::namespaced(c, ns), name).await,
+        Kind::PodDisruptionBudget => one(Api::<PodDisruptionBudget>::namespaced(c, ns), name).await,
+    }
+    .map_err(kube_err("delete", key))
+}
+
+/// Carries `plan` out for `kc`.
+pub async fn run(kc: &KafkaCluster, state: &State, plan: Plan) -> Result<(), Error> {
+    let ns = kc.namespace().unwrap_or_default();
+    let publish = |note: Note| resource_status::publish(&state.ctx.recorder, kc, note);
+
+    let mut changes = Vec::new();
+    for w in plan.writes {
+        match write(state, &ns, w).await? {
+            (key, Applied::Created) => changes.push(format!("{key} created")),
+            (key, Applied::Updated) => changes.push(format!("{key} updated")),
+            (_, Applied::Unchanged) => {}
+        }
+    }
+    for r in &plan.removals {
+        for key in &r.delete {
+            delete(state, &ns, key).await?;
+        }
+        info!(broker_id = r.broker, deleted = ?r.delete, pvcs_kept = r.pvcs_kept, "Removed a broker gone from the spec");
+    }
+
+    // Live reconfiguration, every agent at once: dynamic keys apply without a restart,
+    // the rest waits for one (the next pass reads it from the agents' reports).
+    let name = kc.name_any();
+    let outcomes = join_all(plan.reconfigure.iter().map(|r| {
+        let broker = BrokerRef {
+            cluster: name.clone(),
+            namespace: ns.clone(),
+            broker_id: r.broker,
+        };
+        async move {
+            (
+                r,
+                state
+                    .ctx
+                    .agents
+                    .reconfigure(&r.addr, &broker, &r.desired)
+                    .await,
+            )
+        }
+    }))
+    .await;
+    for (broker, outcome) in outcomes {
+        match outcome {
+            Ok(r) if !r.applied_keys.is_empty() => {
+                info!(broker_id = broker.broker, keys = ?r.applied_keys, "Applied dynamic config live");
+                publish(
+                    Note::normal(
+                        "ConfigApplied",
+                        "Reconfiguring",
+                        format!(
+                            "broker {}: {} applied without a restart",
+                            broker.broker,
+                            r.applied_keys.join(", ")
+                        ),
+                    )
+                    .about(broker.pod.clone()),
+                )
+                .await;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                warn!(broker_id = broker.broker, error = %error_chain(&e), "Agent refused the new config");
             }
         }
     }
+
+    for r in &plan.restarts {
+        let key = ObjectKey::new(Kind::Pod, r.pod.clone());
+        delete(state, &ns, &key).await?;
+        info!(broker_id = r.broker, pod = %r.pod, "Restarting broker");
+    }
+    for note in plan.events {
+        if note.warning {
+            warn!(reason = %note.reason, note = %note.note, "Warning");
+        }
+        publish(note).await;
+    }
+    if !changes.is_empty() {
+        info!(changes = ?changes, "Applied");
+        publish(Note::normal("Applied", "Reconciling", changes.join(", "))).await;
+    }
+    write_status(kc, state, &plan.status).await
+}
+
+/// Writes `status` when it differs from the one last written, and remembers it.
+pub async fn write_status(
+    kc: &KafkaCluster,
+    state: &State,
+    status: &crate::crd::v1alpha1::KafkaClusterStatus,
+) -> Result<(), Error> {
+    let previous = super::dereference::previous_status(kc, &state.memory);
+    if &previous == status {
+        return Ok(());
+    }
+    let stored = resource_status::write(&state.ctx.client, kc, status)
+        .await
+        .map_err(|source| Error::Kube {
+            action: "patch status of",
+            kind: "KafkaCluster",
+            name: kc.name_any(),
+            source,
+        })?;
+    if let (Some(uid), Some(st)) = (kc.uid(), stored.status) {
+        state.memory.wrote(&uid, st);
+    }
+    Ok(())
+}
+
+/// The finalizer's cleanup: the cluster-scoped ClusterRoleBinding (garbage collection
+/// cannot remove it) and, only under `pvcDeletionPolicy: Delete`, the PVCs. Owned
+/// objects go with the garbage collector.
+pub async fn cleanup(
+    kc: &KafkaCluster,
+    state: &State,
+    pvcs: &[String],
+    delete_pvcs: bool,
+) -> Result<(), Error> {
+    let ns = kc.namespace().unwrap_or_default();
+    let name = kc.name_any();
+    delete(
+        state,
+        &ns,
+        &ObjectKey::new(
+            Kind::ClusterRoleBinding,
+            super::build::rbac::binding_name_for(&ns, &name),
+        ),
+    )
+    .await?;
+    let note = if delete_pvcs {
+        for pvc in pvcs {
+            delete(
+                state,
+                &ns,
+                &ObjectKey::new(Kind::PersistentVolumeClaim, pvc.clone()),
+            )
+            .await?;
+        }
+        "cluster deleted with its PersistentVolumeClaims (pvcDeletionPolicy: Delete)"
+    } else {
+        "cluster deleted; its PersistentVolumeClaims are kept (pvcDeletionPolicy: Retain)"
+    };
+    resource_status::publish(
+        &state.ctx.recorder,
+        kc,
+        Note::normal("Deleted", "Deleting", note),
+    )
+    .await;
+    if let Some(uid) = kc.uid() {
+        state.memory.forget(&uid);
+    }
+    Ok(())
 }

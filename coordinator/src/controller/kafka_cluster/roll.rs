@@ -1,6 +1,9 @@
 //! The rolling-restart planner: which broker to restart next, or what to wait for.
-//! Pure: the reconcile gathers the views (Pods, agents' reports) and acts on the plan
-//! (asks the agent SafeToStop, deletes the Pod, records progress in status).
+//! Pure: [`step`] takes the brokers as the pass observed them, the roll's progress as
+//! status recorded it and the `SafeToStop` verdicts asked so far, and returns the
+//! roll's new progress, the Pods to delete and the Events to publish — or the one
+//! question to ask an agent before it can decide. The reconcile asks, and calls it
+//! again with the answer.
 //!
 //! The rules, safe by construction:
 //! - one broker at a time; the one in progress must be back, ready and caught up
@@ -18,6 +21,13 @@
 //! - the broker chosen is restarted only when its agent says stopping it now keeps
 //!   every partition at or above min ISR (the reconcile asks; the agent's preStop hook
 //!   asks again before Kafka gets SIGTERM).
+
+use std::collections::BTreeMap;
+
+use crate::{
+    controller::resource_status::Note,
+    crd::v1alpha1::{BrokerRestart, RollingUpgradeStatus},
+};
 
 /// The Pod of a broker, as the roll sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +63,10 @@ pub struct BrokerView {
     pub out_of_sync: u32,
     /// Its broker.rack, when it has one.
     pub rack: Option<String>,
+    /// Its Pod has an address (its agent can be asked).
+    pub addressable: bool,
+    /// Why it needs a restart, in words (for the Events).
+    pub restart_reason: String,
 }
 
 impl BrokerView {
@@ -229,6 +243,216 @@ fn same_rack_candidate(views: &[BrokerView], in_progress: &[i32], per_rack: i32)
         .min()
 }
 
+/// A `SafeToStop` question: may `broker` stop now, together with `with` (the brokers
+/// of its rack already restarting)?
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StopQuestion {
+    /// The broker asked about.
+    pub broker: i32,
+    /// Brokers stopping together with it.
+    pub with: Vec<i32>,
+}
+
+/// An agent's answer to a [`StopQuestion`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Stopping keeps every partition at or above min ISR (and a controller majority).
+    Safe,
+    /// Not safe, and why (also when the agent could not be asked, or could not see a
+    /// fact the rule needs).
+    Unsafe(String),
+}
+
+/// What a roll step decided.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// The roll's progress to record (None: no roll).
+    pub progress: Option<RollingUpgradeStatus>,
+    /// Brokers whose Pods are deleted now, in order.
+    pub restarts: Vec<i32>,
+    /// Events, each about a broker (Some) or the cluster (None).
+    pub notes: Vec<(Option<i32>, Note)>,
+    /// A question to ask before the step can decide; nothing else of the outcome may be
+    /// acted on until it is answered.
+    pub question: Option<StopQuestion>,
+    /// True while a roll is under way.
+    pub rolling: bool,
+}
+
+/// One step of the roll: finishes the brokers that are back, then restarts the next
+/// one(s) when their agents said stopping is safe, or records what it waits for.
+/// `recorded` is the progress status holds, so a restarted coordinator resumes.
+pub fn step(
+    views: &[BrokerView],
+    recorded: Option<&RollingUpgradeStatus>,
+    limits: Limits,
+    active_controller: Option<i32>,
+    verdicts: &BTreeMap<StopQuestion, Verdict>,
+    now: &str,
+) -> Outcome {
+    let mut out = Outcome {
+        progress: recorded.cloned(),
+        ..Outcome::default()
+    };
+    // Nothing recorded, nothing to restart, nothing down: no roll.
+    if recorded.is_none()
+        && views
+            .iter()
+            .all(|v| !v.restart_needed && v.failing().is_none())
+    {
+        return out;
+    }
+    let mut views = views.to_vec();
+    // Finishing or starting each broker is one turn: bounded by the brokers there are.
+    for _ in 0..=views.len() {
+        let in_progress: Vec<i32> = out
+            .progress
+            .as_ref()
+            .map(|r| r.in_progress.iter().map(|b| b.broker).collect())
+            .unwrap_or_default();
+        match plan(&views, &in_progress, limits, active_controller) {
+            Plan::Idle => {
+                if let Some(done) = out.progress.take() {
+                    out.notes.push((None, Note::normal("RollCompleted", "Rolling", format!(
+                        "rolling restart complete: broker(s) {:?} restarted, in that order (started {})",
+                        done.restarted, done.started_at
+                    ))));
+                }
+                out.rolling = false;
+                return out;
+            }
+            Plan::Finished(id) => {
+                let ru = out.progress.get_or_insert_with(Default::default);
+                let since = ru
+                    .in_progress
+                    .iter()
+                    .find(|b| b.broker == id)
+                    .map(|b| b.started_at.clone())
+                    .unwrap_or_default();
+                ru.in_progress.retain(|b| b.broker != id);
+                ru.restarted.push(id);
+                ru.waiting_for = None;
+                out.notes.push((
+                    Some(id),
+                    Note::normal(
+                        "BrokerRestarted",
+                        "Rolling",
+                        format!("broker {id} is back, ready and caught up (restart began {since})"),
+                    ),
+                ));
+            }
+            Plan::Wait { reason, blocked } => {
+                waits(&mut out, now, reason, blocked);
+                return out;
+            }
+            Plan::Restart { broker: id, with } => {
+                let view = views
+                    .iter()
+                    .find(|v| v.id == id)
+                    .cloned()
+                    .expect("the planner restarts only brokers it was shown");
+                if !view.addressable {
+                    waits(
+                        &mut out,
+                        now,
+                        format!("broker {id}: its Pod has no address yet"),
+                        false,
+                    );
+                    return out;
+                }
+                let question = StopQuestion {
+                    broker: id,
+                    with: with.clone(),
+                };
+                let Some(verdict) = verdicts.get(&question) else {
+                    progress(&mut out, now);
+                    out.rolling = true;
+                    out.question = Some(question);
+                    return out;
+                };
+                if let Verdict::Unsafe(why) = verdict {
+                    if with.is_empty() {
+                        waits(
+                            &mut out,
+                            now,
+                            format!("broker {id} is next, but stopping it now is not safe: {why}"),
+                            true,
+                        );
+                    } else {
+                        // Not with the others: it waits its turn instead (not blocked,
+                        // only less concurrent).
+                        waits(
+                            &mut out,
+                            now,
+                            format!(
+                                "restarting broker(s) {with:?}; broker {id} of the same rack may not stop with them: {why}"
+                            ),
+                            false,
+                        );
+                    }
+                    return out;
+                }
+                let note = if with.is_empty() {
+                    format!(
+                        "restarting broker {id} ({}); its agent said stopping it is safe",
+                        view.restart_reason
+                    )
+                } else {
+                    format!(
+                        "restarting broker {id} ({}) together with broker(s) {with:?} of its rack; its agent said stopping them together is safe",
+                        view.restart_reason
+                    )
+                };
+                out.notes
+                    .push((Some(id), Note::normal("RestartingBroker", "Rolling", note)));
+                out.restarts.push(id);
+                let ru = progress(&mut out, now);
+                ru.in_progress.push(BrokerRestart {
+                    broker: id,
+                    started_at: now.to_owned(),
+                });
+                ru.waiting_for = Some(format!("restarting broker {id}: its Pod is stopping"));
+                out.rolling = true;
+                if with.is_empty() {
+                    return out;
+                }
+                // Its Pod is being deleted: the next turn sees it stopping.
+                if let Some(v) = views.iter_mut().find(|v| v.id == id) {
+                    v.pod = PodState::Terminating;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The roll's progress, started now if it was not under way.
+fn progress<'a>(out: &'a mut Outcome, now: &str) -> &'a mut RollingUpgradeStatus {
+    out.progress.get_or_insert_with(|| RollingUpgradeStatus {
+        started_at: now.to_owned(),
+        ..RollingUpgradeStatus::default()
+    })
+}
+
+/// Records what the roll waits for; a blocked roll (the cluster's health holds it, not
+/// its own progress) gets a Warning Event once per reason.
+fn waits(out: &mut Outcome, now: &str, reason: String, blocked: bool) {
+    out.rolling = true;
+    let ru = progress(out, now);
+    let new = ru.waiting_for.as_deref() != Some(reason.as_str());
+    ru.waiting_for = Some(reason.clone());
+    if blocked && new {
+        out.notes.push((
+            None,
+            Note::warning(
+                "RollBlocked",
+                "Rolling",
+                format!("rolling restart waits: {reason}"),
+            ),
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +468,8 @@ mod tests {
             restart_needed: restart,
             out_of_sync: 0,
             rack: None,
+            addressable: true,
+            restart_reason: "static config changed: num.io.threads".into(),
         }
     }
 
@@ -423,5 +649,63 @@ mod tests {
             plan(&[v(1, true, false, false)], &[], lim(1), None),
             Plan::Idle
         );
+    }
+
+    #[test]
+    fn a_rack_peer_that_may_not_stop_with_the_others_waits_its_turn_unblocked() {
+        let racked = |id, rack: &str| BrokerView {
+            rack: Some(rack.into()),
+            ..v(id, true, false, true)
+        };
+        let mut views = vec![racked(0, "a"), racked(2, "a"), racked(1, "b")];
+        views[0].pod = PodState::Terminating;
+        let limits = Limits {
+            failure_threshold: 1,
+            per_rack: 2,
+        };
+        let recorded = RollingUpgradeStatus {
+            started_at: "t0".into(),
+            in_progress: vec![BrokerRestart {
+                broker: 0,
+                started_at: "t0".into(),
+            }],
+            ..RollingUpgradeStatus::default()
+        };
+        let q = StopQuestion {
+            broker: 2,
+            with: vec![0],
+        };
+        let out = step(
+            &views,
+            Some(&recorded),
+            limits,
+            None,
+            &BTreeMap::new(),
+            "t1",
+        );
+        assert_eq!(
+            out.question,
+            Some(q.clone()),
+            "it asks before it restarts two at once"
+        );
+        let verdicts = BTreeMap::from([(q, Verdict::Unsafe("they share t-0".into()))]);
+        let out = step(&views, Some(&recorded), limits, None, &verdicts, "t1");
+        assert!(out.restarts.is_empty());
+        assert!(out.notes.is_empty(), "no RollBlocked: only less concurrent");
+        let waiting = out.progress.and_then(|p| p.waiting_for).expect("says why");
+        assert!(
+            waiting.contains("may not stop with them: they share t-0"),
+            "{waiting}"
+        );
+    }
+
+    #[test]
+    fn a_broker_without_an_address_is_never_asked_or_restarted() {
+        let mut views = vec![v(1, true, false, true)];
+        views[0].addressable = false;
+        let out = step(&views, None, lim(1), None, &BTreeMap::new(), "t");
+        assert_eq!(out.question, None);
+        assert!(out.restarts.is_empty());
+        assert!(out.rolling);
     }
 }

@@ -6,8 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use stoker_proto::OPERATOR_OWNED_KEYS;
 
+use k8s_openapi::api::core::v1::EnvVar;
+
 use crate::crd::v1alpha1::{
-    Broker, BrokerConfig, InternalListener, KafkaClusterSpec, StorageConfig,
+    Broker, BrokerConfig, DisruptionBudget, InternalListener, KafkaClusterSpec, PvcDeletionPolicy,
+    RollingUpgradeConfig, StorageConfig,
 };
 
 /// A spec that cannot be reconciled, and why.
@@ -95,6 +98,18 @@ pub struct ValidatedCluster {
     pub cluster_wide_config: BTreeMap<String, String>,
     /// Rack label names.
     pub rack_labels: Vec<String>,
+    /// One headless Service (true) or a Service per broker plus an all-broker one.
+    pub headless: bool,
+    /// Keep broker Pods on distinct Nodes (an anti-affinity when the broker sets none).
+    pub one_broker_per_node: bool,
+    /// Environment of every broker's Kafka container.
+    pub envs: Vec<EnvVar>,
+    /// The PodDisruptionBudget to create, if asked for.
+    pub disruption_budget: Option<DisruptionBudget>,
+    /// What happens to a removed broker's PVCs.
+    pub pvc_deletion_policy: PvcDeletionPolicy,
+    /// How changes roll through the brokers.
+    pub roll: RollingUpgradeConfig,
 }
 
 /// The Kafka image used when neither the broker nor the cluster names one.
@@ -263,6 +278,12 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
             .as_ref()
             .map(|r| r.labels.clone())
             .unwrap_or_default(),
+        headless: spec.headless_service_enabled,
+        one_broker_per_node: spec.one_broker_per_node,
+        envs: spec.envs.clone(),
+        disruption_budget: spec.disruption_budget.clone().filter(|b| b.create),
+        pvc_deletion_policy: spec.pvc_deletion_policy.unwrap_or_default(),
+        roll: spec.rolling_upgrade_config.clone(),
     })
 }
 

@@ -10,17 +10,19 @@ pub mod plan;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use super::{
+    ReconcileError,
     cluster_ref::{self, bootstrap_servers},
-    error_chain, resource_status,
+    conditions::{READY, now, set_condition},
+    error_chain, object_key, resource_status,
+    resource_status::Note,
 };
 use futures::StreamExt;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
-        events::EventType,
         reflector::{self, ObjectRef, Store},
         watcher,
     },
@@ -28,13 +30,12 @@ use kube::{
 use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
-use super::kafka_cluster::status::{now, set_condition};
 use crate::{
+    context::Context,
     crd::v1alpha1::{
         ADOPT_ANNOTATION, KafkaCluster, KafkaTopic, KafkaTopicStatus, TopicDeletionPolicy,
     },
-    kafka_admin::{AdminError, AdminPool, ConfigValue, NewTopicSpec, TopicState, batch::MAX_BATCH},
-    metrics::ControllerMetrics,
+    kafka_admin::{AdminError, ConfigValue, NewTopicSpec, TopicState, batch::MAX_BATCH},
 };
 
 /// The controller's name.
@@ -45,17 +46,10 @@ const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-config
 const RESYNC: Duration = Duration::from_secs(300);
 /// The finalizer that deletes the Kafka topic under `deletionPolicy: Delete`.
 pub const KAFKA_TOPIC_FINALIZER: &str = "kafkatopics.kafka.stoker.io/cleanup";
-/// What every reconcile shares.
-#[derive(Clone)]
-pub struct Context {
-    /// The API client.
-    pub client: Client,
-    /// Events.
-    pub recorder: crate::events::Publisher,
-    /// Metrics.
-    pub metrics: Arc<ControllerMetrics>,
-    /// Kafka admin clients by cluster.
-    pub admins: Arc<AdminPool>,
+/// What a topic reconcile reads besides the shared [`Context`].
+pub struct State {
+    /// What every controller shares.
+    pub ctx: Arc<Context>,
     /// Every KafkaTopic (to find two naming the same topic).
     pub topics: Store<KafkaTopic>,
     /// Every KafkaCluster (a burst of topics reads its cluster from here, not with a
@@ -63,7 +57,14 @@ pub struct Context {
     pub clusters: Store<KafkaCluster>,
 }
 
-/// A failed reconcile (transient: it is retried).
+impl std::ops::Deref for State {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.ctx
+    }
+}
+
+/// A failed reconcile (transient: it is retried with backoff).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A Kubernetes call failed.
@@ -74,9 +75,8 @@ pub enum Error {
     Kafka(#[source] AdminError),
 }
 
-impl Error {
-    /// A stable label for metrics and logs.
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for Error {
+    fn category(&self) -> &'static str {
         match self {
             Self::Kube(..) => "kubernetes",
             Self::Kafka(_) => "kafka",
@@ -85,7 +85,8 @@ impl Error {
 }
 
 /// Runs the controller until `shutdown` is cancelled.
-pub async fn run(client: Client, metrics: Arc<ControllerMetrics>, shutdown: CancellationToken) {
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let client = ctx.client.clone();
     let topics: Api<KafkaTopic> = Api::all(client.clone());
     let (store, writer) = reflector::store();
     // The cache keeps what the controller reads: managed fields and kubectl's
@@ -121,11 +122,8 @@ pub async fn run(client: Client, metrics: Arc<ControllerMetrics>, shutdown: Canc
     }
     let controller = Controller::for_stream(trigger, store.clone())
         .graceful_shutdown_on(shutdown.cancelled_owned());
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: crate::events::Publisher::new(client, "stoker-coordinator"),
-        metrics,
-        admins: Arc::default(),
+    let state = Arc::new(State {
+        ctx,
         topics: store,
         clusters,
     });
@@ -136,7 +134,7 @@ pub async fn run(client: Client, metrics: Arc<ControllerMetrics>, shutdown: Canc
             kube::runtime::controller::Config::default()
                 .concurrency(u16::try_from(MAX_BATCH).unwrap_or(u16::MAX)),
         )
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, error_policy, state)
         .for_each(|res| async move {
             if let Err(e) = res {
                 warn!(error = %e, "Topic reconcile failed");
@@ -159,25 +157,50 @@ pub fn slim(kt: &mut KafkaTopic) {
 /// default `Retain` nothing has to happen on delete, so no finalizer can ever hold a
 /// resource up, and a burst of new topics costs one API write fewer each.
 #[instrument(skip(kt, ctx), fields(name = %kt.name_any(), namespace = kt.namespace().unwrap_or_default()))]
-pub async fn reconcile(kt: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile_started();
+pub async fn reconcile(kt: Arc<KafkaTopic>, ctx: Arc<State>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.kafka_topic.reconcile_started();
+    let result = reconcile_topic(&kt, &ctx).await;
+    match &result {
+        Ok(_) => ctx.backoff.succeeded(&object_key(kt.as_ref())),
+        // A failure Kafka reported is also said in the status, so `kubectl get` shows
+        // why the topic waits; the reconcile is retried with backoff.
+        Err(Error::Kafka(e)) => {
+            let message = format!("failed to talk to Kafka: {}; retrying", error_chain(e));
+            let reason = if e.is_authorization() {
+                "NotAuthorized"
+            } else {
+                "KafkaUnavailable"
+            };
+            if let Err(e) =
+                resource_status::not_ready(&ctx.client, &ctx.recorder, kt.as_ref(), reason, message)
+                    .await
+            {
+                warn!(error = %error_chain(&e), "Failed to record the Kafka error in status");
+            }
+        }
+        Err(Error::Kube(..)) => {}
+    }
+    result
+}
+
+async fn reconcile_topic(kt: &Arc<KafkaTopic>, ctx: &State) -> Result<Action, Error> {
     let api: Api<KafkaTopic> =
         Api::namespaced(ctx.client.clone(), &kt.namespace().unwrap_or_default());
     let has_finalizer = kt.finalizers().iter().any(|f| f == KAFKA_TOPIC_FINALIZER);
     if kt.meta().deletion_timestamp.is_some() {
         if has_finalizer {
-            cleanup(&kt, &ctx).await?;
-            set_finalizer(&api, &kt, false).await?;
+            cleanup(kt, ctx).await?;
+            set_finalizer(&api, kt, false).await?;
         }
         return Ok(Action::await_change());
     }
     let wants_finalizer = kt.spec.deletion_policy == Some(TopicDeletionPolicy::Delete);
     if wants_finalizer != has_finalizer {
         // The patch is a change of the object: its watch event brings the next pass.
-        set_finalizer(&api, &kt, wants_finalizer).await?;
+        set_finalizer(&api, kt, wants_finalizer).await?;
         return Ok(Action::await_change());
     }
-    apply(&kt, &ctx).await
+    apply(kt, ctx).await
 }
 
 /// Adds or removes the finalizer, conditional on the resource version read (a
@@ -206,15 +229,13 @@ async fn set_finalizer(api: &Api<KafkaTopic>, kt: &KafkaTopic, present: bool) ->
     Ok(())
 }
 
-/// Retries transient failures.
-pub fn error_policy(kt: Arc<KafkaTopic>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(error.category());
-    warn!(name = %kt.name_any(), category = error.category(), error = %error_chain(error), "Topic reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+/// Retries transient failures with the topic's backoff.
+pub fn error_policy(kt: Arc<KafkaTopic>, error: &Error, ctx: Arc<State>) -> Action {
+    super::retry_after(kt.as_ref(), error, &ctx.metrics.kafka_topic, &ctx.backoff)
 }
 
-async fn event(ctx: &Context, kt: &KafkaTopic, type_: EventType, reason: &str, note: String) {
-    resource_status::publish(&ctx.recorder, kt, type_, reason, note).await;
+async fn event(ctx: &Context, kt: &KafkaTopic, reason: &str, note: String) {
+    resource_status::publish(&ctx.recorder, kt, Note::normal(reason, "Reconciling", note)).await;
 }
 
 async fn patch_status(
@@ -268,7 +289,7 @@ fn conflicting(kt: &KafkaTopic, all: &Store<KafkaTopic>) -> Option<String> {
 /// be in it yet), from the API server.
 async fn referenced_cluster(
     kt: &KafkaTopic,
-    ctx: &Context,
+    ctx: &State,
 ) -> Result<(String, Option<Arc<KafkaCluster>>), Error> {
     let ns = cluster_ref::cluster_namespace(&kt.spec.cluster_ref, kt.namespace());
     if let Some(cluster) = ctx
@@ -284,7 +305,7 @@ async fn referenced_cluster(
     Ok((ns, cluster.map(Arc::new)))
 }
 
-async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
+async fn apply(kt: &KafkaTopic, ctx: &State) -> Result<Action, Error> {
     if let Err(r) = plan::validate(&kt.spec) {
         return not_ready(ctx, kt, r.reason, r.message, None).await;
     }
@@ -364,7 +385,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
                 Err(AdminError::TopicExists) => {
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 }
-                Err(e) if e.is_refusal() => {
+                Err(e) if !e.is_retriable() => {
                     return not_ready(ctx, kt, "InvalidTopic", e.to_string(), None).await;
                 }
                 Err(e) => return Err(Error::Kafka(e)),
@@ -375,14 +396,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
             // may even show it.
             ready(kt, &mut st, &created.state, &created.configs);
             patch_status(ctx, kt, st).await?;
-            event(
-                ctx,
-                kt,
-                EventType::Normal,
-                "Created",
-                format!("created topic {name}"),
-            )
-            .await;
+            event(ctx, kt, "Created", format!("created topic {name}")).await;
             return Ok(Action::requeue(RESYNC));
         }
         Some(t) => {
@@ -406,7 +420,6 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
                 event(
                     ctx,
                     kt,
-                    EventType::Normal,
                     "Adopted",
                     format!("adopted the existing topic {name}"),
                 )
@@ -423,7 +436,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
                     .alter_topic_config(name, &changes.set, &changes.delete, true)
                     .await
             {
-                if e.is_refusal() {
+                if !e.is_retriable() {
                     return not_ready(ctx, kt, "InvalidConfig", e.to_string(), None).await;
                 }
                 return Err(Error::Kafka(e));
@@ -436,7 +449,6 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
                 event(
                     ctx,
                     kt,
-                    EventType::Normal,
                     "PartitionsIncreased",
                     format!("topic {name}: {} → {p} partitions", t.partitions),
                 )
@@ -458,7 +470,6 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
                 event(
                     ctx,
                     kt,
-                    EventType::Normal,
                     "ConfigUpdated",
                     format!("topic {name}: {}", what.join(", ")),
                 )
@@ -503,7 +514,7 @@ fn ready(
         .collect();
     set_condition(
         &mut st.conditions,
-        "Ready",
+        READY,
         true,
         "TopicReady",
         &format!("topic {} matches the spec", kt.spec.name),
@@ -512,7 +523,7 @@ fn ready(
     );
 }
 
-async fn cleanup(kt: &KafkaTopic, ctx: &Context) -> Result<Action, Error> {
+async fn cleanup(kt: &KafkaTopic, ctx: &State) -> Result<Action, Error> {
     let name = &kt.spec.name;
     let managed = kt
         .status

@@ -11,12 +11,11 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Resource, ResourceExt,
     api::PostParams,
     runtime::{
         Controller,
         controller::Action,
-        events::EventType,
         finalizer::{Event as Finalizer, finalizer},
         reflector::{ObjectRef, Store},
         watcher,
@@ -26,18 +25,19 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use super::{
+    ReconcileError,
     cluster_ref::{self, bootstrap_servers},
-    error_chain,
-    kafka_cluster::status::{now, set_condition},
-    resource_status,
+    conditions::{READY, now, set_condition},
+    error_chain, object_key, resource_status,
+    resource_status::Note,
 };
 use crate::{
+    context::Context,
     crd::v1alpha1::{KafkaUser, KafkaUserStatus},
     kafka_admin::{
-        AdminError, AdminPool, KafkaAdmin,
+        AdminError, KafkaAdmin,
         users::{SCRAM_SHA_512, generate_password},
     },
-    metrics::ControllerMetrics,
 };
 
 /// The controller's name.
@@ -55,19 +55,6 @@ const RESYNC: Duration = Duration::from_secs(120);
 /// How soon a user waiting on a missing Secret or cluster is looked at again.
 const RETRY: Duration = Duration::from_secs(30);
 
-/// What every reconcile shares.
-#[derive(Clone)]
-pub struct Context {
-    /// The API client.
-    pub client: Client,
-    /// Events.
-    pub recorder: crate::events::Publisher,
-    /// Metrics.
-    pub metrics: Arc<ControllerMetrics>,
-    /// Kafka admin clients by cluster.
-    pub admins: Arc<AdminPool>,
-}
-
 /// A failed reconcile (transient: it is retried).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -82,9 +69,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
-impl Error {
-    /// A stable label for metrics and logs.
-    pub fn category(&self) -> &'static str {
+impl ReconcileError for Error {
+    fn category(&self) -> &'static str {
         match self {
             Self::Kube(..) => "kubernetes",
             Self::Kafka(_) => "kafka",
@@ -122,15 +108,9 @@ fn users_of_secret(secret: &Secret, users: &Store<KafkaUser>) -> Vec<ObjectRef<K
 }
 
 /// Runs the controller until `shutdown` is cancelled.
-pub async fn run(client: Client, metrics: Arc<ControllerMetrics>, shutdown: CancellationToken) {
-    let users: Api<KafkaUser> = Api::all(client.clone());
-    let secrets: Api<Secret> = Api::all(client.clone());
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: crate::events::Publisher::new(client, "stoker-coordinator"),
-        metrics,
-        admins: Arc::default(),
-    });
+pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
+    let users: Api<KafkaUser> = Api::all(ctx.client.clone());
+    let secrets: Api<Secret> = Api::all(ctx.client.clone());
     let controller = Controller::new(users, watcher::Config::default());
     let store = controller.store();
     // Secrets are watched, not cached: each change maps to the users it concerns and
@@ -153,28 +133,57 @@ pub async fn run(client: Client, metrics: Arc<ControllerMetrics>, shutdown: Canc
 /// Reconciles one KafkaUser.
 #[instrument(skip(ku, ctx), fields(name = %ku.name_any(), namespace = ku.namespace().unwrap_or_default()))]
 pub async fn reconcile(ku: Arc<KafkaUser>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let _timer = ctx.metrics.reconcile_started();
+    let _timer = ctx.metrics.kafka_user.reconcile_started();
+    let key = object_key(ku.as_ref());
     let api: Api<KafkaUser> =
         Api::namespaced(ctx.client.clone(), &ku.namespace().unwrap_or_default());
-    finalizer(&api, KAFKA_USER_FINALIZER, ku, |event| async {
+    let result = finalizer(&api, KAFKA_USER_FINALIZER, ku.clone(), |event| async {
         match event {
             Finalizer::Apply(ku) => apply(&ku, &ctx).await,
             Finalizer::Cleanup(ku) => cleanup(&ku, &ctx).await,
         }
     })
     .await
-    .map_err(|e| Error::Finalizer(Box::new(e)))
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    match &result {
+        Ok(_) => ctx.backoff.succeeded(&key),
+        Err(Error::Finalizer(inner)) => {
+            // A failure Kafka reported is also said in the status, so `kubectl get` shows
+            // why the user waits; the reconcile is retried with backoff.
+            if let kube::runtime::finalizer::Error::ApplyFailed(Error::Kafka(e))
+            | kube::runtime::finalizer::Error::CleanupFailed(Error::Kafka(e)) = inner.as_ref()
+            {
+                let reason = if e.is_authorization() {
+                    "NotAuthorized"
+                } else {
+                    "KafkaUnavailable"
+                };
+                let message = format!("failed to talk to Kafka: {}; retrying", error_chain(e));
+                if let Err(e) = resource_status::not_ready(
+                    &ctx.client,
+                    &ctx.recorder,
+                    ku.as_ref(),
+                    reason,
+                    message,
+                )
+                .await
+                {
+                    warn!(error = %error_chain(&e), "Failed to record the Kafka error in status");
+                }
+            }
+        }
+        Err(_) => {}
+    }
+    result
 }
 
-/// Retries transient failures.
+/// Retries transient failures with the user's backoff.
 pub fn error_policy(ku: Arc<KafkaUser>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.reconcile_failed(error.category());
-    warn!(name = %ku.name_any(), category = error.category(), error = %error_chain(error), "User reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after(ku.as_ref(), error, &ctx.metrics.kafka_user, &ctx.backoff)
 }
 
-async fn event(ctx: &Context, ku: &KafkaUser, type_: EventType, reason: &str, note: String) {
-    resource_status::publish(&ctx.recorder, ku, type_, reason, note).await;
+async fn event(ctx: &Context, ku: &KafkaUser, reason: &str, note: String) {
+    resource_status::publish(&ctx.recorder, ku, Note::normal(reason, "Reconciling", note)).await;
 }
 
 async fn patch_status(ctx: &Context, ku: &KafkaUser, status: KafkaUserStatus) -> Result<(), Error> {
@@ -335,7 +344,6 @@ async fn credentials(
             event(
                 ctx,
                 ku,
-                EventType::Normal,
                 "SecretCreated",
                 format!("generated a password into Secret {name}"),
             )
@@ -426,7 +434,7 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
     let actual_quotas = admin.user_quotas(&username).await.map_err(Error::Kafka)?;
     let quota_ops = plan::quota_changes(ku.spec.quotas.as_ref(), &actual_quotas);
     if let Err(e) = admin.alter_user_quotas(&username, &quota_ops, true).await {
-        if e.is_refusal() {
+        if !e.is_retriable() {
             return not_ready(ctx, ku, "InvalidQuotas", e.to_string(), None).await;
         }
         return Err(Error::Kafka(e));
@@ -452,7 +460,6 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
         event(
             ctx,
             ku,
-            EventType::Normal,
             reason,
             format!(
                 "SCRAM-SHA-512 credentials of {username} {what} from Secret {}",
@@ -473,7 +480,7 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
         .map_err(Error::Kafka)?;
     let (create, delete) = plan::acl_changes(&desired, &actual);
     if let Err(e) = admin.create_acls(&create).await {
-        if e.is_refusal() {
+        if !e.is_retriable() {
             return not_ready(ctx, ku, "InvalidAcl", e.to_string(), None).await;
         }
         return Err(Error::Kafka(e));
@@ -486,7 +493,6 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
         event(
             ctx,
             ku,
-            EventType::Normal,
             "AclsUpdated",
             format!("{username}: {}", what.join("; ")),
         )
@@ -508,7 +514,6 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
         event(
             ctx,
             ku,
-            EventType::Normal,
             "QuotasUpdated",
             format!("{username}: {}", what.join(", ")),
         )
@@ -528,7 +533,7 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
     st.quotas = plan::observed_quotas(&in_force);
     set_condition(
         &mut st.conditions,
-        "Ready",
+        READY,
         true,
         "UserReady",
         &format!(

@@ -337,9 +337,9 @@ pub struct KafkaClusterStatus {
     /// The generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Reconciling`, `Running`, `RollingUpgrading`, `Degraded` or `Invalid`.
+    /// The cluster's state (the `State` column of `kubectl get`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<String>,
+    pub state: Option<ClusterState>,
     /// "ready/desired", for `kubectl get`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_brokers: Option<String>,
@@ -356,6 +356,63 @@ pub struct KafkaClusterStatus {
     /// restarted coordinator resumes where it was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolling_upgrade: Option<RollingUpgradeStatus>,
+}
+
+/// What the cluster is doing, as a whole.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum ClusterState {
+    /// Objects are being created or brokers are not all ready yet.
+    #[default]
+    Reconciling,
+    /// Every broker is ready and nothing waits.
+    Running,
+    /// A rolling restart is under way (see `rollingUpgrade`).
+    RollingUpgrading,
+    /// The spec cannot be reconciled (see the `Invalid` condition); nothing is changed.
+    Invalid,
+}
+
+/// What one broker is doing.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum BrokerState {
+    /// Its Pod is not running yet (missing, or created and starting).
+    #[default]
+    Pending,
+    /// Its Pod runs and its agent reports the broker ready.
+    Ready,
+    /// Its Pod runs but the broker is not ready (see `notReadyReason`).
+    NotReady,
+    /// Its Pod is stopping.
+    Stopping,
+    /// A rolling restart replaces its Pod now.
+    Restarting,
+}
+
+/// Why a broker waits for a restart.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+pub enum RestartCauseKind {
+    /// The Pod's template changed (image, resources, JVM options, volumes or scheduling):
+    /// Pods are never changed in place.
+    PodTemplate,
+    /// Static (read-only) broker config keys changed; they apply at the next start.
+    StaticConfig,
+}
+
+/// One reason a broker waits for a restart.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartCause {
+    /// What changed.
+    pub kind: RestartCauseKind,
+    /// For `StaticConfig`: the keys, as the broker's agent reports them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
 }
 
 /// Progress of a rolling restart.
@@ -411,12 +468,18 @@ pub struct Condition {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BrokerStatus {
+    /// What the broker is doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<BrokerState>,
     /// The Pod's phase.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_phase: Option<String>,
     /// The agent's readiness.
     #[serde(default)]
     pub ready: bool,
+    /// Why the broker is not ready, as its agent says (or why its agent cannot say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_ready_reason: Option<String>,
     /// Hash of the desired config.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired_config_hash: Option<String>,
@@ -426,9 +489,12 @@ pub struct BrokerStatus {
     /// True when a change waits for a restart.
     #[serde(default)]
     pub restart_needed: bool,
-    /// Why a restart is needed.
+    /// Why a restart is needed, in words (from `restartCauses`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_reason: Option<String>,
+    /// Why a restart is needed: each change that waits for one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_causes: Vec<RestartCause>,
     /// Partitions with a replica on this broker that is not in their ISR (the broker
     /// has not caught up), as the agent reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

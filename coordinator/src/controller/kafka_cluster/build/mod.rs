@@ -23,7 +23,7 @@ pub use services::{
 use super::validate::ValidatedCluster;
 
 /// The field manager of every object Stoker writes.
-pub const FIELD_MANAGER: &str = "stoker-coordinator";
+pub use crate::controller::resource_status::FIELD_MANAGER;
 /// Label: the KafkaCluster an object belongs to (Koperator's label, kept for migrations).
 pub const LABEL_CLUSTER: &str = "kafka_cr";
 /// Label: the broker id of a per-broker object (Koperator's label).
@@ -113,4 +113,15 @@ pub fn spec_hash<T: serde::Serialize>(obj: &T) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// `obj` with the hash of its content (without the hash) in [`ANNOTATION_SPEC_HASH`],
+/// and that hash: a live object carrying the same hash needs no write.
+pub fn stamped<K: kube::Resource + serde::Serialize>(mut obj: K) -> (K, String) {
+    use kube::ResourceExt;
+    obj.annotations_mut().remove(ANNOTATION_SPEC_HASH);
+    let hash = spec_hash(&obj);
+    obj.annotations_mut()
+        .insert(ANNOTATION_SPEC_HASH.to_owned(), hash.clone());
+    (obj, hash)
 }

@@ -96,13 +96,7 @@ fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
 }
 
 /// The Pod of broker `b`.
-pub fn broker_pod(
-    meta: &ClusterMeta,
-    cluster: &ValidatedCluster,
-    b: &ValidatedBroker,
-    one_broker_per_node: bool,
-    cluster_envs: &[EnvVar],
-) -> Pod {
+pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedBroker) -> Pod {
     let name = broker_name(meta, b.id);
     let mut labels = b.config.broker_labels.clone();
     labels.extend(broker_labels(meta, b.id));
@@ -231,7 +225,7 @@ pub fn broker_pod(
     };
 
     let mut kafka_env = downward();
-    kafka_env.extend(cluster_envs.iter().cloned());
+    kafka_env.extend(cluster.envs.iter().cloned());
     kafka_env.extend(b.config.envs.iter().cloned());
     kafka_env.push(env(
         "KAFKA_HEAP_OPTS",
@@ -293,7 +287,7 @@ pub fn broker_pod(
     };
 
     let mut affinity = b.config.affinity.clone();
-    if one_broker_per_node && affinity.is_none() {
+    if cluster.one_broker_per_node && affinity.is_none() {
         affinity = Some(Affinity {
             pod_anti_affinity: Some(PodAntiAffinity {
                 required_during_scheduling_ignored_during_execution: Some(vec![PodAffinityTerm {

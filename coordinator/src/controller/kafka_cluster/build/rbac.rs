@@ -114,5 +114,10 @@ pub fn agent_cluster_role_binding(
 
 /// The ClusterRoleBinding's name.
 pub fn binding_name(meta: &ClusterMeta) -> String {
-    format!("stoker-agent-{}-{}", meta.namespace, meta.name)
+    binding_name_for(&meta.namespace, &meta.name)
+}
+
+/// `stoker-agent-<namespace>-<cluster>`: the ClusterRoleBinding of cluster `name`.
+pub fn binding_name_for(namespace: &str, name: &str) -> String {
+    format!("stoker-agent-{namespace}-{name}")
 }

@@ -1,0 +1,506 @@
+//! Dereference: everything one pass needs, read once. Owned objects come from the
+//! controller's reflector stores (no GET or LIST per pass), the agents' reports are
+//! fetched concurrently with a bound timeout, and the status is the one this
+//! coordinator last wrote (the cached object may predate that write).
+//!
+//! The only I/O here is reading; nothing is written.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet},
+    sync::Mutex,
+    time::Duration,
+};
+
+use futures::future::join_all;
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount},
+    policy::v1::PodDisruptionBudget,
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
+use kube::{
+    Resource, ResourceExt,
+    runtime::reflector::{ObjectRef, Store},
+};
+use stoker_proto::agent::v1::{BrokerRef, BrokerStatus};
+
+use super::{
+    build::{AGENT_GRPC_PORT, ANNOTATION_SPEC_HASH, LABEL_BROKER_ID, LABEL_CLUSTER},
+    roll::{StopQuestion, Verdict},
+    validate::ValidatedCluster,
+};
+use crate::{
+    agents::AgentPool,
+    controller::error_chain,
+    crd::v1alpha1::{KafkaCluster, KafkaClusterStatus},
+};
+
+/// How long a pass waits for one agent's status: an agent that does not answer in
+/// time is reported unreachable, never a reason for the pass to hang.
+pub const AGENT_STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a pass waits for one agent's `SafeToStop` answer (it reads the cluster's
+/// metadata and every topic's min.insync.replicas).
+pub const SAFE_TO_STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The kinds of object the KafkaCluster controller writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// ServiceAccount.
+    ServiceAccount,
+    /// ClusterRole (cluster-scoped).
+    ClusterRole,
+    /// ClusterRoleBinding (cluster-scoped).
+    ClusterRoleBinding,
+    /// Service.
+    Service,
+    /// ConfigMap.
+    ConfigMap,
+    /// PersistentVolumeClaim.
+    PersistentVolumeClaim,
+    /// Pod.
+    Pod,
+    /// PodDisruptionBudget.
+    PodDisruptionBudget,
+}
+
+impl Kind {
+    /// The Kubernetes kind.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ServiceAccount => "ServiceAccount",
+            Self::ClusterRole => "ClusterRole",
+            Self::ClusterRoleBinding => "ClusterRoleBinding",
+            Self::Service => "Service",
+            Self::ConfigMap => "ConfigMap",
+            Self::PersistentVolumeClaim => "PersistentVolumeClaim",
+            Self::Pod => "Pod",
+            Self::PodDisruptionBudget => "PodDisruptionBudget",
+        }
+    }
+}
+
+/// One object, by kind and name (in the cluster's namespace, or cluster-scoped).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ObjectKey {
+    /// Its kind.
+    pub kind: Kind,
+    /// Its name.
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// The key of `kind` `name`.
+    pub fn new(kind: Kind, name: impl Into<String>) -> Self {
+        Self {
+            kind,
+            name: name.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.kind.as_str(), self.name)
+    }
+}
+
+/// What exists of an object the pass may write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Existing {
+    /// The hash of the content Stoker wrote (`kafka.stoker.io/spec-hash`); None for an
+    /// object Stoker did not write (a ServiceAccount the user made).
+    pub hash: Option<String>,
+    /// Its resourceVersion, to tell an update from a no-op write.
+    pub resource_version: Option<String>,
+}
+
+/// One broker Pod, as the pass needs it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PodView {
+    /// Its name.
+    pub name: String,
+    /// `status.phase`.
+    pub phase: Option<String>,
+    /// `status.podIP`.
+    pub ip: Option<String>,
+    /// Its Ready condition is True.
+    pub ready: bool,
+    /// It has a deletion timestamp.
+    pub terminating: bool,
+    /// The hash of the template it was created from.
+    pub hash: Option<String>,
+}
+
+impl PodView {
+    fn of(p: &Pod) -> Self {
+        let status = p.status.as_ref();
+        Self {
+            name: p.name_any(),
+            phase: status.and_then(|s| s.phase.clone()),
+            ip: status.and_then(|s| s.pod_ip.clone()),
+            ready: status
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
+            terminating: p.metadata.deletion_timestamp.is_some(),
+            hash: p.annotations().get(ANNOTATION_SPEC_HASH).cloned(),
+        }
+    }
+
+    /// The Pod runs (phase Running) and is not being deleted.
+    pub fn running(&self) -> bool {
+        self.phase.as_deref() == Some("Running") && !self.terminating
+    }
+
+    /// The agent's gRPC address, when the Pod has an IP.
+    pub fn agent_addr(&self) -> Option<String> {
+        self.ip.as_ref().map(|ip| format!("{ip}:{AGENT_GRPC_PORT}"))
+    }
+}
+
+/// What a broker's agent answered to `GetStatus`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AgentReport {
+    /// Its report.
+    Status(BrokerStatus),
+    /// It did not answer (in time); why.
+    Unreachable(String),
+}
+
+/// Who the cluster is, for the objects built for it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// The KafkaCluster's name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Controller owner reference to it.
+    pub owner: k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    /// The agent image for its Pods.
+    pub agent_image: String,
+    /// Its generation.
+    pub generation: Option<i64>,
+}
+
+/// Everything a pass observed.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// Who the cluster is.
+    pub identity: Identity,
+    /// The status as last written.
+    pub previous: KafkaClusterStatus,
+    /// Every object of the cluster that exists, by kind and name.
+    pub existing: BTreeMap<ObjectKey, Existing>,
+    /// Broker Pods of the cluster, by broker id (brokers gone from the spec included).
+    pub pods: BTreeMap<i32, PodView>,
+    /// Broker ids that have a ConfigMap.
+    pub config_maps: BTreeSet<i32>,
+    /// PVC names of each broker id.
+    pub pvcs: BTreeMap<i32, Vec<String>>,
+    /// What each asked agent answered.
+    pub agents: BTreeMap<i32, AgentReport>,
+    /// `SafeToStop` answers asked for this pass.
+    pub verdicts: BTreeMap<StopQuestion, Verdict>,
+    /// A new KRaft cluster id, used only when status has none.
+    pub fresh_cluster_id: String,
+    /// Now, RFC 3339.
+    pub now: String,
+}
+
+/// The reflector stores of every kind the controller writes (filled by its watches).
+#[derive(Clone)]
+pub struct OwnedStores {
+    /// Broker Pods.
+    pub pods: Store<Pod>,
+    /// Broker ConfigMaps.
+    pub config_maps: Store<ConfigMap>,
+    /// The clusters' Services.
+    pub services: Store<Service>,
+    /// Broker PVCs.
+    pub pvcs: Store<PersistentVolumeClaim>,
+    /// The agents' ServiceAccounts Stoker created.
+    pub service_accounts: Store<ServiceAccount>,
+    /// PodDisruptionBudgets.
+    pub pdbs: Store<PodDisruptionBudget>,
+    /// The agents' ClusterRoleBindings.
+    pub bindings: Store<ClusterRoleBinding>,
+    /// The agents' ClusterRole.
+    pub roles: Store<ClusterRole>,
+}
+
+impl OwnedStores {
+    /// Waits until every store holds its first complete list.
+    pub async fn wait_until_ready(&self) -> bool {
+        let ready = futures::join!(
+            self.pods.wait_until_ready(),
+            self.config_maps.wait_until_ready(),
+            self.services.wait_until_ready(),
+            self.pvcs.wait_until_ready(),
+            self.service_accounts.wait_until_ready(),
+            self.pdbs.wait_until_ready(),
+            self.bindings.wait_until_ready(),
+            self.roles.wait_until_ready(),
+        );
+        ready.0.is_ok()
+            && ready.1.is_ok()
+            && ready.2.is_ok()
+            && ready.3.is_ok()
+            && ready.4.is_ok()
+            && ready.5.is_ok()
+            && ready.6.is_ok()
+            && ready.7.is_ok()
+    }
+}
+
+/// What this coordinator remembers between passes: the status it last wrote to each
+/// cluster (by uid), and ServiceAccounts that exist but were not made by Stoker (its
+/// watch sees only its own).
+#[derive(Debug, Default)]
+pub struct Memory {
+    written: Mutex<HashMap<String, KafkaClusterStatus>>,
+    foreign_accounts: Mutex<HashSet<(String, String)>>,
+}
+
+impl Memory {
+    /// Records the status written to the cluster with `uid`.
+    pub fn wrote(&self, uid: &str, status: KafkaClusterStatus) {
+        self.written
+            .lock()
+            .expect("the status memory lock is never poisoned")
+            .insert(uid.to_owned(), status);
+    }
+
+    /// Forgets a deleted cluster.
+    pub fn forget(&self, uid: &str) {
+        self.written
+            .lock()
+            .expect("the status memory lock is never poisoned")
+            .remove(uid);
+    }
+
+    /// Remembers that ServiceAccount `namespace/name` exists (made by someone else).
+    pub fn account_exists(&self, namespace: &str, name: &str) {
+        self.foreign_accounts
+            .lock()
+            .expect("the account memory lock is never poisoned")
+            .insert((namespace.to_owned(), name.to_owned()));
+    }
+
+    fn knows_account(&self, namespace: &str, name: &str) -> bool {
+        self.foreign_accounts
+            .lock()
+            .expect("the account memory lock is never poisoned")
+            .contains(&(namespace.to_owned(), name.to_owned()))
+    }
+}
+
+/// The status as last written: this coordinator is the only writer of a cluster's
+/// status, so what it wrote last is newer than a cached copy that predates the write
+/// (a Pod event can bring the next pass first, and a stale status would forget the
+/// broker a roll restarts).
+pub fn previous_status(kc: &KafkaCluster, memory: &Memory) -> KafkaClusterStatus {
+    kc.uid()
+        .and_then(|uid| {
+            memory
+                .written
+                .lock()
+                .expect("the status memory lock is never poisoned")
+                .get(&uid)
+                .cloned()
+        })
+        .or_else(|| kc.status.clone())
+        .unwrap_or_default()
+}
+
+fn existing<K: Resource>(obj: &K) -> Existing {
+    Existing {
+        hash: obj.annotations().get(ANNOTATION_SPEC_HASH).cloned(),
+        resource_version: obj.resource_version(),
+    }
+}
+
+fn broker_id<K: Resource>(obj: &K) -> Option<i32> {
+    obj.labels().get(LABEL_BROKER_ID)?.parse().ok()
+}
+
+/// Everything the pass needs of `kc`, from the stores and the agents.
+pub async fn observe(
+    kc: &KafkaCluster,
+    cluster: &ValidatedCluster,
+    stores: &OwnedStores,
+    memory: &Memory,
+    agents: &AgentPool,
+    agent_image: &str,
+) -> Observed {
+    let name = kc.name_any();
+    let namespace = kc.namespace().unwrap_or_default();
+    let ours = |labels: &BTreeMap<String, String>| labels.get(LABEL_CLUSTER) == Some(&name);
+    let in_ns = |ns: Option<String>| ns.as_deref() == Some(namespace.as_str());
+
+    let mut existing = BTreeMap::new();
+    let mut pods = BTreeMap::new();
+    for p in stores.pods.state() {
+        if in_ns(p.namespace()) && ours(p.labels()) {
+            existing.insert(ObjectKey::new(Kind::Pod, p.name_any()), existing_of(&p));
+            if let Some(id) = broker_id(p.as_ref()) {
+                pods.insert(id, PodView::of(&p));
+            }
+        }
+    }
+    let mut config_maps = BTreeSet::new();
+    for c in stores.config_maps.state() {
+        if in_ns(c.namespace()) && ours(c.labels()) {
+            existing.insert(
+                ObjectKey::new(Kind::ConfigMap, c.name_any()),
+                existing_of(&c),
+            );
+            if let Some(id) = broker_id(c.as_ref()) {
+                config_maps.insert(id);
+            }
+        }
+    }
+    let mut pvcs: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for p in stores.pvcs.state() {
+        if in_ns(p.namespace()) && ours(p.labels()) {
+            existing.insert(
+                ObjectKey::new(Kind::PersistentVolumeClaim, p.name_any()),
+                existing_of(&p),
+            );
+            if let Some(id) = broker_id(p.as_ref()) {
+                pvcs.entry(id).or_default().push(p.name_any());
+            }
+        }
+    }
+    for s in stores.services.state() {
+        if in_ns(s.namespace()) && ours(s.labels()) {
+            existing.insert(ObjectKey::new(Kind::Service, s.name_any()), existing_of(&s));
+        }
+    }
+    for b in stores.pdbs.state() {
+        if in_ns(b.namespace()) && ours(b.labels()) {
+            existing.insert(
+                ObjectKey::new(Kind::PodDisruptionBudget, b.name_any()),
+                existing_of(&b),
+            );
+        }
+    }
+    for b in stores.bindings.state() {
+        existing.insert(
+            ObjectKey::new(Kind::ClusterRoleBinding, b.name_any()),
+            existing_of(&b),
+        );
+    }
+    for r in stores.roles.state() {
+        existing.insert(
+            ObjectKey::new(Kind::ClusterRole, r.name_any()),
+            existing_of(&r),
+        );
+    }
+    for a in stores.service_accounts.state() {
+        if in_ns(a.namespace()) {
+            existing.insert(
+                ObjectKey::new(Kind::ServiceAccount, a.name_any()),
+                existing_of(&a),
+            );
+        }
+    }
+    // Accounts the spec names that someone else made: they exist, Stoker never changes them.
+    for b in cluster.brokers.values() {
+        if let Some(sa) = &b.config.service_account_name
+            && memory.knows_account(&namespace, sa)
+        {
+            existing
+                .entry(ObjectKey::new(Kind::ServiceAccount, sa.clone()))
+                .or_default();
+        }
+    }
+
+    let reports = join_all(cluster.brokers.keys().filter_map(|id| {
+        let pod = pods.get(id).filter(|p| p.running())?;
+        let addr = pod.agent_addr()?;
+        let broker = BrokerRef {
+            cluster: name.clone(),
+            namespace: namespace.clone(),
+            broker_id: *id,
+        };
+        Some(async move {
+            let report =
+                match tokio::time::timeout(AGENT_STATUS_TIMEOUT, agents.status(&addr, &broker))
+                    .await
+                {
+                    Ok(Ok(s)) => AgentReport::Status(s),
+                    Ok(Err(e)) => AgentReport::Unreachable(error_chain(&e)),
+                    Err(_) => AgentReport::Unreachable(format!(
+                        "agent {addr} did not answer GetStatus within {AGENT_STATUS_TIMEOUT:?}"
+                    )),
+                };
+            (broker.broker_id, report)
+        })
+    }))
+    .await;
+
+    Observed {
+        identity: Identity {
+            name,
+            namespace,
+            owner: kc
+                .controller_owner_ref(&())
+                .expect("a stored KafkaCluster has a uid"),
+            agent_image: agent_image.to_owned(),
+            generation: kc.metadata.generation,
+        },
+        previous: previous_status(kc, memory),
+        existing,
+        pods,
+        config_maps,
+        pvcs,
+        agents: reports.into_iter().collect(),
+        verdicts: BTreeMap::new(),
+        fresh_cluster_id: super::new_cluster_id(),
+        now: crate::controller::conditions::now(),
+    }
+}
+
+fn existing_of<K: Resource>(obj: &std::sync::Arc<K>) -> Existing {
+    existing(obj.as_ref())
+}
+
+/// Asks the agent of `question.broker` whether it may stop (together with
+/// `question.with`). Anything but a clear "safe" is unsafe, with the reason.
+pub async fn ask_safe_to_stop(
+    observed: &Observed,
+    agents: &AgentPool,
+    question: &StopQuestion,
+) -> Verdict {
+    let Some(addr) = observed
+        .pods
+        .get(&question.broker)
+        .and_then(PodView::agent_addr)
+    else {
+        return Verdict::Unsafe("its Pod has no address".into());
+    };
+    let broker = BrokerRef {
+        cluster: observed.identity.name.clone(),
+        namespace: observed.identity.namespace.clone(),
+        broker_id: question.broker,
+    };
+    match tokio::time::timeout(
+        SAFE_TO_STOP_TIMEOUT,
+        agents.safe_to_stop(&addr, &broker, &question.with),
+    )
+    .await
+    {
+        Ok(Ok(v)) if v.safe => Verdict::Safe,
+        Ok(Ok(v)) => Verdict::Unsafe(v.reason),
+        Ok(Err(e)) => Verdict::Unsafe(format!(
+            "its agent did not answer SafeToStop: {}",
+            error_chain(&e)
+        )),
+        Err(_) => Verdict::Unsafe(format!(
+            "its agent did not answer SafeToStop within {SAFE_TO_STOP_TIMEOUT:?}"
+        )),
+    }
+}
+
+/// The store key of a namespaced object.
+pub fn key_in<K: Resource<DynamicType = ()>>(name: &str, namespace: &str) -> ObjectRef<K> {
+    ObjectRef::new(name).within(namespace)
+}

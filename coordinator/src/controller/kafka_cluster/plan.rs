@@ -1,0 +1,1090 @@
+//! Plan: one pure function from the validated spec and what the pass observed to
+//! everything the pass will do — the objects to write and delete, the agents to
+//! reconfigure, the Pods the roll restarts, the Events, the whole status and when to
+//! look again. When the roll needs an agent's `SafeToStop` answer to decide, the plan
+//! carries that question instead; the reconcile asks and plans again with the answer.
+//!
+//! Rules (each has a test below, and `docs/kafkacluster.md` says them in prose):
+//! - the KRaft cluster id is recorded in status before anything uses it;
+//! - every object is built, stamped with the hash of its content, and written only when
+//!   the live object's hash differs; Pods and PVCs are only created, never changed;
+//! - a Pod whose template differs marks its broker with restart cause `PodTemplate`;
+//! - an agent whose config in force is not the desired one is sent `Reconfigure`,
+//!   unless it already waits for a restart with exactly that config (its static keys
+//!   are then the broker's restart cause `StaticConfig`);
+//! - a broker gone from the spec loses its Pod, ConfigMap and Service, and its PVCs
+//!   only under `pvcDeletionPolicy: Delete`;
+//! - the roll follows [`roll::step`].
+
+use std::{collections::BTreeMap, time::Duration};
+
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Service, ServiceAccount},
+    policy::v1::PodDisruptionBudget,
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
+use kube::ResourceExt;
+use stoker_proto::agent::v1::DesiredConfig;
+
+use super::{
+    build::{self, ClusterMeta},
+    dereference::{AgentReport, Existing, Kind, ObjectKey, Observed},
+    roll::{self, BrokerView, PodState, StopQuestion},
+    status::{self, AgentFacts, BrokerFacts},
+    validate::{InvalidSpec, ValidatedCluster},
+};
+use crate::{
+    controller::resource_status::Note,
+    crd::v1alpha1::{KafkaClusterStatus, PvcDeletionPolicy, RestartCause, RestartCauseKind},
+};
+
+/// How soon a pass looks again while a roll is under way.
+pub const ROLL_REQUEUE: Duration = Duration::from_secs(3);
+/// How soon a pass looks again after reconfiguring agents (to read what waits for a
+/// restart).
+pub const RECONFIGURE_REQUEUE: Duration = Duration::from_secs(2);
+/// How soon a pass looks again after recording a new cluster id.
+pub const INIT_REQUEUE: Duration = Duration::from_secs(1);
+/// How often a settled cluster is looked at again (agents' reports, drift).
+pub const RESYNC: Duration = Duration::from_secs(300);
+
+/// An object to write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Object {
+    /// A ServiceAccount (created only when missing: a user may own it).
+    ServiceAccount(ServiceAccount),
+    /// The agents' ClusterRole.
+    ClusterRole(ClusterRole),
+    /// The cluster's ClusterRoleBinding.
+    ClusterRoleBinding(ClusterRoleBinding),
+    /// A Service.
+    Service(Service),
+    /// A broker's ConfigMap.
+    ConfigMap(ConfigMap),
+    /// A broker's PVC (created only: it holds data).
+    PersistentVolumeClaim(PersistentVolumeClaim),
+    /// A broker's Pod (created only: a changed template waits for a restart).
+    Pod(Box<Pod>),
+    /// The PodDisruptionBudget.
+    PodDisruptionBudget(PodDisruptionBudget),
+}
+
+impl Object {
+    /// Its kind and name.
+    pub fn key(&self) -> ObjectKey {
+        let (kind, name) = match self {
+            Self::ServiceAccount(o) => (Kind::ServiceAccount, o.name_any()),
+            Self::ClusterRole(o) => (Kind::ClusterRole, o.name_any()),
+            Self::ClusterRoleBinding(o) => (Kind::ClusterRoleBinding, o.name_any()),
+            Self::Service(o) => (Kind::Service, o.name_any()),
+            Self::ConfigMap(o) => (Kind::ConfigMap, o.name_any()),
+            Self::PersistentVolumeClaim(o) => (Kind::PersistentVolumeClaim, o.name_any()),
+            Self::Pod(o) => (Kind::Pod, o.name_any()),
+            Self::PodDisruptionBudget(o) => (Kind::PodDisruptionBudget, o.name_any()),
+        };
+        ObjectKey::new(kind, name)
+    }
+
+    /// True for kinds only ever created, never changed.
+    pub fn create_only(&self) -> bool {
+        matches!(
+            self,
+            Self::ServiceAccount(_) | Self::PersistentVolumeClaim(_) | Self::Pod(_)
+        )
+    }
+}
+
+/// One write: the object, stamped with its hash, and what exists of it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write {
+    /// The object.
+    pub object: Object,
+    /// The live object, if the store has one.
+    pub existing: Option<Existing>,
+}
+
+/// A broker gone from the spec: what to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Removal {
+    /// Its id.
+    pub broker: i32,
+    /// Its objects that exist.
+    pub delete: Vec<ObjectKey>,
+    /// True when its PVCs are kept (`pvcDeletionPolicy: Retain`).
+    pub pvcs_kept: bool,
+}
+
+/// A desired config to send to a broker's agent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reconfigure {
+    /// The broker.
+    pub broker: i32,
+    /// Its agent's gRPC address.
+    pub addr: String,
+    /// The desired config.
+    pub desired: DesiredConfig,
+    /// The broker's Pod (the related object of its Events).
+    pub pod: ObjectReference,
+}
+
+/// A broker Pod the roll deletes now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restart {
+    /// The broker.
+    pub broker: i32,
+    /// Its Pod.
+    pub pod: String,
+}
+
+/// Everything one pass does.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The status to record (written only when it differs from the previous one).
+    pub status: KafkaClusterStatus,
+    /// Objects to write, in order: accounts and RBAC, Services (brokers advertise and
+    /// find the voters through their names), then each broker's ConfigMap, PVCs and
+    /// Pod, then the PodDisruptionBudget.
+    pub writes: Vec<Write>,
+    /// Brokers to remove.
+    pub removals: Vec<Removal>,
+    /// Agents to send their broker's desired config.
+    pub reconfigure: Vec<Reconfigure>,
+    /// Pods to delete for the roll (after their agents said stopping is safe).
+    pub restarts: Vec<Restart>,
+    /// Events of the decisions, in order.
+    pub events: Vec<Note>,
+    /// A `SafeToStop` question to answer before this plan may be carried out.
+    pub question: Option<StopQuestion>,
+    /// When to look again.
+    pub requeue: Duration,
+}
+
+impl Plan {
+    fn only_status(status: KafkaClusterStatus, events: Vec<Note>, requeue: Duration) -> Self {
+        Self {
+            status,
+            writes: Vec::new(),
+            removals: Vec::new(),
+            reconfigure: Vec::new(),
+            restarts: Vec::new(),
+            events,
+            question: None,
+            requeue,
+        }
+    }
+}
+
+/// The plan for a spec that failed validation: only the `Invalid` condition (and a
+/// Warning Event the first time this message is seen); nothing is written or deleted.
+pub fn invalid(
+    err: &InvalidSpec,
+    previous: &KafkaClusterStatus,
+    generation: Option<i64>,
+    now: &str,
+) -> Plan {
+    let already = previous.conditions.iter().any(|c| {
+        c.type_ == crate::controller::conditions::INVALID
+            && c.status == "True"
+            && c.message == err.message
+    });
+    let events = if already {
+        Vec::new()
+    } else {
+        vec![Note::warning(err.reason, "Validating", err.message.clone())]
+    };
+    Plan::only_status(
+        status::invalid_status(previous, err, generation, now),
+        events,
+        RESYNC,
+    )
+}
+
+/// The object reference of broker `id`'s Pod (the related object of its Events).
+pub fn broker_pod_ref(meta: &ClusterMeta, id: i32) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(build::broker_name(meta, id)),
+        namespace: Some(meta.namespace.clone()),
+        ..ObjectReference::default()
+    }
+}
+
+/// Collects writes in order, each only when the live object differs.
+struct Writes<'a> {
+    observed: &'a Observed,
+    out: Vec<Write>,
+}
+
+impl Writes<'_> {
+    /// Adds `object` unless the live one has its hash (or, for create-only kinds,
+    /// exists at all). Returns whether a create-only object exists with other content.
+    fn add(&mut self, object: Object, hash: &str) -> bool {
+        let existing = self.observed.existing.get(&object.key()).cloned();
+        let differs = match &existing {
+            None => true,
+            Some(e) if object.create_only() => {
+                return e.hash.is_some() && e.hash.as_deref() != Some(hash);
+            }
+            Some(e) => e.hash.as_deref() != Some(hash),
+        };
+        if differs {
+            self.out.push(Write { object, existing });
+        }
+        false
+    }
+}
+
+macro_rules! stamp {
+    ($writes:expr, $variant:ident, $obj:expr) => {{
+        let (obj, hash) = build::stamped($obj);
+        $writes.add(Object::$variant(obj), &hash)
+    }};
+}
+
+/// What causes broker `id` to wait for a restart.
+fn restart_causes(
+    observed: &Observed,
+    id: i32,
+    desired_hash: &str,
+    template_differs: bool,
+) -> Vec<RestartCause> {
+    let mut causes = Vec::new();
+    let pending_keys = match observed.agents.get(&id) {
+        Some(AgentReport::Status(s)) => (s.config_hash_in_force != desired_hash
+            && s.pending_config_hash == desired_hash
+            && !s.restart_needed_keys.is_empty())
+        .then(|| s.restart_needed_keys.clone()),
+        // No fresh report: what the agent said last about this same desired config
+        // holds until the broker runs it.
+        _ => observed
+            .previous
+            .brokers_state
+            .get(&id.to_string())
+            .filter(|b| b.desired_config_hash.as_deref() == Some(desired_hash))
+            .and_then(|b| {
+                b.restart_causes
+                    .iter()
+                    .find(|c| c.kind == RestartCauseKind::StaticConfig)
+                    .map(|c| c.keys.clone())
+            }),
+    };
+    if let Some(keys) = pending_keys {
+        causes.push(RestartCause {
+            kind: RestartCauseKind::StaticConfig,
+            keys,
+        });
+    }
+    if template_differs {
+        causes.push(RestartCause {
+            kind: RestartCauseKind::PodTemplate,
+            keys: Vec::new(),
+        });
+    }
+    causes
+}
+
+fn agent_facts(report: &AgentReport) -> AgentFacts {
+    match report {
+        AgentReport::Status(s) => AgentFacts::Reported {
+            ready: s.ready,
+            not_ready_reason: s.not_ready_reason.clone(),
+            config_hash_in_force: s.config_hash_in_force.clone(),
+            out_of_sync: s.out_of_sync_partitions,
+            rack: s.rack.clone(),
+        },
+        AgentReport::Unreachable(why) => AgentFacts::Unreachable(why.clone()),
+    }
+}
+
+/// The plan of one pass over a valid spec.
+pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
+    let id = &observed.identity;
+    let previous = &observed.previous;
+    // The KRaft cluster id is recorded before any object carries it: a pass that failed
+    // after writing ConfigMaps must never lead to a second id for the same storage.
+    let Some(cluster_id) = previous.cluster_id.clone() else {
+        let mut status = previous.clone();
+        status.cluster_id = Some(observed.fresh_cluster_id.clone());
+        return Plan::only_status(
+            status,
+            vec![Note::normal(
+                "ClusterIdGenerated",
+                "Initializing",
+                format!("KRaft cluster id {}", observed.fresh_cluster_id),
+            )],
+            INIT_REQUEUE,
+        );
+    };
+    let meta = ClusterMeta {
+        name: id.name.clone(),
+        namespace: id.namespace.clone(),
+        owner: id.owner.clone(),
+        cluster_id: cluster_id.clone(),
+        headless: cluster.headless,
+        agent_image: id.agent_image.clone(),
+    };
+
+    let mut w = Writes {
+        observed,
+        out: Vec::new(),
+    };
+    for sa in build::service_accounts(&meta, cluster) {
+        stamp!(w, ServiceAccount, sa);
+    }
+    stamp!(w, ClusterRole, build::agent_cluster_role());
+    stamp!(
+        w,
+        ClusterRoleBinding,
+        build::agent_cluster_role_binding(&meta, cluster)
+    );
+    if meta.headless {
+        stamp!(w, Service, build::headless_service(&meta, cluster));
+    } else {
+        stamp!(w, Service, build::all_broker_service(&meta, cluster));
+        for broker in cluster.brokers.keys() {
+            stamp!(w, Service, build::broker_service(&meta, cluster, *broker));
+        }
+    }
+
+    let mut events = Vec::new();
+    let mut reconfigure = Vec::new();
+    let mut facts = BTreeMap::new();
+    let mut new_template = Vec::new();
+    let mut new_static = Vec::new();
+    for b in cluster.brokers.values() {
+        let doc = build::desired_config(&meta, cluster, b);
+        let desired_hash = stoker_proto::config_hash(&doc);
+        stamp!(w, ConfigMap, build::desired_config_map(&meta, &doc));
+        for pvc in build::broker_pvcs(&meta, b) {
+            stamp!(w, PersistentVolumeClaim, pvc);
+        }
+        let pod = observed.pods.get(&b.id);
+        // A Pod being deleted is replaced from the current template; it is no cause.
+        let (desired_pod, pod_hash) = build::stamped(build::broker_pod(&meta, cluster, b));
+        let template_differs = w.add(Object::Pod(Box::new(desired_pod)), &pod_hash)
+            && !pod.is_some_and(|p| p.terminating);
+
+        let report = observed.agents.get(&b.id);
+        if let (Some(AgentReport::Status(s)), Some(addr)) =
+            (report, pod.and_then(|p| p.agent_addr()))
+            && s.config_hash_in_force != desired_hash
+            && s.pending_config_hash != desired_hash
+        {
+            reconfigure.push(Reconfigure {
+                broker: b.id,
+                addr,
+                desired: doc.clone(),
+                pod: broker_pod_ref(&meta, b.id),
+            });
+        }
+        let causes = restart_causes(observed, b.id, &desired_hash, template_differs);
+        let before: Vec<RestartCauseKind> = previous
+            .brokers_state
+            .get(&b.id.to_string())
+            .map(|s| s.restart_causes.iter().map(|c| c.kind).collect())
+            .unwrap_or_default();
+        for c in &causes {
+            if !before.contains(&c.kind) {
+                match c.kind {
+                    RestartCauseKind::PodTemplate => new_template.push(b.id),
+                    RestartCauseKind::StaticConfig => new_static.push((b.id, c.keys.join(", "))),
+                }
+            }
+        }
+        facts.insert(
+            b.id,
+            BrokerFacts {
+                pod_phase: pod
+                    .and_then(|p| p.phase.clone())
+                    .unwrap_or_else(|| if pod.is_some() { "Pending" } else { "Missing" }.into()),
+                pod_terminating: pod.is_some_and(|p| p.terminating),
+                pod_ready: pod.is_some_and(|p| p.ready),
+                agent: report.map(agent_facts),
+                desired_config_hash: desired_hash,
+                causes,
+                restarting: false,
+            },
+        );
+    }
+    if let Some(budget) = &cluster.disruption_budget {
+        stamp!(
+            w,
+            PodDisruptionBudget,
+            build::pod_disruption_budget(&meta, budget)
+        );
+    }
+    if !new_template.is_empty() {
+        events.push(Note::normal(
+            "RestartNeeded",
+            "Planning",
+            format!("broker(s) {new_template:?} need a restart: the Pod's template changed; they keep running until a safe rolling restart replaces them"),
+        ));
+    }
+    for (broker, keys) in new_static {
+        events.push(
+            Note::normal(
+                "RestartNeeded",
+                "Planning",
+                format!("broker {broker} needs a restart: static config changed ({keys}); it keeps running until a safe rolling restart replaces it"),
+            )
+            .about(broker_pod_ref(&meta, broker)),
+        );
+    }
+
+    let removals = removals(&meta, cluster, observed);
+    for r in &removals {
+        let kept = if r.pvcs_kept {
+            "; its PersistentVolumeClaims are kept (pvcDeletionPolicy: Retain)"
+        } else {
+            "; its PersistentVolumeClaims are deleted (pvcDeletionPolicy: Delete)"
+        };
+        events.push(Note::normal(
+            "BrokerRemoved",
+            "Removing",
+            format!(
+                "broker {} is no longer in spec.brokers: its Pod and ConfigMap are deleted{kept}",
+                r.broker
+            ),
+        ));
+    }
+
+    // The roll.
+    let views: Vec<BrokerView> = cluster
+        .brokers
+        .values()
+        .map(|b| {
+            let pod = observed.pods.get(&b.id);
+            let f = &facts[&b.id];
+            let report = match observed.agents.get(&b.id) {
+                Some(AgentReport::Status(s)) => Some(s),
+                _ => None,
+            };
+            BrokerView {
+                id: b.id,
+                broker: b.roles.broker,
+                controller: b.roles.controller,
+                pod: match pod {
+                    None => PodState::Missing,
+                    Some(p) if p.terminating => PodState::Terminating,
+                    Some(p) if p.phase.as_deref() == Some("Running") => PodState::Running,
+                    Some(_) => PodState::Pending,
+                },
+                ready: f.pod_ready && report.is_some_and(|r| r.ready),
+                not_ready_reason: report
+                    .map(|r| r.not_ready_reason.clone())
+                    .unwrap_or_default(),
+                restart_needed: !f.causes.is_empty(),
+                out_of_sync: report.map_or(0, |r| r.out_of_sync_partitions),
+                // The last rack reported stays known while the broker is down.
+                rack: report
+                    .map(|r| r.rack.clone())
+                    .filter(|r| !r.is_empty())
+                    .or_else(|| {
+                        previous
+                            .brokers_state
+                            .get(&b.id.to_string())
+                            .and_then(|s| s.rack.clone())
+                    }),
+                addressable: pod.is_some_and(|p| p.ip.is_some()),
+                restart_reason: status::restart_reason(&f.causes).unwrap_or_default(),
+            }
+        })
+        .collect();
+    let active_controller = observed
+        .agents
+        .values()
+        .filter_map(|r| match r {
+            AgentReport::Status(s) => Some(s.quorum_leader),
+            AgentReport::Unreachable(_) => None,
+        })
+        .find(|l| *l >= 0);
+    let limits = roll::Limits {
+        failure_threshold: cluster.roll.failure_threshold,
+        per_rack: cluster.roll.concurrent_broker_restart_count_per_rack,
+    };
+    let rolled = roll::step(
+        &views,
+        previous.rolling_upgrade.as_ref(),
+        limits,
+        active_controller,
+        &observed.verdicts,
+        &observed.now,
+    );
+    if let Some(ru) = &rolled.progress {
+        for b in &ru.in_progress {
+            if let Some(f) = facts.get_mut(&b.broker) {
+                f.restarting = true;
+            }
+        }
+    }
+    events.extend(rolled.notes.iter().map(|(broker, note)| match broker {
+        Some(b) => note.clone().about(broker_pod_ref(&meta, *b)),
+        None => note.clone(),
+    }));
+
+    let mut status = status::observed_status(
+        previous,
+        cluster,
+        &cluster_id,
+        &facts,
+        rolled.rolling,
+        id.generation,
+        &observed.now,
+    );
+    status.rolling_upgrade = rolled.progress.clone();
+    let requeue = if rolled.rolling {
+        ROLL_REQUEUE
+    } else if !reconfigure.is_empty() {
+        RECONFIGURE_REQUEUE
+    } else {
+        RESYNC
+    };
+    Plan {
+        status,
+        writes: w.out,
+        removals,
+        reconfigure,
+        restarts: rolled
+            .restarts
+            .iter()
+            .map(|b| Restart {
+                broker: *b,
+                pod: build::broker_name(&meta, *b),
+            })
+            .collect(),
+        events,
+        question: rolled.question,
+        requeue,
+    }
+}
+
+/// Brokers that have a Pod or a ConfigMap but are gone from the spec.
+fn removals(meta: &ClusterMeta, cluster: &ValidatedCluster, observed: &Observed) -> Vec<Removal> {
+    let gone: std::collections::BTreeSet<i32> = observed
+        .pods
+        .keys()
+        .chain(observed.config_maps.iter())
+        .filter(|id| !cluster.brokers.contains_key(id))
+        .copied()
+        .collect();
+    let keep_pvcs = cluster.pvc_deletion_policy == PvcDeletionPolicy::Retain;
+    gone.into_iter()
+        .filter_map(|id| {
+            let base = build::broker_name(meta, id);
+            let mut delete = Vec::new();
+            // A Pod already being deleted is on its way out.
+            if observed.pods.get(&id).is_some_and(|p| !p.terminating) {
+                delete.push(ObjectKey::new(Kind::Pod, base.clone()));
+            }
+            let cm = ObjectKey::new(Kind::ConfigMap, format!("{base}-config"));
+            if observed.existing.contains_key(&cm) {
+                delete.push(cm);
+            }
+            let svc = ObjectKey::new(Kind::Service, base);
+            if !meta.headless && observed.existing.contains_key(&svc) {
+                delete.push(svc);
+            }
+            if !keep_pvcs {
+                delete.extend(
+                    observed
+                        .pvcs
+                        .get(&id)
+                        .into_iter()
+                        .flatten()
+                        .map(|n| ObjectKey::new(Kind::PersistentVolumeClaim, n.clone())),
+                );
+            }
+            (!delete.is_empty()).then_some(Removal {
+                broker: id,
+                delete,
+                pvcs_kept: keep_pvcs,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use kube::ResourceExt;
+    use stoker_proto::agent::v1::BrokerStatus as AgentStatus;
+
+    use super::*;
+    use crate::{
+        controller::kafka_cluster::{
+            dereference::{Identity, PodView},
+            roll::Verdict,
+            test_support::example,
+            validate::validate,
+        },
+        crd::v1alpha1::{BrokerState, ClusterState, RollingUpgradeStatus},
+    };
+
+    const CLUSTER_ID: &str = "AAAAAAAAAAAAAAAAAAAAAA";
+
+    fn cluster() -> ValidatedCluster {
+        validate(&example().spec).expect("the example is valid")
+    }
+
+    /// What a pass of the example sees before anything exists (its id recorded).
+    fn empty() -> Observed {
+        let mut kc = example();
+        kc.metadata.uid = Some("uid-1".into());
+        let previous = KafkaClusterStatus {
+            cluster_id: Some(CLUSTER_ID.into()),
+            ..KafkaClusterStatus::default()
+        };
+        Observed {
+            identity: Identity {
+                name: kc.name_any(),
+                namespace: "alerting".into(),
+                owner: kube::Resource::controller_owner_ref(&kc, &()).expect("a uid"),
+                agent_image: "stoker-agent:test".into(),
+                generation: Some(1),
+            },
+            previous,
+            existing: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            config_maps: BTreeSet::new(),
+            pvcs: BTreeMap::new(),
+            agents: BTreeMap::new(),
+            verdicts: BTreeMap::new(),
+            fresh_cluster_id: "BBBBBBBBBBBBBBBBBBBBBB".into(),
+            now: "2026-12-02T00:00:00Z".into(),
+        }
+    }
+
+    fn hash_of(object: &Object) -> Option<String> {
+        let annotations = match object {
+            Object::ServiceAccount(o) => o.annotations(),
+            Object::ClusterRole(o) => o.annotations(),
+            Object::ClusterRoleBinding(o) => o.annotations(),
+            Object::Service(o) => o.annotations(),
+            Object::ConfigMap(o) => o.annotations(),
+            Object::PersistentVolumeClaim(o) => o.annotations(),
+            Object::Pod(o) => o.annotations(),
+            Object::PodDisruptionBudget(o) => o.annotations(),
+        };
+        annotations.get(build::ANNOTATION_SPEC_HASH).cloned()
+    }
+
+    /// `observed` after `plan`'s writes landed: every object exists with its hash, and
+    /// each broker's Pod runs (ready) at 10.0.0.<id>, its agent in sync and ready.
+    fn converged(mut observed: Observed, plan: &Plan) -> Observed {
+        for w in &plan.writes {
+            let key = w.object.key();
+            observed.existing.insert(
+                key.clone(),
+                Existing {
+                    hash: hash_of(&w.object),
+                    resource_version: Some("1".into()),
+                },
+            );
+            if let Object::Pod(p) = &w.object {
+                let id: i32 = p.labels()[build::LABEL_BROKER_ID].parse().expect("an id");
+                observed.pods.insert(
+                    id,
+                    PodView {
+                        name: key.name.clone(),
+                        phase: Some("Running".into()),
+                        ip: Some(format!("10.0.0.{id}")),
+                        ready: true,
+                        terminating: false,
+                        hash: hash_of(&w.object),
+                    },
+                );
+            }
+            if let Object::ConfigMap(c) = &w.object {
+                let id: i32 = c.labels()[build::LABEL_BROKER_ID].parse().expect("an id");
+                observed.config_maps.insert(id);
+            }
+        }
+        for (id, s) in &plan.status.brokers_state {
+            let id: i32 = id.parse().expect("an id");
+            observed.agents.insert(
+                id,
+                AgentReport::Status(AgentStatus {
+                    ready: true,
+                    config_hash_in_force: s.desired_config_hash.clone().unwrap_or_default(),
+                    quorum_leader: 100,
+                    ..AgentStatus::default()
+                }),
+            );
+        }
+        observed.previous = plan.status.clone();
+        observed
+    }
+
+    fn steady() -> (ValidatedCluster, Observed) {
+        let c = cluster();
+        let first = plan(&c, &empty());
+        let mut observed = converged(empty(), &first);
+        let second = plan(&c, &observed);
+        observed.previous = second.status;
+        (c, observed)
+    }
+
+    fn reasons(p: &Plan) -> Vec<&str> {
+        p.events.iter().map(|e| e.reason.as_str()).collect()
+    }
+
+    #[test]
+    fn the_cluster_id_is_recorded_before_any_object_carries_it() {
+        let mut observed = empty();
+        observed.previous.cluster_id = None;
+        let p = plan(&cluster(), &observed);
+        assert!(p.writes.is_empty() && p.removals.is_empty() && p.reconfigure.is_empty());
+        assert_eq!(
+            p.status.cluster_id.as_deref(),
+            Some("BBBBBBBBBBBBBBBBBBBBBB")
+        );
+        assert_eq!(reasons(&p), ["ClusterIdGenerated"]);
+        assert_eq!(p.requeue, INIT_REQUEUE);
+    }
+
+    #[test]
+    fn a_new_cluster_gets_every_object_in_order() {
+        let p = plan(&cluster(), &empty());
+        let kinds: Vec<Kind> = p.writes.iter().map(|w| w.object.key().kind).collect();
+        let first_pod = kinds.iter().position(|k| *k == Kind::Pod).expect("Pods");
+        let last_service = kinds
+            .iter()
+            .rposition(|k| *k == Kind::Service)
+            .expect("Services");
+        assert!(last_service < first_pod, "Services before Pods: {kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| **k == Kind::Pod).count(), 4);
+        assert_eq!(kinds.iter().filter(|k| **k == Kind::ConfigMap).count(), 4);
+        assert_eq!(kinds[0], Kind::ServiceAccount);
+        assert_eq!(p.status.ready_brokers.as_deref(), Some("0/4"));
+        assert_eq!(p.status.state, Some(ClusterState::Reconciling));
+    }
+
+    #[test]
+    fn an_unchanged_cluster_plans_no_write_no_call_and_no_event() {
+        let (c, observed) = steady();
+        let p = plan(&c, &observed);
+        assert!(
+            p.writes.is_empty(),
+            "{:?}",
+            p.writes.iter().map(|w| w.object.key()).collect::<Vec<_>>()
+        );
+        assert!(p.removals.is_empty() && p.reconfigure.is_empty() && p.restarts.is_empty());
+        assert!(p.events.is_empty(), "{:?}", reasons(&p));
+        assert_eq!(p.question, None);
+        assert_eq!(
+            p.status, observed.previous,
+            "nothing to write to status either"
+        );
+        assert_eq!(p.status.state, Some(ClusterState::Running));
+        assert_eq!(p.requeue, RESYNC);
+    }
+
+    #[test]
+    fn a_changed_config_map_is_written_and_a_changed_pod_template_waits_for_a_restart() {
+        let (_, observed) = steady();
+        let mut spec = example().spec;
+        spec.brokers[0]
+            .broker_config
+            .as_mut()
+            .expect("config")
+            .config = Some("log.retention.ms=3600000".into());
+        spec.brokers[1]
+            .broker_config
+            .as_mut()
+            .expect("config")
+            .kafka_heap_opts = Some("-Xmx600m".into());
+        let c = validate(&spec).expect("valid");
+        let p = plan(&c, &observed);
+        let written: Vec<String> = p
+            .writes
+            .iter()
+            .map(|w| w.object.key().to_string())
+            .collect();
+        assert_eq!(
+            written,
+            ["ConfigMap kf-kafka-0-config"],
+            "a Pod is never changed in place"
+        );
+        let b1 = &p.status.brokers_state["1"];
+        assert!(b1.restart_needed);
+        assert_eq!(b1.restart_causes[0].kind, RestartCauseKind::PodTemplate);
+        assert!(
+            b1.restart_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("template"))
+        );
+        assert!(reasons(&p).contains(&"RestartNeeded"));
+        // Said once: the next pass, with the cause recorded, says nothing new.
+        let mut again = observed.clone();
+        again.previous = p.status.clone();
+        let p2 = plan(&c, &again);
+        assert!(
+            !reasons(&p2).contains(&"RestartNeeded"),
+            "{:?}",
+            reasons(&p2)
+        );
+    }
+
+    #[test]
+    fn an_agent_behind_the_desired_config_is_reconfigured_once() {
+        let (_, mut observed) = steady();
+        let mut spec = example().spec;
+        spec.brokers[0]
+            .broker_config
+            .as_mut()
+            .expect("config")
+            .config = Some("log.retention.ms=3600000".into());
+        let c = validate(&spec).expect("valid");
+        let p = plan(&c, &observed);
+        assert_eq!(p.reconfigure.len(), 1);
+        let r = &p.reconfigure[0];
+        assert_eq!((r.broker, r.addr.as_str()), (0, "10.0.0.0:8081"));
+        assert_eq!(r.desired.broker_config["log.retention.ms"], "3600000");
+        assert_eq!(p.requeue, RECONFIGURE_REQUEUE);
+        // The agent applied what it could; a static key waits for a restart of exactly
+        // this config, so it is not sent again, and the key is the restart cause.
+        let desired = stoker_proto::config_hash(&r.desired);
+        let Some(AgentReport::Status(s)) = observed.agents.get_mut(&0) else {
+            panic!("a report")
+        };
+        s.pending_config_hash = desired;
+        s.restart_needed_keys = vec!["num.io.threads".into()];
+        let p = plan(&c, &observed);
+        assert!(p.reconfigure.is_empty());
+        let b0 = &p.status.brokers_state["0"];
+        assert_eq!(b0.restart_causes[0].kind, RestartCauseKind::StaticConfig);
+        assert_eq!(b0.restart_causes[0].keys, ["num.io.threads"]);
+        assert_eq!(
+            b0.restart_reason.as_deref(),
+            Some("static config changed: num.io.threads")
+        );
+    }
+
+    #[test]
+    fn a_static_cause_outlives_an_unreachable_agent_only_for_the_same_config() {
+        let (c, mut observed) = steady();
+        let hash = observed.previous.brokers_state["2"]
+            .desired_config_hash
+            .clone()
+            .expect("a hash");
+        let b2 = observed
+            .previous
+            .brokers_state
+            .get_mut("2")
+            .expect("broker 2");
+        b2.restart_causes = vec![RestartCause {
+            kind: RestartCauseKind::StaticConfig,
+            keys: vec!["num.io.threads".into()],
+        }];
+        b2.restart_needed = true;
+        observed
+            .agents
+            .insert(2, AgentReport::Unreachable("connection refused".into()));
+        let p = plan(&c, &observed);
+        let b2 = &p.status.brokers_state["2"];
+        assert!(b2.restart_needed, "still waits while its agent is silent");
+        assert_eq!(b2.desired_config_hash.as_deref(), Some(hash.as_str()));
+        assert!(
+            b2.not_ready_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("connection refused"))
+        );
+        // A new desired config replaces what the agent said about the old one.
+        observed
+            .previous
+            .brokers_state
+            .get_mut("2")
+            .expect("broker 2")
+            .desired_config_hash = Some("another".into());
+        let p = plan(&c, &observed);
+        assert!(!p.status.brokers_state["2"].restart_needed);
+    }
+
+    #[test]
+    fn a_removed_broker_loses_its_pod_config_map_and_service_but_keeps_its_pvcs() {
+        let (_, mut observed) = steady();
+        observed.pvcs.insert(2, vec!["kf-kafka-2-storage-0".into()]);
+        let mut spec = example().spec;
+        spec.brokers.retain(|b| b.id != 2);
+        let c = validate(&spec).expect("valid");
+        let p = plan(&c, &observed);
+        assert_eq!(p.removals.len(), 1);
+        let deleted: Vec<String> = p.removals[0]
+            .delete
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            deleted,
+            [
+                "Pod kf-kafka-2",
+                "ConfigMap kf-kafka-2-config",
+                "Service kf-kafka-2"
+            ]
+        );
+        assert!(p.removals[0].pvcs_kept);
+        assert!(reasons(&p).contains(&"BrokerRemoved"));
+        assert!(!p.status.brokers_state.contains_key("2"));
+        // Under pvcDeletionPolicy: Delete the PVCs go too.
+        spec.pvc_deletion_policy = Some(PvcDeletionPolicy::Delete);
+        let p = plan(&validate(&spec).expect("valid"), &observed);
+        assert!(p.removals[0].delete.contains(&ObjectKey::new(
+            Kind::PersistentVolumeClaim,
+            "kf-kafka-2-storage-0"
+        )));
+        // A Pod already stopping is not deleted again.
+        observed.pods.get_mut(&2).expect("pod").terminating = true;
+        observed
+            .existing
+            .remove(&ObjectKey::new(Kind::ConfigMap, "kf-kafka-2-config"));
+        observed
+            .existing
+            .remove(&ObjectKey::new(Kind::Service, "kf-kafka-2"));
+        observed.pvcs.clear();
+        assert!(
+            plan(&validate(&example().spec).expect("valid"), &observed)
+                .removals
+                .is_empty()
+        );
+    }
+
+    /// The steady cluster with broker 0's Pod template changed.
+    fn needs_roll() -> (ValidatedCluster, Observed) {
+        let (_, mut observed) = steady();
+        observed.pods.get_mut(&0).expect("pod 0").hash = Some("older".into());
+        observed.existing.insert(
+            ObjectKey::new(Kind::Pod, "kf-kafka-0"),
+            Existing {
+                hash: Some("older".into()),
+                resource_version: Some("1".into()),
+            },
+        );
+        (cluster(), observed)
+    }
+
+    #[test]
+    fn the_roll_asks_the_agent_before_it_deletes_a_pod() {
+        let (c, mut observed) = needs_roll();
+        let p = plan(&c, &observed);
+        assert!(p.restarts.is_empty(), "nothing is restarted on a guess");
+        let q = p.question.clone().expect("a question");
+        assert_eq!(
+            q,
+            StopQuestion {
+                broker: 0,
+                with: vec![]
+            }
+        );
+        observed.verdicts.insert(q, Verdict::Safe);
+        let p = plan(&c, &observed);
+        assert_eq!(p.question, None);
+        assert_eq!(
+            p.restarts,
+            [Restart {
+                broker: 0,
+                pod: "kf-kafka-0".into()
+            }]
+        );
+        let ru = p
+            .status
+            .rolling_upgrade
+            .as_ref()
+            .expect("progress recorded");
+        assert_eq!(ru.in_progress[0].broker, 0);
+        assert_eq!(p.status.state, Some(ClusterState::RollingUpgrading));
+        assert_eq!(
+            p.status.brokers_state["0"].state,
+            Some(BrokerState::Restarting)
+        );
+        assert!(reasons(&p).contains(&"RestartingBroker"));
+        assert_eq!(p.requeue, ROLL_REQUEUE);
+        let related = p
+            .events
+            .iter()
+            .find(|e| e.reason == "RestartingBroker")
+            .and_then(|e| e.related.as_ref())
+            .and_then(|r| r.name.clone());
+        assert_eq!(
+            related.as_deref(),
+            Some("kf-kafka-0"),
+            "the Event names the broker's Pod"
+        );
+    }
+
+    #[test]
+    fn an_unsafe_answer_blocks_the_roll_with_one_warning_per_reason() {
+        let (c, mut observed) = needs_roll();
+        observed.verdicts.insert(
+            StopQuestion {
+                broker: 0,
+                with: vec![],
+            },
+            Verdict::Unsafe("t-0 would fall below min.insync.replicas".into()),
+        );
+        let p = plan(&c, &observed);
+        assert!(p.restarts.is_empty());
+        assert_eq!(reasons(&p), ["RestartNeeded", "RollBlocked"]);
+        let waiting = p
+            .status
+            .rolling_upgrade
+            .as_ref()
+            .and_then(|r| r.waiting_for.clone())
+            .expect("says what it waits for");
+        assert!(waiting.contains("min.insync.replicas"), "{waiting}");
+        observed.previous = p.status;
+        let p = plan(&c, &observed);
+        assert!(!reasons(&p).contains(&"RollBlocked"), "once per reason");
+    }
+
+    #[test]
+    fn a_restarted_broker_back_and_caught_up_completes_the_roll() {
+        let (c, mut observed) = steady();
+        observed.previous.rolling_upgrade = Some(RollingUpgradeStatus {
+            started_at: "t0".into(),
+            in_progress: vec![crate::crd::v1alpha1::BrokerRestart {
+                broker: 0,
+                started_at: "t1".into(),
+            }],
+            ..RollingUpgradeStatus::default()
+        });
+        // Broker 0 still catching up: the roll waits for it.
+        if let Some(AgentReport::Status(s)) = observed.agents.get_mut(&0) {
+            s.out_of_sync_partitions = 3;
+        }
+        let p = plan(&c, &observed);
+        assert!(p.status.rolling_upgrade.is_some());
+        assert!(
+            reasons(&p).is_empty(),
+            "waiting for its own progress is no warning"
+        );
+        if let Some(AgentReport::Status(s)) = observed.agents.get_mut(&0) {
+            s.out_of_sync_partitions = 0;
+        }
+        let p = plan(&c, &observed);
+        assert_eq!(reasons(&p), ["BrokerRestarted", "RollCompleted"]);
+        assert_eq!(p.status.rolling_upgrade, None);
+        assert_eq!(p.status.state, Some(ClusterState::Running));
+    }
+
+    #[test]
+    fn an_invalid_spec_changes_nothing_and_warns_once() {
+        let err = InvalidSpec {
+            reason: "ZooKeeperNotSupported",
+            message: "no ZooKeeper".into(),
+        };
+        let (_, observed) = steady();
+        let p = invalid(&err, &observed.previous, Some(2), "t");
+        assert!(p.writes.is_empty() && p.removals.is_empty() && p.restarts.is_empty());
+        assert_eq!(p.status.state, Some(ClusterState::Invalid));
+        assert_eq!(p.events.len(), 1);
+        assert!(p.events[0].warning);
+        let p2 = invalid(&err, &p.status, Some(2), "t");
+        assert!(p2.events.is_empty(), "the same message is not warned again");
+        assert_eq!(
+            p2.status.cluster_id, observed.previous.cluster_id,
+            "status is kept"
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! The controller's watches: the KafkaClusters, and every kind of object it writes,
+//! each cached in a reflector store (what [`dereference`](super::dereference) reads
+//! instead of asking the API server) and turned into triggers for the cluster the
+//! object belongs to. Cached objects are slimmed to what a pass reads.
+
+use k8s_openapi::api::{
+    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount},
+    policy::v1::PodDisruptionBudget,
+    rbac::v1::{ClusterRole, ClusterRoleBinding},
+};
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    runtime::{
+        Controller, WatchStreamExt,
+        reflector::{self, ObjectRef},
+        watcher,
+    },
+};
+
+use super::{
+    build::{LABEL_CLUSTER, rbac::AGENT_CLUSTER_ROLE},
+    dereference::OwnedStores,
+};
+use crate::crd::v1alpha1::KafkaCluster;
+
+/// Drops what a cached object never needs (most of its bytes): its managed fields, and
+/// for Pods, ConfigMaps and Services everything the controller does not read (it
+/// compares content hashes, never contents).
+fn slim<K: Resource>(obj: &mut K) {
+    obj.meta_mut().managed_fields = None;
+    if let Some(a) = obj.meta_mut().annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// The KafkaCluster controller with a watch of every kind it writes, and the stores
+/// those watches fill.
+pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
+    let labelled = watcher::Config::default().labels(LABEL_CLUSTER);
+
+    let (pods, writer) = reflector::store();
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), labelled.clone())
+        .default_backoff()
+        .modify(|p: &mut Pod| {
+            slim(p);
+            p.spec = None;
+            // Phase, address and conditions are all a pass reads of a Pod's status.
+            if let Some(st) = p.status.as_mut() {
+                st.container_statuses = None;
+                st.init_container_statuses = None;
+                st.ephemeral_container_statuses = None;
+                st.host_ips = None;
+                st.pod_ips = None;
+            }
+        })
+        .reflect(writer)
+        .touched_objects();
+    let (config_maps, writer) = reflector::store();
+    let cm_events = watcher(Api::<ConfigMap>::all(client.clone()), labelled.clone())
+        .default_backoff()
+        .modify(|c: &mut ConfigMap| {
+            slim(c);
+            c.data = None;
+        })
+        .reflect(writer)
+        .touched_objects();
+    let (services, writer) = reflector::store();
+    let svc_events = watcher(Api::<Service>::all(client.clone()), labelled.clone())
+        .default_backoff()
+        .modify(|s: &mut Service| {
+            slim(s);
+            s.spec = None;
+            s.status = None;
+        })
+        .reflect(writer)
+        .touched_objects();
+    let (service_accounts, writer) = reflector::store();
+    let sa_events = watcher(Api::<ServiceAccount>::all(client.clone()), labelled.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .touched_objects();
+    let (pdbs, writer) = reflector::store();
+    let pdb_events = watcher(
+        Api::<PodDisruptionBudget>::all(client.clone()),
+        labelled.clone(),
+    )
+    .default_backoff()
+    .modify(|p: &mut PodDisruptionBudget| {
+        slim(p);
+        p.status = None;
+    })
+    .reflect(writer)
+    .touched_objects();
+    // PVCs and the cluster-scoped binding carry no owner reference: they map to their
+    // cluster by label.
+    let (pvcs, writer) = reflector::store();
+    let pvc_events = watcher(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        labelled.clone(),
+    )
+    .default_backoff()
+    .modify(|p: &mut PersistentVolumeClaim| {
+        slim(p);
+        p.spec = None;
+        p.status = None;
+    })
+    .reflect(writer)
+    .touched_objects();
+    let (bindings, writer) = reflector::store();
+    let binding_events = watcher(
+        Api::<ClusterRoleBinding>::all(client.clone()),
+        labelled.clone(),
+    )
+    .default_backoff()
+    .modify(slim)
+    .reflect(writer)
+    .touched_objects();
+    let (roles, writer) = reflector::store();
+    let role_events = watcher(
+        Api::<ClusterRole>::all(client.clone()),
+        watcher::Config::default().fields(&format!("metadata.name={AGENT_CLUSTER_ROLE}")),
+    )
+    .default_backoff()
+    .modify(slim)
+    .reflect(writer)
+    .touched_objects();
+
+    let stores = OwnedStores {
+        pods,
+        config_maps,
+        services,
+        pvcs,
+        service_accounts,
+        pdbs,
+        bindings,
+        roles,
+    };
+    let controller = Controller::new(Api::<KafkaCluster>::all(client), watcher::Config::default())
+        .owns_stream(pod_events)
+        .owns_stream(cm_events)
+        .owns_stream(svc_events)
+        .owns_stream(sa_events)
+        .owns_stream(pdb_events)
+        .watches_stream(pvc_events, |pvc: PersistentVolumeClaim| {
+            let name = pvc.labels().get(LABEL_CLUSTER)?.clone();
+            Some(ObjectRef::new(&name).within(&pvc.namespace()?))
+        })
+        .watches_stream(binding_events, |b: ClusterRoleBinding| {
+            let name = b.labels().get(LABEL_CLUSTER)?.clone();
+            let ns = b.subjects.as_ref()?.first()?.namespace.clone()?;
+            Some(ObjectRef::new(&name).within(&ns))
+        })
+        // The shared ClusterRole triggers nothing; it is watched to be cached.
+        .watches_stream(role_events, |_: ClusterRole| None);
+    (controller, stores)
+}
