@@ -67,14 +67,18 @@ impl Running {
             let mut unreadable = snap.unreadable.clone();
             // Metadata lists only the topics the agent may describe: a topic this broker
             // hosts but the metadata does not show would be unprotected without a word.
-            match self.client.hosted_topics().await {
-                Ok(hosted) => {
+            match self.client.log_dirs().await {
+                Ok(dirs) => {
+                    let hosted: std::collections::BTreeSet<&str> = dirs
+                        .iter()
+                        .flat_map(|d| d.partitions.iter().map(|(t, _)| t.as_str()))
+                        .collect();
                     let seen: std::collections::BTreeSet<&str> =
                         snap.partitions.iter().map(|p| p.topic.as_str()).collect();
                     unreadable.extend(
                         hosted
                             .iter()
-                            .filter(|t| !seen.contains(t.as_str()))
+                            .filter(|t| !seen.contains(*t))
                             .map(|t| {
                                 format!("the partitions of topic {t}, which this broker hosts but the metadata does not show")
                             }),

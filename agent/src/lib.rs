@@ -26,6 +26,7 @@ pub mod output;
 pub mod readiness;
 pub mod reconfigure;
 pub mod render;
+pub mod replicas;
 pub mod safety;
 pub mod shutdown;
 pub mod state;

@@ -6,8 +6,9 @@
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use stoker_proto::agent::v1::{
-    BrokerRef, BrokerStatus, DesiredConfig, GetStatusRequest, ReconfigureRequest,
-    ReconfigureResponse, SafeToStopRequest, SafeToStopResponse, agent_client::AgentClient,
+    BrokerRef, BrokerStatus, DescribeReplicasRequest, DescribeReplicasResponse, DesiredConfig,
+    GetStatusRequest, ReconfigureRequest, ReconfigureResponse, SafeToStopRequest,
+    SafeToStopResponse, agent_client::AgentClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -107,6 +108,22 @@ impl AgentPool {
             broker: Some(broker.clone()),
             desired: Some(desired.clone()),
             config_hash: stoker_proto::config_hash(desired),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(|s| Self::failed(addr, s))
+    }
+
+    /// What the broker holds: the partitions the metadata assigns to it and the
+    /// replicas in its log dirs.
+    pub async fn describe_replicas(
+        &self,
+        addr: &str,
+        broker: &BrokerRef,
+    ) -> Result<DescribeReplicasResponse, AgentError> {
+        let mut c = self.client(addr)?;
+        c.describe_replicas(DescribeReplicasRequest {
+            broker: Some(broker.clone()),
         })
         .await
         .map(tonic::Response::into_inner)

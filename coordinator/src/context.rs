@@ -25,16 +25,19 @@ pub struct Metrics {
     pub kafka_topic: ControllerMetrics,
     /// The KafkaUser controller's.
     pub kafka_user: ControllerMetrics,
+    /// The KafkaRebalance controller's.
+    pub kafka_rebalance: ControllerMetrics,
 }
 
 impl Metrics {
     /// Registers every controller's metrics in `registry`.
     pub fn new(registry: &Registry) -> Self {
-        use crate::controller::{kafka_cluster, kafka_topic, kafka_user};
+        use crate::controller::{kafka_cluster, kafka_rebalance, kafka_topic, kafka_user};
         Self {
             kafka_cluster: ControllerMetrics::new(registry, kafka_cluster::CONTROLLER_NAME),
             kafka_topic: ControllerMetrics::new(registry, kafka_topic::CONTROLLER_NAME),
             kafka_user: ControllerMetrics::new(registry, kafka_user::CONTROLLER_NAME),
+            kafka_rebalance: ControllerMetrics::new(registry, kafka_rebalance::CONTROLLER_NAME),
         }
     }
 }
@@ -49,6 +52,8 @@ pub struct Context {
     pub agents: AgentPool,
     /// Kafka admin clients, one per cluster.
     pub admins: AdminPool,
+    /// Cruise Control clients, one per address.
+    pub cruise_controls: crate::cruise_control::Pool,
     /// The agent's image for broker Pods.
     pub agent_image: String,
     /// Per-object retry delays after failures.
@@ -73,6 +78,7 @@ impl Context {
             client,
             agents: AgentPool::default(),
             admins: AdminPool::default(),
+            cruise_controls: crate::cruise_control::Pool::default(),
             agent_image,
             backoff: Backoff::default(),
             metrics: Metrics::new(registry),

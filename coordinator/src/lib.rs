@@ -13,6 +13,7 @@ pub mod args;
 pub mod context;
 pub mod controller;
 pub mod crd;
+pub mod cruise_control;
 pub mod events;
 pub mod kafka_admin;
 pub mod kube_client;
@@ -152,7 +153,8 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
             tokio::join!(
                 controller::kafka_cluster::run(ctx.clone(), controller_token.clone()),
                 controller::kafka_topic::run(ctx.clone(), controller_token.clone()),
-                controller::kafka_user::run(ctx, controller_token),
+                controller::kafka_user::run(ctx.clone(), controller_token.clone()),
+                controller::kafka_rebalance::run(ctx, controller_token),
             );
         }
         .instrument(info_span!(

@@ -4,6 +4,7 @@
 source "$(dirname "$0")/../lib.sh"
 "$STOKER_ROOT/scripts/provision/build.sh"
 "$STOKER_ROOT/scripts/provision/kafka.sh"
+"$STOKER_ROOT/scripts/provision/cruise-control.sh"
 "$STOKER_ROOT/scripts/provision/prometheus.sh"
 "$STOKER_ROOT/scripts/provision/kube.sh"
 "$STOKER_ROOT/scripts/provision/tools.sh"

@@ -185,6 +185,7 @@ pub struct KafkaClusterBuilder {
     agent_bin: Option<PathBuf>,
     cluster_name: String,
     scram: bool,
+    cruise_control_reporter: bool,
 }
 
 impl Default for KafkaClusterBuilder {
@@ -200,6 +201,7 @@ impl Default for KafkaClusterBuilder {
             agent_bin: None,
             cluster_name: "kafka".into(),
             scram: false,
+            cruise_control_reporter: false,
         }
     }
 }
@@ -273,6 +275,13 @@ impl KafkaClusterBuilder {
         .node_config("allow.everyone.if.no.acl.found", "true")
     }
 
+    /// Runs Cruise Control's metrics reporter in every broker (its jar is in the Kafka
+    /// layout's libs/), reporting every 10 s into `__CruiseControlMetrics`.
+    pub fn with_cruise_control_reporter(mut self) -> Self {
+        self.cruise_control_reporter = true;
+        self
+    }
+
     /// Formats the storage of every node, starts them and waits until every broker is
     /// registered and unfenced in the cluster metadata.
     pub async fn start(self) -> Result<KafkaCluster, Error> {
@@ -340,6 +349,9 @@ impl KafkaClusterBuilder {
                     config: &{
                         let mut c = small_box_config(role, broker_count, &self.config);
                         c.extend(self.node_config.clone());
+                        if self.cruise_control_reporter && role.is_broker() {
+                            c.extend(cruise_control_reporter_config(addr, broker_count));
+                        }
                         c
                     },
                 });
@@ -364,6 +376,11 @@ impl KafkaClusterBuilder {
                 );
                 for (k, v) in &self.node_config {
                     props.push_str(&format!("{k}={v}\n"));
+                }
+                if self.cruise_control_reporter && role.is_broker() {
+                    for (k, v) in cruise_control_reporter_config(addr, broker_count) {
+                        props.push_str(&format!("{k}={v}\n"));
+                    }
                 }
                 work.write(&format!("node-{id}/server.properties"), props)?
             };
@@ -748,6 +765,35 @@ fn render_properties(node: &NodePlan<'_>, overrides: &BTreeMap<String, String>) 
         set(&k, v);
     }
     p.iter().map(|(k, v)| format!("{k}={v}\n")).collect()
+}
+
+/// Cruise Control's metrics reporter in a broker at `addr`, reporting every 10 s.
+pub fn cruise_control_reporter_config(
+    addr: Ipv4Addr,
+    broker_count: usize,
+) -> BTreeMap<String, String> {
+    let rf = broker_count.clamp(1, 2).to_string();
+    [
+        (
+            "metric.reporters",
+            "com.linkedin.kafka.cruisecontrol.metricsreporter.CruiseControlMetricsReporter".to_owned(),
+        ),
+        (
+            "cruise.control.metrics.reporter.bootstrap.servers",
+            format!("{addr}:{BROKER_PORT}"),
+        ),
+        ("cruise.control.metrics.topic.auto.create", "true".to_owned()),
+        ("cruise.control.metrics.topic.num.partitions", "1".to_owned()),
+        ("cruise.control.metrics.topic.replication.factor", rf.clone()),
+        ("cruise.control.metrics.topic.min.insync.replicas", "1".to_owned()),
+        (
+            "cruise.control.metrics.reporter.metrics.reporting.interval.ms",
+            "10000".to_owned(),
+        ),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 /// The non-topology settings of a test node: sized for a 2-core machine running

@@ -18,6 +18,7 @@
 
 pub mod agent;
 pub mod control_plane;
+pub mod cruise_control;
 pub mod http;
 pub mod kafka;
 pub mod kube_env;
@@ -31,6 +32,7 @@ pub mod workdir;
 use std::path::PathBuf;
 
 pub use control_plane::ControlPlane;
+pub use cruise_control::{CruiseControl, CruiseControlFiles};
 pub use kafka::{KafkaCluster, KafkaClusterBuilder, NodeRole};
 pub use kube_env::KubeEnv;
 pub use pod_runtime::{PodRuntime, PodRuntimeOptions};

@@ -97,6 +97,15 @@ impl Snapshot {
     }
 }
 
+/// One log dir of the broker and the replicas in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogDir {
+    /// Its path.
+    pub path: String,
+    /// Its replicas, as (topic, partition).
+    pub partitions: Vec<(String, i32)>,
+}
+
 /// One entry of a broker's config, as DescribeConfigs reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigEntry {
@@ -241,10 +250,10 @@ impl BrokerClient {
         Ok(out)
     }
 
-    /// The topics whose replicas broker `id` hosts in its log dirs (DescribeLogDirs on
-    /// the broker itself). A log dir the broker reports offline is an error: what it
-    /// holds cannot be listed.
-    pub async fn hosted_topics(&self) -> Result<std::collections::BTreeSet<String>, KafkaError> {
+    /// The replicas in each of the broker's log dirs (DescribeLogDirs on the broker
+    /// itself). A log dir the broker reports offline is an error: what it holds cannot
+    /// be listed.
+    pub async fn log_dirs(&self) -> Result<Vec<LogDir>, KafkaError> {
         let mut conn = self.connect().await?;
         let resp = conn
             .send(
@@ -260,7 +269,7 @@ impl BrokerClient {
                 message: None,
             });
         }
-        let mut topics = std::collections::BTreeSet::new();
+        let mut dirs = Vec::new();
         for dir in resp.results {
             if let Some(error) = ResponseError::try_from_code(dir.error_code) {
                 return Err(KafkaError::Refused {
@@ -269,9 +278,17 @@ impl BrokerClient {
                     message: Some(format!("log dir {}", dir.log_dir.as_str())),
                 });
             }
-            topics.extend(dir.topics.into_iter().map(|t| t.name.0.to_string()));
+            let mut partitions = Vec::new();
+            for t in dir.topics {
+                let topic = t.name.0.to_string();
+                partitions.extend(t.partitions.iter().map(|p| (topic.clone(), p.partition_index)));
+            }
+            dirs.push(LogDir {
+                path: dir.log_dir.to_string(),
+                partitions,
+            });
         }
-        Ok(topics)
+        Ok(dirs)
     }
 
     /// Every config of broker `id` with whether it is read-only (static).

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use stoker_proto::agent::v1::{
-    BlockingPartition, BrokerRef, BrokerState, BrokerStatus, GetStatusRequest,
+    BlockingPartition, BrokerRef, BrokerState, BrokerStatus, DescribeReplicasRequest,
+    DescribeReplicasResponse, GetStatusRequest, LogDirReplicas,
     PrepareShutdownRequest, PrepareShutdownResponse, ReconfigureRequest, ReconfigureResponse,
     SafeToStopRequest, SafeToStopResponse,
     agent_server::{Agent, AgentServer},
@@ -179,6 +180,32 @@ impl Agent for AgentService {
             applied_keys: out.applied,
             restart_needed_keys: out.restart_needed,
             config_hash_in_force: out.hash_in_force,
+        }))
+    }
+
+    async fn describe_replicas(
+        &self,
+        request: Request<DescribeReplicasRequest>,
+    ) -> Result<Response<DescribeReplicasResponse>, Status> {
+        let running = self.running_for(request.get_ref().broker.as_ref())?;
+        let r = running.describe_replicas().await;
+        let listed = |v: &[String]| v.iter().take(crate::replicas::LISTED).cloned().collect();
+        Ok(Response::new(DescribeReplicasResponse {
+            broker: Some(running.broker.clone()),
+            assigned_count: u32::try_from(r.assigned.len()).unwrap_or(u32::MAX),
+            assigned: listed(&r.assigned),
+            log_dirs: r
+                .log_dirs
+                .iter()
+                .map(|(path, parts)| LogDirReplicas {
+                    path: path.clone(),
+                    partitions: u32::try_from(parts.len()).unwrap_or(u32::MAX),
+                    listed: listed(parts),
+                })
+                .collect(),
+            max_replication_factor: r.max_replication_factor.0,
+            max_replication_factor_topic: r.max_replication_factor.1,
+            unreadable: r.unreadable,
         }))
     }
 

@@ -5,6 +5,7 @@
 pub mod cluster_ref;
 pub mod conditions;
 pub mod kafka_cluster;
+pub mod kafka_rebalance;
 pub mod kafka_topic;
 pub mod kafka_user;
 pub mod resource_status;

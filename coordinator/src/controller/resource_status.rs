@@ -14,8 +14,8 @@ use tracing::warn;
 use super::conditions::{READY, now, set_condition};
 use crate::{
     crd::v1alpha1::{
-        Condition, KafkaCluster, KafkaClusterStatus, KafkaTopic, KafkaTopicStatus, KafkaUser,
-        KafkaUserStatus,
+        Condition, KafkaCluster, KafkaClusterStatus, KafkaRebalance, KafkaRebalanceStatus,
+        KafkaTopic, KafkaTopicStatus, KafkaUser, KafkaUserStatus,
     },
     events::Publisher,
 };
@@ -72,6 +72,7 @@ macro_rules! with_conditions {
 with_conditions!(KafkaCluster, KafkaClusterStatus);
 with_conditions!(KafkaTopic, KafkaTopicStatus);
 with_conditions!(KafkaUser, KafkaUserStatus);
+with_conditions!(KafkaRebalance, KafkaRebalanceStatus);
 
 /// The Ready condition's status, reason and message, if there is one.
 pub fn ready<S: StatusConditions>(status: &S) -> Option<(&str, &str, &str)> {

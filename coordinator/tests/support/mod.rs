@@ -3,17 +3,30 @@
 use std::{sync::Arc, time::Duration};
 
 use kube::{Api, Client};
+#[allow(unused_imports)]
 pub(crate) use stoker_coordinator::controller::resource_status::ready;
 use stoker_coordinator::{context::Context, controller::resource_status::WithConditions};
 
 /// The resource's status once `pred` holds (panics after 60 s, showing the last status).
+#[allow(dead_code)]
 pub(crate) async fn status_where<K: WithConditions>(
     api: &Api<K>,
     name: &str,
     what: &str,
     pred: impl Fn(&K::Status) -> bool,
 ) -> K::Status {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    status_within(api, name, what, Duration::from_secs(60), pred).await
+}
+
+/// The resource's status once `pred` holds (panics after `within`, showing the last status).
+pub(crate) async fn status_within<K: WithConditions>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    within: Duration,
+    pred: impl Fn(&K::Status) -> bool,
+) -> K::Status {
+    let deadline = tokio::time::Instant::now() + within;
     loop {
         if let Some(st) = api
             .get_opt(name)

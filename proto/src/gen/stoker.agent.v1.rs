@@ -268,6 +268,55 @@ pub struct PrepareShutdownResponse {
     #[prost(bool, tag = "2")]
     pub accepted: bool,
 }
+/// Asks what the broker holds.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DescribeReplicasRequest {
+    /// The broker asked about.
+    #[prost(message, optional, tag = "1")]
+    pub broker: ::core::option::Option<BrokerRef>,
+}
+/// The replicas of one log dir.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LogDirReplicas {
+    /// The log dir's path.
+    #[prost(string, tag = "1")]
+    pub path: ::prost::alloc::string::String,
+    /// Partitions with a replica in it.
+    #[prost(uint32, tag = "2")]
+    pub partitions: u32,
+    /// Some of them ("topic-partition"), at most 20.
+    #[prost(string, repeated, tag = "3")]
+    pub listed: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// What the broker holds, as its own broker reports it now.
+#[allow(clippy::all)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DescribeReplicasResponse {
+    /// The broker this is about.
+    #[prost(message, optional, tag = "1")]
+    pub broker: ::core::option::Option<BrokerRef>,
+    /// Partitions the cluster metadata assigns to this broker.
+    #[prost(uint32, tag = "2")]
+    pub assigned_count: u32,
+    /// Some of them ("topic-partition"), at most 20.
+    #[prost(string, repeated, tag = "3")]
+    pub assigned: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The replicas in each log dir.
+    #[prost(message, repeated, tag = "4")]
+    pub log_dirs: ::prost::alloc::vec::Vec<LogDirReplicas>,
+    /// The largest replication factor of any topic: the cluster needs that many brokers.
+    #[prost(int32, tag = "5")]
+    pub max_replication_factor: i32,
+    /// A topic with that replication factor.
+    #[prost(string, tag = "6")]
+    pub max_replication_factor_topic: ::prost::alloc::string::String,
+    /// What could not be read, in words; any of it means the answer is incomplete and
+    /// the broker must not be taken for empty.
+    #[prost(string, repeated, tag = "7")]
+    pub unreadable: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
 /// Kafka's own broker states (org.apache.kafka.metadata.BrokerState).
 #[allow(clippy::all)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -504,6 +553,32 @@ pub mod agent_client {
                 .insert(GrpcMethod::new("stoker.agent.v1.Agent", "PrepareShutdown"));
             self.inner.unary(req, path, codec).await
         }
+        /// What this broker holds: the partitions the cluster metadata assigns to it and the
+        /// replicas in each of its log dirs. A broker is removed only once both are empty.
+        pub async fn describe_replicas(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DescribeReplicasRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DescribeReplicasResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/stoker.agent.v1.Agent/DescribeReplicas",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("stoker.agent.v1.Agent", "DescribeReplicas"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -548,6 +623,15 @@ pub mod agent_server {
             request: tonic::Request<super::PrepareShutdownRequest>,
         ) -> std::result::Result<
             tonic::Response<super::PrepareShutdownResponse>,
+            tonic::Status,
+        >;
+        /// What this broker holds: the partitions the cluster metadata assigns to it and the
+        /// replicas in each of its log dirs. A broker is removed only once both are empty.
+        async fn describe_replicas(
+            &self,
+            request: tonic::Request<super::DescribeReplicasRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::DescribeReplicasResponse>,
             tonic::Status,
         >;
     }
@@ -787,6 +871,51 @@ pub mod agent_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = PrepareShutdownSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/stoker.agent.v1.Agent/DescribeReplicas" => {
+                    #[allow(non_camel_case_types)]
+                    struct DescribeReplicasSvc<T: Agent>(pub Arc<T>);
+                    impl<
+                        T: Agent,
+                    > tonic::server::UnaryService<super::DescribeReplicasRequest>
+                    for DescribeReplicasSvc<T> {
+                        type Response = super::DescribeReplicasResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DescribeReplicasRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Agent>::describe_replicas(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DescribeReplicasSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

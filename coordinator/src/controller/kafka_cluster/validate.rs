@@ -8,8 +8,12 @@ use stoker_proto::OPERATOR_OWNED_KEYS;
 
 use k8s_openapi::api::core::v1::EnvVar;
 
+use super::build::cruise_control::{
+    DEFAULT_CAPACITY, DEFAULT_IMAGE as DEFAULT_CC_IMAGE, OWNED_KEYS as CC_OWNED_KEYS,
+    ValidatedCruiseControl,
+};
 use crate::crd::v1alpha1::{
-    Broker, BrokerConfig, DisruptionBudget, InternalListener, KafkaClusterSpec, PvcDeletionPolicy,
+    Broker, BrokerConfig, CruiseControlConfig, DisruptionBudget, InternalListener, KafkaClusterSpec, PvcDeletionPolicy,
     RollingUpgradeConfig, StorageConfig,
 };
 
@@ -110,6 +114,8 @@ pub struct ValidatedCluster {
     pub pvc_deletion_policy: PvcDeletionPolicy,
     /// How changes roll through the brokers.
     pub roll: RollingUpgradeConfig,
+    /// Cruise Control, when the spec has `cruiseControlConfig`.
+    pub cruise_control: Option<ValidatedCruiseControl>,
 }
 
 /// The Kafka image used when neither the broker nor the cluster names one.
@@ -118,6 +124,21 @@ pub const DEFAULT_KAFKA_IMAGE: &str = "apache/kafka:4.1.1";
 /// Parses `key=value` lines (Koperator's config strings); `#` comments and blank lines
 /// are skipped. `field` names the spec field in errors.
 pub fn parse_properties(field: &str, text: &str) -> Result<BTreeMap<String, String>, InvalidSpec> {
+    parse_owned(
+        field,
+        text,
+        OPERATOR_OWNED_KEYS,
+        "which Stoker manages from the cluster's topology; remove it (log dirs come from storageConfigs, listeners from listenersConfig)",
+    )
+}
+
+/// Parses `key=value` lines, refusing the keys in `owned` (`why` says who sets them).
+fn parse_owned(
+    field: &str,
+    text: &str,
+    owned: &[&str],
+    why: &str,
+) -> Result<BTreeMap<String, String>, InvalidSpec> {
     let mut out = BTreeMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
@@ -149,12 +170,10 @@ pub fn parse_properties(field: &str, text: &str) -> Result<BTreeMap<String, Stri
                 ),
             ));
         }
-        if OPERATOR_OWNED_KEYS.contains(&k) {
+        if owned.contains(&k) {
             return Err(invalid(
                 "OwnedConfigKey",
-                format!(
-                    "{field} sets `{k}`, which Stoker manages from the cluster's topology; remove it (log dirs come from storageConfigs, listeners from listenersConfig)"
-                ),
+                format!("{field} sets `{k}`, {why}"),
             ));
         }
         out.insert(k.to_owned(), v.to_owned());
@@ -284,6 +303,82 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         disruption_budget: spec.disruption_budget.clone().filter(|b| b.create),
         pvc_deletion_policy: spec.pvc_deletion_policy.unwrap_or_default(),
         roll: spec.rolling_upgrade_config.clone(),
+        cruise_control: spec
+            .cruise_control_config
+            .as_ref()
+            .map(validate_cruise_control)
+            .transpose()?,
+    })
+}
+
+fn validate_json(field: &str, text: &str, want: &str) -> Result<serde_json::Value, InvalidSpec> {
+    serde_json::from_str(text).map_err(|e| {
+        invalid(
+            "InvalidCruiseControlConfig",
+            format!("{field} is not valid JSON ({e}); it must be {want}"),
+        )
+    })
+}
+
+fn validate_cruise_control(cc: &CruiseControlConfig) -> Result<ValidatedCruiseControl, InvalidSpec> {
+    let config = parse_owned(
+        "spec.cruiseControlConfig.config",
+        cc.config.as_deref().unwrap_or_default(),
+        CC_OWNED_KEYS,
+        "which Stoker sets (the brokers to connect to, the config files and the web server); remove it",
+    )?;
+    let capacity = cc
+        .capacity_config
+        .clone()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_CAPACITY.to_owned());
+    let parsed = validate_json(
+        "spec.cruiseControlConfig.capacityConfig",
+        &capacity,
+        r#"an object with "brokerCapacities" (see the example)"#,
+    )?;
+    if !parsed.get("brokerCapacities").is_some_and(serde_json::Value::is_array) {
+        return Err(invalid(
+            "InvalidCruiseControlConfig",
+            r#"spec.cruiseControlConfig.capacityConfig has no "brokerCapacities" array; give each broker's (or brokerId "-1" for all) DISK, CPU, NW_IN and NW_OUT"#,
+        ));
+    }
+    let cluster_configs = cc
+        .cluster_configs
+        .clone()
+        .filter(|c| !c.trim().is_empty())
+        .unwrap_or_else(|| "{}".to_owned());
+    if !validate_json(
+        "spec.cruiseControlConfig.clusterConfigs",
+        &cluster_configs,
+        "a JSON object of cluster configs",
+    )?
+    .is_object()
+    {
+        return Err(invalid(
+            "InvalidCruiseControlConfig",
+            "spec.cruiseControlConfig.clusterConfigs must be a JSON object, e.g. {\"min.insync.replicas\": 2}",
+        ));
+    }
+    let endpoint = cc.cruise_control_endpoint.as_deref().unwrap_or_default().trim();
+    if !endpoint.is_empty() && endpoint.trim_start_matches("http://").rsplit_once(':').is_none_or(|(_, p)| {
+        p.split('/').next().and_then(|p| p.parse::<u16>().ok()).is_none()
+    }) {
+        return Err(invalid(
+            "InvalidCruiseControlConfig",
+            format!("spec.cruiseControlConfig.cruiseControlEndpoint {endpoint:?} must be host:port"),
+        ));
+    }
+    Ok(ValidatedCruiseControl {
+        deploy: endpoint.is_empty(),
+        image: cc.image.clone().unwrap_or_else(|| DEFAULT_CC_IMAGE.to_owned()),
+        service_account_name: cc.service_account_name.clone(),
+        config,
+        capacity,
+        cluster_configs,
+        resources: cc.resource_requirements.clone(),
+        topic_partitions: cc.topic_config.as_ref().map_or(12, |t| t.partitions),
+        topic_replication_factor: cc.topic_config.as_ref().map(|t| t.replication_factor),
     })
 }
 

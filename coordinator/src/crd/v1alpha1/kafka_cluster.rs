@@ -295,28 +295,50 @@ impl Default for RollingUpgradeConfig {
     }
 }
 
-/// Cruise Control settings, kept for rebalancing and scaling.
+/// Cruise Control: the balancer that moves partitions when brokers or disks are added
+/// or removed. Stoker deploys it (Deployment, Service, ConfigMap) and runs its metrics
+/// reporter in every broker, unless `cruiseControlEndpoint` names one that runs already.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct CruiseControlConfig {
-    /// Cruise Control's image.
+    /// Cruise Control's image (`/opt/cruise-control` with `bin/kafka-cruise-control-start.sh`
+    /// and `libs/`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
     /// ServiceAccount of the Cruise Control Pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service_account_name: Option<String>,
-    /// cruisecontrol.properties content.
+    /// `cruisecontrol.properties` lines, over Stoker's defaults (the connection, file and
+    /// web server keys are Stoker's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<String>,
-    /// capacity.json content.
+    /// `capacity.json`: each broker's disk (MB), CPU (%) and network (KB/s) capacity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity_config: Option<String>,
-    /// clusterConfigs.json content.
+    /// `clusterConfigs.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_configs: Option<String>,
     /// An existing Cruise Control to use instead of deploying one (host:port).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cruise_control_endpoint: Option<String>,
+    /// Resources of the Cruise Control container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_requirements: Option<ResourceRequirements>,
+    /// The `__CruiseControlMetrics` topic the brokers' reporters create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_config: Option<CruiseControlTopicConfig>,
+}
+
+/// The `__CruiseControlMetrics` topic.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CruiseControlTopicConfig {
+    /// Partitions (default 12).
+    #[schemars(range(min = 1))]
+    pub partitions: i32,
+    /// Replication factor (default: 3, or the number of brokers when fewer).
+    #[schemars(range(min = 1))]
+    pub replication_factor: i32,
 }
 
 /// The brokers' PodDisruptionBudget.

@@ -63,7 +63,18 @@ pub fn desired_config(
             .iter()
             .map(|s| format!("{}/kafka", s.mount_path.trim_end_matches('/')))
             .collect(),
-        read_only_config: b.read_only_config.clone(),
+        read_only_config: {
+            let mut c = b.read_only_config.clone();
+            // Every broker reports its load to Cruise Control when the cluster has one.
+            if let Some(cc) = cluster.cruise_control.as_ref().filter(|_| b.roles.broker) {
+                let reporters = super::cruise_control::with_reporter(c.get("metric.reporters"));
+                c.insert("metric.reporters".into(), reporters);
+                for (k, v) in super::cruise_control::reporter_config(meta, cluster, cc, b.id) {
+                    c.entry(k).or_insert(v);
+                }
+            }
+            c
+        },
         cluster_wide_config: cluster.cluster_wide_config.clone(),
         broker_config: b.dynamic_config.clone(),
         rack_labels: cluster.rack_labels.clone(),

@@ -3,6 +3,7 @@
 //! cluster (Services, PodDisruptionBudget). No I/O; `apply` writes what they return.
 
 pub mod config;
+pub mod cruise_control;
 pub mod pod;
 pub mod rbac;
 pub mod services;
