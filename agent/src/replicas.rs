@@ -69,7 +69,10 @@ pub fn summarize(
             .map(|d| {
                 (
                     d.path.clone(),
-                    d.partitions.iter().map(|(t, p)| format!("{t}-{p}")).collect(),
+                    d.partitions
+                        .iter()
+                        .map(|(t, p)| format!("{t}-{p}"))
+                        .collect(),
                 )
             })
             .collect();
@@ -122,7 +125,10 @@ mod tests {
     #[test]
     fn a_broker_is_empty_only_when_metadata_and_log_dirs_say_so_and_nothing_was_unreadable() {
         let snap = Snapshot {
-            partitions: vec![part("orders", 0, &[1, 2, 3]), part("__consumer_offsets", 4, &[2, 3])],
+            partitions: vec![
+                part("orders", 0, &[1, 2, 3]),
+                part("__consumer_offsets", 4, &[2, 3]),
+            ],
             ..Snapshot::default()
         };
         let dirs = [LogDir {
@@ -130,7 +136,11 @@ mod tests {
             partitions: vec![],
         }];
         let r = summarize(3, Some(&snap), Some(&dirs), vec![]);
-        assert_eq!(r.assigned, ["orders-0", "__consumer_offsets-4"], "internal topics count");
+        assert_eq!(
+            r.assigned,
+            ["orders-0", "__consumer_offsets-4"],
+            "internal topics count"
+        );
         assert!(!r.empty());
         assert_eq!(r.max_replication_factor, (3, "orders".into()));
         let r = summarize(4, Some(&snap), Some(&dirs), vec![]);

@@ -19,7 +19,8 @@ use stoker_coordinator::{
     controller::kafka_cluster::build::cruise_control::default_properties,
     crd::v1alpha1::{KafkaCluster, KafkaRebalance, RebalanceState},
     cruise_control::{
-        CcError, CruiseControl as Client, MoveOptions, Operation, Submitted, types::TaskStatus,
+        CcError, CruiseControl as Client, MoveOptions, Operation, Pool, Submitted,
+        types::TaskStatus,
     },
 };
 use stoker_testenv::{
@@ -81,7 +82,10 @@ async fn submit_when_ready(cc: &Client, op: &Operation) -> String {
                 return task_id;
             }
             Err(e @ (CcError::NotReady { .. } | CcError::Busy { .. })) => {
-                assert!(Instant::now() < deadline, "Cruise Control never got ready: {e}");
+                assert!(
+                    Instant::now() < deadline,
+                    "Cruise Control never got ready: {e}"
+                );
             }
             Err(e) => panic!("{} was refused: {e}", op.describe()),
         }
@@ -138,7 +142,9 @@ async fn cruise_control_drains_a_broker_and_a_lost_task_is_asked_again() {
     }
     let mut cc = CruiseControl::start(&CruiseControlFiles {
         properties: fast_properties(&kafka.bootstrap_servers()),
-        capacity: stoker_coordinator::controller::kafka_cluster::build::cruise_control::DEFAULT_CAPACITY.into(),
+        capacity:
+            stoker_coordinator::controller::kafka_cluster::build::cruise_control::DEFAULT_CAPACITY
+                .into(),
         cluster_configs: "{}".into(),
     })
     .await
@@ -148,8 +154,43 @@ async fn cruise_control_drains_a_broker_and_a_lost_task_is_asked_again() {
     let state = client.state().await.expect("state");
     assert!(!state.monitor.state.is_empty(), "{state:?}");
 
+    // Callers share one /state request (each is a user task of CC's, which runs few).
+    let state_tasks = |tasks: Vec<stoker_coordinator::cruise_control::types::UserTask>| {
+        tasks
+            .iter()
+            .filter(|t| t.request_url.contains("/state"))
+            .count()
+    };
+    let before = state_tasks(client.user_tasks().await.expect("user_tasks"));
+    let pool = Pool::default();
+    let since = std::time::Instant::now();
+    let url = cc.url();
+    let answers =
+        futures::future::join_all((0..8).map(|_| pool.state(&url, since, Duration::from_secs(30))))
+            .await;
+    for a in answers {
+        let s = a.expect("a shared /state answer");
+        assert!(!s.executor.state.is_empty(), "{s:?}");
+    }
+    pool.state(&url, since, Duration::from_secs(30))
+        .await
+        .expect("a recent enough answer is reused");
+    let after = state_tasks(client.user_tasks().await.expect("user_tasks"));
+    assert_eq!(
+        after - before,
+        1,
+        "nine callers asked Cruise Control for /state once"
+    );
+
     // remove_broker for real: every replica leaves broker 3.
-    assert!(replicas_per_broker(&kafka).await.get(&3).copied().unwrap_or(0) > 0);
+    assert!(
+        replicas_per_broker(&kafka)
+            .await
+            .get(&3)
+            .copied()
+            .unwrap_or(0)
+            > 0
+    );
     let task = submit_when_ready(&client, &Operation::RemoveBrokers(vec![3])).await;
     phase("remove_broker accepted");
     let deadline = Instant::now() + Duration::from_secs(240);
@@ -178,7 +219,10 @@ async fn cruise_control_drains_a_broker_and_a_lost_task_is_asked_again() {
 
     // The KafkaRebalance controller moves them back, and survives Cruise Control
     // losing the task when it is killed mid-execution.
-    let KubeEnv { plane: _plane, client: kube } = KubeEnv::start_with(
+    let KubeEnv {
+        plane: _plane,
+        client: kube,
+    } = KubeEnv::start_with(
         ControlPlaneOptions {
             controller_manager: false,
         },
@@ -223,13 +267,21 @@ async fn cruise_control_drains_a_broker_and_a_lost_task_is_asked_again() {
     .await;
     let first_task = running.task_id.clone().expect("a task id");
     assert!(
-        running.request.as_deref().is_some_and(|r| r.contains("dryrun=false")),
+        running
+            .request
+            .as_deref()
+            .is_some_and(|r| r.contains("dryrun=false")),
         "{running:?}"
     );
     phase("the rebalance runs; killing cruise control");
     cc.kill().expect("kill cruise control");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let blind = rebalances.get("add-3").await.expect("get").status.expect("status");
+    let blind = rebalances
+        .get("add-3")
+        .await
+        .expect("get")
+        .status
+        .expect("status");
     assert_ne!(
         blind.state,
         Some(RebalanceState::Completed),
@@ -248,7 +300,11 @@ async fn cruise_control_drains_a_broker_and_a_lost_task_is_asked_again() {
     phase("the rebalance completed");
     println!("{done:?}");
     assert!(done.lost_tasks >= 1, "the lost task was noticed: {done:?}");
-    assert_ne!(done.task_id.as_deref(), Some(first_task.as_str()), "asked again");
+    assert_ne!(
+        done.task_id.as_deref(),
+        Some(first_task.as_str()),
+        "asked again"
+    );
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(kube.clone(), NS);
     let lost = events
         .list(&Default::default())
@@ -259,7 +315,10 @@ async fn cruise_control_drains_a_broker_and_a_lost_task_is_asked_again() {
         .any(|e| e.reason.as_deref() == Some("TaskLost"));
     assert!(lost, "a TaskLost Event says so");
     let back = replicas_per_broker(&kafka).await;
-    assert!(back.get(&3).copied().unwrap_or(0) > 0, "replicas moved onto broker 3: {back:?}");
+    assert!(
+        back.get(&3).copied().unwrap_or(0) > 0,
+        "replicas moved onto broker 3: {back:?}"
+    );
     token.cancel();
     let _ = controller.await;
 }

@@ -15,7 +15,9 @@ use kube::{
     runtime::watcher,
 };
 use stoker_coordinator::{
-    context::Context, crd::v1alpha1::KafkaCluster, metrics::ControllerMetrics,
+    context::Context,
+    crd::v1alpha1::{BrokerState, KafkaCluster},
+    metrics::ControllerMetrics,
 };
 use stoker_testenv::KubeEnv;
 use tokio_util::sync::CancellationToken;
@@ -379,7 +381,9 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
         "only broker 0's ConfigMap changed"
     );
 
-    // Remove broker 2: its Pod goes, its PVC stays (Retain is the default).
+    // Remove broker 2 from the spec: it is not deleted on a guess. No kubelet runs it
+    // here, so no agent can show that it holds no replica: it stays, draining, and the
+    // status says why. (The end-to-end scaling test drains and removes one for real.)
     let patch = serde_json::json!({"spec": {"brokers": [
         {"id": 0, "brokerConfigGroup": "default_group", "brokerConfig": {"config": "log.retention.ms=3600000"}},
         {"id": 1, "brokerConfigGroup": "default_group"},
@@ -389,19 +393,29 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
         .patch("kf-kafka", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patch");
-    eventually("broker 2's Pod to go", || async {
-        pods.get_opt("kf-kafka-2")
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
+    let removing = eventually("broker 2 draining in status", || async {
+        let kc = clusters.get("kf-kafka").await.ok()?;
+        let st = kc.status?;
+        let r = st.scaling?.removing.into_iter().find(|r| r.broker == 2)?;
+        (st.brokers_state.get("2")?.state == Some(BrokerState::Draining)).then_some(r)
     })
     .await;
+    assert!(
+        removing
+            .message
+            .contains("cannot confirm that it holds no replica"),
+        "{}",
+        removing.message
+    );
+    assert!(
+        pods.get_opt("kf-kafka-2").await.expect("get").is_some(),
+        "its Pod is kept while it may hold data"
+    );
     assert!(
         cms.get_opt("kf-kafka-2-config")
             .await
             .expect("get")
-            .is_none()
+            .is_some()
     );
     assert!(
         pvcs.get_opt("kf-kafka-2-storage-0")
@@ -435,8 +449,9 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
     let _ = controller.await;
     let (token, controller, _) = start_controller(client.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    assert_eq!(pods.list(&lp).await.expect("list").items.len(), 3);
-    assert_eq!(cms.list(&lp).await.expect("list").items.len(), 3);
+    // Brokers 0, 1, 100 and the draining 2; their ConfigMaps and Cruise Control's.
+    assert_eq!(pods.list(&lp).await.expect("list").items.len(), 4);
+    assert_eq!(cms.list(&lp).await.expect("list").items.len(), 5);
     let kc = clusters.get("kf-kafka").await.expect("get");
     assert_eq!(
         kc.status.and_then(|s| s.cluster_id),

@@ -1,5 +1,5 @@
 //! A real Kubernetes control plane without nodes: etcd, kube-apiserver and (by
-//! default) kube-controller-manager for garbage collection, namespace deletion and
+//! default) kube-controller-manager for garbage collection, namespace deletion, Deployments and
 //! default ServiceAccounts. All bind 127.0.0.1 on free ports; certificates and a
 //! static admin token are minted per control plane.
 
@@ -165,7 +165,7 @@ impl ControlPlane {
             kcm_cmd
                 .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
                 .arg("--leader-elect=false")
-                .arg("--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller")
+                .arg("--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,deployment-controller,replicaset-controller")
                 .arg(format!("--service-account-private-key-file={}", pki.sa_key.display()))
                 .arg(format!("--root-ca-file={}", pki.ca_cert.display()))
                 .arg("--use-service-account-credentials=false")

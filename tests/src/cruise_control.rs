@@ -50,8 +50,11 @@ impl CruiseControl {
         let properties = work.write("cruisecontrol.properties", properties)?;
         let mut cmd = Command::new(home.join("bin/kafka-cruise-control-start.sh"));
         cmd.arg(&properties).current_dir(work.path());
-        let process =
-            ManagedProcess::spawn("cruise-control", cmd, &work.path().join("cruise-control.log"))?;
+        let process = ManagedProcess::spawn(
+            "cruise-control",
+            cmd,
+            &work.path().join("cruise-control.log"),
+        )?;
         let mut cc = Self {
             process,
             addr,
@@ -76,19 +79,24 @@ impl CruiseControl {
     async fn wait_ready(&mut self) -> Result<(), Error> {
         let addr = self.addr;
         let process = &mut self.process;
-        wait_for("cruise control", READY_TIMEOUT, Duration::from_millis(500), || {
-            let running = process.ensure_running();
-            async move {
-                running?;
-                Ok(
-                    match http::get(addr, "/kafkacruisecontrol/state?json=true").await {
-                        Ok(r) if r.status == 200 => Ok(()),
-                        Ok(r) => Err(format!("/state answered {}: {}", r.status, r.body)),
-                        Err(e) => Err(format!("/state: {e}")),
-                    },
-                )
-            }
-        })
+        wait_for(
+            "cruise control",
+            READY_TIMEOUT,
+            Duration::from_millis(500),
+            || {
+                let running = process.ensure_running();
+                async move {
+                    running?;
+                    Ok(
+                        match http::get(addr, "/kafkacruisecontrol/state?json=true").await {
+                            Ok(r) if r.status == 200 => Ok(()),
+                            Ok(r) => Err(format!("/state answered {}: {}", r.status, r.body)),
+                            Err(e) => Err(format!("/state: {e}")),
+                        },
+                    )
+                }
+            },
+        )
         .await
     }
 

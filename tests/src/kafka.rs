@@ -776,16 +776,29 @@ pub fn cruise_control_reporter_config(
     [
         (
             "metric.reporters",
-            "com.linkedin.kafka.cruisecontrol.metricsreporter.CruiseControlMetricsReporter".to_owned(),
+            "com.linkedin.kafka.cruisecontrol.metricsreporter.CruiseControlMetricsReporter"
+                .to_owned(),
         ),
         (
             "cruise.control.metrics.reporter.bootstrap.servers",
             format!("{addr}:{BROKER_PORT}"),
         ),
-        ("cruise.control.metrics.topic.auto.create", "true".to_owned()),
-        ("cruise.control.metrics.topic.num.partitions", "1".to_owned()),
-        ("cruise.control.metrics.topic.replication.factor", rf.clone()),
-        ("cruise.control.metrics.topic.min.insync.replicas", "1".to_owned()),
+        (
+            "cruise.control.metrics.topic.auto.create",
+            "true".to_owned(),
+        ),
+        (
+            "cruise.control.metrics.topic.num.partitions",
+            "1".to_owned(),
+        ),
+        (
+            "cruise.control.metrics.topic.replication.factor",
+            rf.clone(),
+        ),
+        (
+            "cruise.control.metrics.topic.min.insync.replicas",
+            "1".to_owned(),
+        ),
         (
             "cruise.control.metrics.reporter.metrics.reporting.interval.ms",
             "10000".to_owned(),

@@ -121,6 +121,8 @@ async fn pods_the_runtime_cannot_run_say_why() {
             images: ImageMap {
                 kafka_home: kafka_home(),
                 agent_bin: workspace_binary("stoker-agent").expect("agent binary"),
+                cruise_control_home: stoker_testenv::CruiseControl::home()
+                    .expect("cruise control provisioned"),
             },
             api_server: Some(api_server(&plane)),
             api_ca: Some(plane.ca_cert()),

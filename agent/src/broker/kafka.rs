@@ -281,7 +281,11 @@ impl BrokerClient {
             let mut partitions = Vec::new();
             for t in dir.topics {
                 let topic = t.name.0.to_string();
-                partitions.extend(t.partitions.iter().map(|p| (topic.clone(), p.partition_index)));
+                partitions.extend(
+                    t.partitions
+                        .iter()
+                        .map(|p| (topic.clone(), p.partition_index)),
+                );
             }
             dirs.push(LogDir {
                 path: dir.log_dir.to_string(),

@@ -4,9 +4,9 @@ use std::sync::Arc;
 
 use stoker_proto::agent::v1::{
     BlockingPartition, BrokerRef, BrokerState, BrokerStatus, DescribeReplicasRequest,
-    DescribeReplicasResponse, GetStatusRequest, LogDirReplicas,
-    PrepareShutdownRequest, PrepareShutdownResponse, ReconfigureRequest, ReconfigureResponse,
-    SafeToStopRequest, SafeToStopResponse,
+    DescribeReplicasResponse, GetStatusRequest, LogDirReplicas, PrepareShutdownRequest,
+    PrepareShutdownResponse, ReconfigureRequest, ReconfigureResponse, SafeToStopRequest,
+    SafeToStopResponse,
     agent_server::{Agent, AgentServer},
 };
 use tonic::{Request, Response, Status};

@@ -25,6 +25,8 @@ use super::types::{
 pub const USER_TASK_ID: &str = "User-Task-ID";
 /// How long one request may take (CC answers 202 after its 10 s block time).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a GET that CC answered 202 is asked again with its task id.
+const GET_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A failed request to Cruise Control.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +78,10 @@ impl CcError {
     /// True when the request may simply be asked again later (CC down, sampling,
     /// busy); false when CC refused it as it is.
     pub fn is_transient(&self) -> bool {
-        !matches!(self, Self::Refused { .. } | Self::Url(_) | Self::Decode { .. })
+        !matches!(
+            self,
+            Self::Refused { .. } | Self::Url(_) | Self::Decode { .. }
+        )
     }
 }
 
@@ -114,7 +119,10 @@ pub struct MoveOptions {
 }
 
 fn join(ids: &[i32]) -> String {
-    ids.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    ids.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn encode(s: &str) -> String {
@@ -304,21 +312,40 @@ impl CruiseControl {
         })
     }
 
+    /// A GET answered with JSON. One CC did not finish within its block time (202) is
+    /// asked again with its `User-Task-ID`, so the same task is read rather than a new
+    /// one started (CC allows only a few active tasks), until [`REQUEST_TIMEOUT`].
     async fn get<T: DeserializeOwned>(&self, what: &str, path: &str) -> Result<T, CcError> {
-        let (status, _, body) = self.send(Method::GET, path, None).await?;
-        match status {
-            StatusCode::OK => Self::decode(what, &body),
-            // Not answered within CC's block time (it is loading or busy): ask later.
-            StatusCode::ACCEPTED => Err(CcError::NotReady {
-                message: format!("{what} is still being computed"),
-            }),
-            s => Err(Self::error(what, s, &body)),
+        let deadline = tokio::time::Instant::now() + REQUEST_TIMEOUT;
+        let mut task: Option<String> = None;
+        loop {
+            let (status, id, body) = self.send(Method::GET, path, task.as_deref()).await?;
+            match status {
+                StatusCode::OK => return Self::decode(what, &body),
+                StatusCode::ACCEPTED if tokio::time::Instant::now() < deadline => {
+                    task = id.or(task);
+                    if task.is_none() {
+                        return Err(CcError::Decode {
+                            what: what.to_owned(),
+                            message: format!("HTTP 202 without a {USER_TASK_ID} header"),
+                        });
+                    }
+                    tokio::time::sleep(GET_POLL_INTERVAL).await;
+                }
+                // Still not answered: CC is loading or busy; ask later.
+                StatusCode::ACCEPTED => {
+                    return Err(CcError::NotReady {
+                        message: format!("{what} is still being computed"),
+                    });
+                }
+                s => return Err(Self::error(what, s, &body)),
+            }
         }
     }
 
     /// The monitor's and the executor's state. Each call is a user task of its own in
-    /// Cruise Control (they count toward its limit of active tasks until its cleanup,
-    /// every few seconds, drops them): ask it no more often than every few seconds.
+    /// Cruise Control and counts toward its limit of active tasks until answered:
+    /// share one answer through [`super::Pool::state`] rather than asking per caller.
     pub async fn state(&self) -> Result<State, CcError> {
         self.get("state", "/state?substates=monitor,executor&json=true")
             .await
@@ -338,13 +365,22 @@ impl CruiseControl {
     /// The task `id`, if CC knows it (it forgets every task when it restarts). Answered
     /// synchronously, without a user task of its own.
     pub async fn user_task(&self, id: &str) -> Result<Option<UserTask>, CcError> {
-        let tasks: UserTasks = self
-            .get(
-                "user_tasks",
-                &format!("/user_tasks?user_task_ids={}&json=true", encode(id)),
-            )
+        let tasks = self
+            .user_tasks_query(&format!("user_task_ids={}&", encode(id)))
             .await?;
-        Ok(tasks.tasks.into_iter().find(|t| t.id == id))
+        Ok(tasks.into_iter().find(|t| t.id == id))
+    }
+
+    /// Every task CC remembers (active and recently completed ones, any client's).
+    pub async fn user_tasks(&self) -> Result<Vec<UserTask>, CcError> {
+        self.user_tasks_query("").await
+    }
+
+    async fn user_tasks_query(&self, filter: &str) -> Result<Vec<UserTask>, CcError> {
+        let tasks: UserTasks = self
+            .get("user_tasks", &format!("/user_tasks?{filter}json=true"))
+            .await?;
+        Ok(tasks.tasks)
     }
 
     /// Submits `op` (never a dry run), or, with `task_id`, asks again about the same
@@ -415,8 +451,7 @@ mod tests {
             "/rebalance?rebalance_disk=true&dryrun=false&json=true"
         );
         assert_eq!(
-            Operation::RemoveDisks(vec![(1, "/kafka-logs-1/kafka".into())])
-                .path_and_query(&opts),
+            Operation::RemoveDisks(vec![(1, "/kafka-logs-1/kafka".into())]).path_and_query(&opts),
             "/remove_disks?brokerid_and_logdirs=1-%2Fkafka-logs-1%2Fkafka&dryrun=false&reason=scale%20down%20broker%203&json=true"
         );
         for op in [

@@ -174,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             images: ImageMap {
                 kafka_home: kafka_home()?,
                 agent_bin: PathBuf::from(agent_bin),
+                cruise_control_home: stoker_testenv::CruiseControl::home()?,
             },
             api_server: Some((host, port?)),
             api_ca: Some(plane.ca_cert()),

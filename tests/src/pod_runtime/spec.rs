@@ -18,10 +18,14 @@ pub struct ImageMap {
     pub kafka_home: PathBuf,
     /// The built `stoker-agent` binary.
     pub agent_bin: PathBuf,
+    /// Cruise Control laid out like an image's `/opt/cruise-control`.
+    pub cruise_control_home: PathBuf,
 }
 
 /// Where Kafka lives in the `apache/kafka` image.
 pub const KAFKA_HOME_IN_IMAGE: &str = "/opt/kafka";
+/// Where Cruise Control lives in its image.
+pub const CRUISE_CONTROL_HOME_IN_IMAGE: &str = "/opt/cruise-control";
 /// Where the agent's binary lives in its image (`Dockerfile.agent`).
 pub const AGENT_BIN_IN_IMAGE: &str = "/usr/local/bin/stoker-agent";
 
@@ -52,13 +56,23 @@ pub fn map_image(image: &str, images: &ImageMap) -> Result<MappedImage, String> 
             entrypoint: vec![],
             cmd: vec![],
         }),
+        "cruise-control" | "kafka-cruise-control" => Ok(MappedImage {
+            mounts: vec![(
+                images.cruise_control_home.clone(),
+                CRUISE_CONTROL_HOME_IN_IMAGE.to_owned(),
+            )],
+            entrypoint: vec![format!(
+                "{CRUISE_CONTROL_HOME_IN_IMAGE}/bin/kafka-cruise-control-start.sh"
+            )],
+            cmd: vec![],
+        }),
         "stoker-agent" => Ok(MappedImage {
             mounts: vec![(images.agent_bin.clone(), AGENT_BIN_IN_IMAGE.to_owned())],
             entrypoint: vec![AGENT_BIN_IN_IMAGE.to_owned()],
             cmd: vec!["run".to_owned()],
         }),
         _ => Err(format!(
-            "image {image:?} has no local install: the local Pod runtime runs */kafka:* (the test environment's Kafka at {KAFKA_HOME_IN_IMAGE}) and */stoker-agent:* (the built agent)"
+            "image {image:?} has no local install: the local Pod runtime runs */kafka:* (the test environment's Kafka at {KAFKA_HOME_IN_IMAGE}), */cruise-control:* (the provisioned Cruise Control at {CRUISE_CONTROL_HOME_IN_IMAGE}) and */stoker-agent:* (the built agent)"
         )),
     }
 }
@@ -440,6 +454,7 @@ mod tests {
         ImageMap {
             kafka_home: "/cache/kafka".into(),
             agent_bin: "/target/stoker-agent".into(),
+            cruise_control_home: "/cache/cruise-control".into(),
         }
     }
 

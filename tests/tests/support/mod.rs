@@ -173,7 +173,8 @@ pub fn consume_all(runtime: &PodRuntime, bootstrap: &str, topic: &str, group: &s
     );
 }
 
-/// The coordinator's KafkaCluster controller, running until the token is cancelled.
+/// The coordinator's KafkaCluster and KafkaRebalance controllers, running until the
+/// token is cancelled.
 pub fn start_coordinator(
     client: &kube::Client,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
@@ -183,10 +184,15 @@ pub fn start_coordinator(
         AGENT_IMAGE.into(),
         &prometheus::Registry::new(),
     );
-    let controller = tokio::spawn(stoker_coordinator::controller::kafka_cluster::run(
-        ctx,
-        token.clone(),
-    ));
+    let controller = tokio::spawn({
+        let token = token.clone();
+        async move {
+            tokio::join!(
+                stoker_coordinator::controller::kafka_cluster::run(ctx.clone(), token.clone()),
+                stoker_coordinator::controller::kafka_rebalance::run(ctx, token),
+            );
+        }
+    });
     (token, controller)
 }
 
@@ -227,6 +233,8 @@ impl Env {
                 images: ImageMap {
                     kafka_home: kafka_home(),
                     agent_bin: workspace_binary("stoker-agent").expect("agent binary"),
+                    cruise_control_home: stoker_testenv::CruiseControl::home()
+                        .expect("cruise control provisioned"),
                 },
                 api_server: Some(api_server(&plane)),
                 api_ca: Some(plane.ca_cert()),
@@ -265,6 +273,17 @@ impl Env {
     /// whatever it knew in memory is gone).
     pub async fn restart_coordinator(&mut self) {
         self.token.cancel();
+        let old = std::mem::replace(&mut self.controller, tokio::spawn(async {}));
+        let _ = old.await;
+        let (token, controller) = start_coordinator(&self.clusters.clone().into_client());
+        self.token = token;
+        self.controller = controller;
+    }
+
+    /// Kills the coordinator's controller mid-pass (its task is dropped at whatever
+    /// point it is, as SIGKILL would) and starts a new one with nothing in memory.
+    pub async fn kill_coordinator(&mut self) {
+        self.controller.abort();
         let old = std::mem::replace(&mut self.controller, tokio::spawn(async {}));
         let _ = old.await;
         let (token, controller) = start_coordinator(&self.clusters.clone().into_client());

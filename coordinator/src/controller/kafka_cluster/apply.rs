@@ -9,6 +9,7 @@ use std::fmt::Debug;
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::{
+    apps::v1::Deployment,
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
@@ -31,7 +32,7 @@ use crate::{
         error_chain,
         resource_status::{self, Note},
     },
-    crd::v1alpha1::KafkaCluster,
+    crd::v1alpha1::{KafkaCluster, KafkaRebalance},
 };
 
 /// What a write did.
@@ -121,6 +122,10 @@ async fn write(state: &State, ns: &str, w: Write) -> Result<(ObjectKey, Applied)
         Object::PodDisruptionBudget(o) => {
             apply_one(Api::<PodDisruptionBudget>::namespaced(client, ns), o, rv).await
         }
+        Object::Deployment(o) => apply_one(Api::<Deployment>::namespaced(client, ns), *o, rv).await,
+        Object::KafkaRebalance(o) => {
+            create_one(Api::<KafkaRebalance>::namespaced(client, ns), *o).await
+        }
     }
     .map_err(kube_err("apply", &key))?;
     Ok((key, applied))
@@ -151,6 +156,8 @@ async fn delete(state: &State, ns: &str, key: &ObjectKey) -> Result<bool, Error>
         }
         Kind::Pod => one(Api::<Pod>::namespaced(c, ns), name).await,
         Kind::PodDisruptionBudget => one(Api::<PodDisruptionBudget>::namespaced(c, ns), name).await,
+        Kind::Deployment => one(Api::<Deployment>::namespaced(c, ns), name).await,
+        Kind::KafkaRebalance => one(Api::<KafkaRebalance>::namespaced(c, ns), name).await,
     }
     .map_err(kube_err("delete", key))
 }
@@ -173,6 +180,9 @@ pub async fn run(kc: &KafkaCluster, state: &State, plan: Plan) -> Result<(), Err
             delete(state, &ns, key).await?;
         }
         info!(broker_id = r.broker, deleted = ?r.delete, pvcs_kept = r.pvcs_kept, "Removed a broker gone from the spec");
+    }
+    for key in &plan.deletes {
+        delete(state, &ns, key).await?;
     }
 
     // Live reconfiguration, every agent at once: dynamic keys apply without a restart,

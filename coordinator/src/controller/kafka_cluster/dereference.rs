@@ -13,6 +13,7 @@ use std::{
 
 use futures::future::join_all;
 use k8s_openapi::api::{
+    apps::v1::Deployment,
     core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding},
@@ -21,7 +22,7 @@ use kube::{
     Resource, ResourceExt,
     runtime::reflector::{ObjectRef, Store},
 };
-use stoker_proto::agent::v1::{BrokerRef, BrokerStatus};
+use stoker_proto::agent::v1::{BrokerRef, BrokerStatus, DescribeReplicasResponse};
 
 use super::{
     build::{AGENT_GRPC_PORT, ANNOTATION_SPEC_HASH, LABEL_BROKER_ID, LABEL_CLUSTER},
@@ -31,12 +32,17 @@ use super::{
 use crate::{
     agents::AgentPool,
     controller::error_chain,
-    crd::v1alpha1::{KafkaCluster, KafkaClusterStatus},
+    crd::v1alpha1::{
+        KafkaCluster, KafkaClusterStatus, KafkaRebalance, RebalanceMode, RebalanceState,
+    },
+    cruise_control::{self, Pool as CruiseControls},
 };
 
 /// How long a pass waits for one agent's status: an agent that does not answer in
 /// time is reported unreachable, never a reason for the pass to hang.
 pub const AGENT_STATUS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How old a Cruise Control `/state` shown in a cluster's status may be.
+pub const CRUISE_CONTROL_STATE_MAX_AGE: Duration = Duration::from_secs(15);
 /// How long a pass waits for one agent's `SafeToStop` answer (it reads the cluster's
 /// metadata and every topic's min.insync.replicas).
 pub const SAFE_TO_STOP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -60,6 +66,10 @@ pub enum Kind {
     Pod,
     /// PodDisruptionBudget.
     PodDisruptionBudget,
+    /// Deployment (Cruise Control's).
+    Deployment,
+    /// KafkaRebalance.
+    KafkaRebalance,
 }
 
 impl Kind {
@@ -74,6 +84,8 @@ impl Kind {
             Self::PersistentVolumeClaim => "PersistentVolumeClaim",
             Self::Pod => "Pod",
             Self::PodDisruptionBudget => "PodDisruptionBudget",
+            Self::Deployment => "Deployment",
+            Self::KafkaRebalance => "KafkaRebalance",
         }
     }
 }
@@ -165,6 +177,28 @@ pub enum AgentReport {
     Unreachable(String),
 }
 
+/// A KafkaRebalance of the cluster, as the plan reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RebalanceView {
+    /// What it does.
+    pub mode: RebalanceMode,
+    /// Its brokers.
+    pub brokers: Vec<i32>,
+    /// Where it is.
+    pub state: RebalanceState,
+    /// Its message.
+    pub message: String,
+}
+
+/// What the pass saw of the cluster's Cruise Control.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CruiseControlView {
+    /// Where it answers, or why it is not there.
+    pub endpoint: Result<String, String>,
+    /// Its `/state`, or why it could not be read.
+    pub state: Result<cruise_control::types::State, String>,
+}
+
 /// Who the cluster is, for the objects built for it.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -199,6 +233,15 @@ pub struct Observed {
     pub agents: BTreeMap<i32, AgentReport>,
     /// `SafeToStop` answers asked for this pass.
     pub verdicts: BTreeMap<StopQuestion, Verdict>,
+    /// Brokers removed from `spec.brokers` that still exist (a Pod or a ConfigMap), or
+    /// that the status records as removing.
+    pub draining: BTreeSet<i32>,
+    /// What each draining broker's agent says it holds, or why it could not say.
+    pub replicas: BTreeMap<i32, Result<DescribeReplicasResponse, String>>,
+    /// The cluster's KafkaRebalances, by name.
+    pub rebalances: BTreeMap<String, RebalanceView>,
+    /// The cluster's Cruise Control, when the spec has one: where, and what it said.
+    pub cruise_control: Option<CruiseControlView>,
     /// A new KRaft cluster id, used only when status has none.
     pub fresh_cluster_id: String,
     /// Now, RFC 3339.
@@ -224,6 +267,12 @@ pub struct OwnedStores {
     pub bindings: Store<ClusterRoleBinding>,
     /// The agents' ClusterRole.
     pub roles: Store<ClusterRole>,
+    /// Cruise Control Deployments.
+    pub deployments: Store<Deployment>,
+    /// Cruise Control Pods (their addresses).
+    pub cruise_control_pods: Store<Pod>,
+    /// KafkaRebalances the controller created for scaling.
+    pub rebalances: Store<KafkaRebalance>,
 }
 
 impl OwnedStores {
@@ -238,6 +287,9 @@ impl OwnedStores {
             self.pdbs.wait_until_ready(),
             self.bindings.wait_until_ready(),
             self.roles.wait_until_ready(),
+            self.deployments.wait_until_ready(),
+            self.rebalances.wait_until_ready(),
+            self.cruise_control_pods.wait_until_ready(),
         );
         ready.0.is_ok()
             && ready.1.is_ok()
@@ -247,6 +299,9 @@ impl OwnedStores {
             && ready.5.is_ok()
             && ready.6.is_ok()
             && ready.7.is_ok()
+            && ready.8.is_ok()
+            && ready.9.is_ok()
+            && ready.10.is_ok()
     }
 }
 
@@ -328,6 +383,7 @@ pub async fn observe(
     stores: &OwnedStores,
     memory: &Memory,
     agents: &AgentPool,
+    cruise_controls: &CruiseControls,
     agent_image: &str,
 ) -> Observed {
     let name = kc.name_any();
@@ -388,6 +444,22 @@ pub async fn observe(
             existing_of(&b),
         );
     }
+    for d in stores.deployments.state() {
+        if in_ns(d.namespace()) && ours(d.labels()) {
+            existing.insert(
+                ObjectKey::new(Kind::Deployment, d.name_any()),
+                existing_of(&d),
+            );
+        }
+    }
+    for r in stores.rebalances.state() {
+        if in_ns(r.namespace()) && ours(r.labels()) {
+            existing.insert(
+                ObjectKey::new(Kind::KafkaRebalance, r.name_any()),
+                existing_of(&r),
+            );
+        }
+    }
     for r in stores.roles.state() {
         existing.insert(
             ObjectKey::new(Kind::ClusterRole, r.name_any()),
@@ -437,6 +509,96 @@ pub async fn observe(
     }))
     .await;
 
+    let previous = previous_status(kc, memory);
+    let draining: BTreeSet<i32> = cluster
+        .brokers
+        .values()
+        .filter(|b| b.draining)
+        .map(|b| b.id)
+        .chain(
+            pods.keys()
+                .chain(config_maps.iter())
+                .copied()
+                .filter(|id| !cluster.brokers.contains_key(id)),
+        )
+        .chain(
+            previous
+                .scaling
+                .iter()
+                .flat_map(|s| s.removing.iter().map(|r| r.broker))
+                .filter(|id| cluster.brokers.get(id).is_none_or(|b| b.draining)),
+        )
+        .collect();
+    // What each draining broker holds, from its own agent (never guessed).
+    let replicas = join_all(draining.iter().map(|&id| {
+        let addr = pods
+            .get(&id)
+            .filter(|p| p.running())
+            .and_then(PodView::agent_addr);
+        let broker = BrokerRef {
+            cluster: name.clone(),
+            namespace: namespace.clone(),
+            broker_id: id,
+        };
+        async move {
+            let answer = match addr {
+                None => Err("its Pod is not running".to_owned()),
+                Some(addr) => match tokio::time::timeout(
+                    SAFE_TO_STOP_TIMEOUT,
+                    agents.describe_replicas(&addr, &broker),
+                )
+                .await
+                {
+                    Ok(Ok(r)) => Ok(r),
+                    Ok(Err(e)) => Err(format!("its agent did not answer: {}", error_chain(&e))),
+                    Err(_) => Err(format!(
+                        "its agent did not answer DescribeReplicas within {SAFE_TO_STOP_TIMEOUT:?}"
+                    )),
+                },
+            };
+            (broker.broker_id, answer)
+        }
+    }))
+    .await
+    .into_iter()
+    .collect();
+    let rebalances = stores
+        .rebalances
+        .state()
+        .iter()
+        .filter(|r| in_ns(r.namespace()) && ours(r.labels()))
+        .map(|r| {
+            let st = r.status.clone().unwrap_or_default();
+            (
+                r.name_any(),
+                RebalanceView {
+                    mode: r.spec.mode,
+                    brokers: r.spec.brokers.clone(),
+                    state: st.state.unwrap_or_default(),
+                    message: st.message.unwrap_or_default(),
+                },
+            )
+        })
+        .collect();
+    let cruise_control = if cluster.cruise_control.is_some() {
+        let all_pods = stores.cruise_control_pods.state();
+        let endpoint = cruise_control::endpoint(kc, all_pods.iter().map(AsRef::as_ref));
+        let state = match &endpoint {
+            Err(why) => Err(why.clone()),
+            Ok(url) => {
+                let since = std::time::Instant::now()
+                    .checked_sub(CRUISE_CONTROL_STATE_MAX_AGE)
+                    .unwrap_or_else(std::time::Instant::now);
+                cruise_controls
+                    .state(url, since, AGENT_STATUS_TIMEOUT)
+                    .await
+            }
+        };
+        Some(CruiseControlView { endpoint, state })
+    } else {
+        None
+    };
+
     Observed {
         identity: Identity {
             name,
@@ -447,13 +609,17 @@ pub async fn observe(
             agent_image: agent_image.to_owned(),
             generation: kc.metadata.generation,
         },
-        previous: previous_status(kc, memory),
+        previous,
+        draining,
         existing,
         pods,
         config_maps,
         pvcs,
         agents: reports.into_iter().collect(),
         verdicts: BTreeMap::new(),
+        replicas,
+        rebalances,
+        cruise_control,
         fresh_cluster_id: super::new_cluster_id(),
         now: crate::controller::conditions::now(),
     }

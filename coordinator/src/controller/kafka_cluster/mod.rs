@@ -18,6 +18,7 @@ pub mod cluster_id;
 pub mod dereference;
 pub mod plan;
 pub mod roll;
+pub mod scaling;
 pub mod status;
 #[cfg(test)]
 pub(crate) mod test_support;
@@ -184,6 +185,8 @@ async fn pass(kc: &KafkaCluster, state: &State) -> Result<Action, Error> {
         Ok(c) => c,
         Err(invalid) => return refuse(kc, state, &invalid).await,
     };
+    let previous = dereference::previous_status(kc, &state.memory);
+    let cluster = with_draining(&kc.spec, cluster, &previous);
     let ctx = &state.ctx;
     let mut observed = dereference::observe(
         kc,
@@ -191,6 +194,7 @@ async fn pass(kc: &KafkaCluster, state: &State) -> Result<Action, Error> {
         &state.owned,
         &state.memory,
         &ctx.agents,
+        &ctx.cruise_controls,
         &ctx.agent_image,
     )
     .await;
@@ -224,6 +228,40 @@ async fn pass(kc: &KafkaCluster, state: &State) -> Result<Action, Error> {
             None => Err(e),
         },
     }
+}
+
+/// The validated spec plus the brokers removed from it that still drain: their last
+/// reconciled entries (kept in status) are validated with the spec, so their Pods keep
+/// running, and are recreated if they die, until they hold no replica. An entry that
+/// no longer validates with the spec (its group is gone, say) is left out: its broker
+/// still drains, but nothing is rebuilt for it.
+fn with_draining(
+    spec: &crate::crd::v1alpha1::KafkaClusterSpec,
+    cluster: validate::ValidatedCluster,
+    previous: &crate::crd::v1alpha1::KafkaClusterStatus,
+) -> validate::ValidatedCluster {
+    let gone: Vec<crate::crd::v1alpha1::Broker> = previous
+        .brokers_state
+        .iter()
+        .filter(|(id, _)| {
+            id.parse::<i32>()
+                .is_ok_and(|id| !cluster.brokers.contains_key(&id))
+        })
+        .filter_map(|(_, b)| serde_json::from_str(b.last_applied.as_deref()?).ok())
+        .collect();
+    let mut out = cluster;
+    for entry in gone {
+        let mut with = spec.clone();
+        let id = entry.id;
+        with.brokers.push(entry);
+        if let Ok(mut v) = validate::validate(&with)
+            && let Some(mut b) = v.brokers.remove(&id)
+        {
+            b.draining = true;
+            out.brokers.insert(id, b);
+        }
+    }
+    out
 }
 
 /// Records a spec that cannot be reconciled (condition `Invalid`, a Warning Event the

@@ -19,6 +19,7 @@
 use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::{
+    apps::v1::Deployment,
     core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding},
@@ -28,14 +29,18 @@ use stoker_proto::agent::v1::DesiredConfig;
 
 use super::{
     build::{self, ClusterMeta},
-    dereference::{AgentReport, Existing, Kind, ObjectKey, Observed},
+    dereference::{AgentReport, CruiseControlView, Existing, Kind, ObjectKey, Observed},
     roll::{self, BrokerView, PodState, StopQuestion},
+    scaling,
     status::{self, AgentFacts, BrokerFacts},
     validate::{InvalidSpec, ValidatedCluster},
 };
 use crate::{
     controller::resource_status::Note,
-    crd::v1alpha1::{KafkaClusterStatus, PvcDeletionPolicy, RestartCause, RestartCauseKind},
+    crd::v1alpha1::{
+        CruiseControlStatus, KafkaClusterStatus, KafkaRebalance, PvcDeletionPolicy, RestartCause,
+        RestartCauseKind,
+    },
 };
 
 /// How soon a pass looks again while a roll is under way.
@@ -47,6 +52,10 @@ pub const RECONFIGURE_REQUEUE: Duration = Duration::from_secs(2);
 pub const INIT_REQUEUE: Duration = Duration::from_secs(1);
 /// How often a settled cluster is looked at again (agents' reports, drift).
 pub const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a pass looks again while brokers join or leave.
+pub const SCALING_REQUEUE: Duration = Duration::from_secs(10);
+/// Condition type: a broker removed from the spec cannot be removed as things are.
+pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
 
 /// An object to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,6 +76,10 @@ pub enum Object {
     Pod(Box<Pod>),
     /// The PodDisruptionBudget.
     PodDisruptionBudget(PodDisruptionBudget),
+    /// Cruise Control's Deployment.
+    Deployment(Box<Deployment>),
+    /// A KafkaRebalance for scaling (created only: it is a record of one task).
+    KafkaRebalance(Box<KafkaRebalance>),
 }
 
 impl Object {
@@ -81,6 +94,8 @@ impl Object {
             Self::PersistentVolumeClaim(o) => (Kind::PersistentVolumeClaim, o.name_any()),
             Self::Pod(o) => (Kind::Pod, o.name_any()),
             Self::PodDisruptionBudget(o) => (Kind::PodDisruptionBudget, o.name_any()),
+            Self::Deployment(o) => (Kind::Deployment, o.name_any()),
+            Self::KafkaRebalance(o) => (Kind::KafkaRebalance, o.name_any()),
         };
         ObjectKey::new(kind, name)
     }
@@ -89,7 +104,10 @@ impl Object {
     pub fn create_only(&self) -> bool {
         matches!(
             self,
-            Self::ServiceAccount(_) | Self::PersistentVolumeClaim(_) | Self::Pod(_)
+            Self::ServiceAccount(_)
+                | Self::PersistentVolumeClaim(_)
+                | Self::Pod(_)
+                | Self::KafkaRebalance(_)
         )
     }
 }
@@ -147,6 +165,8 @@ pub struct Plan {
     pub writes: Vec<Write>,
     /// Brokers to remove.
     pub removals: Vec<Removal>,
+    /// Other objects to delete (finished KafkaRebalances to be asked again).
+    pub deletes: Vec<ObjectKey>,
     /// Agents to send their broker's desired config.
     pub reconfigure: Vec<Reconfigure>,
     /// Pods to delete for the roll (after their agents said stopping is safe).
@@ -165,6 +185,7 @@ impl Plan {
             status,
             writes: Vec::new(),
             removals: Vec::new(),
+            deletes: Vec::new(),
             reconfigure: Vec::new(),
             restarts: Vec::new(),
             events,
@@ -347,6 +368,14 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         }
     }
 
+    if let Some(cc) = cluster.cruise_control.as_ref().filter(|cc| cc.deploy) {
+        let (cm, cm_hash) = build::stamped(build::cruise_control::config_map(&meta, cluster, cc));
+        w.add(Object::ConfigMap(cm), &cm_hash);
+        stamp!(w, Service, build::cruise_control::service(&meta));
+        let (d, d_hash) = build::stamped(build::cruise_control::deployment(&meta, cc, &cm_hash));
+        w.add(Object::Deployment(Box::new(d)), &d_hash);
+    }
+
     let mut events = Vec::new();
     let mut reconfigure = Vec::new();
     let mut facts = BTreeMap::new();
@@ -404,6 +433,8 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
                 desired_config_hash: desired_hash,
                 causes,
                 restarting: false,
+                draining: b.draining,
+                last_applied: Some(b.entry.clone()),
             },
         );
     }
@@ -432,22 +463,32 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         );
     }
 
-    let removals = removals(&meta, cluster, observed);
-    for r in &removals {
-        let kept = if r.pvcs_kept {
-            "; its PersistentVolumeClaims are kept (pvcDeletionPolicy: Retain)"
-        } else {
-            "; its PersistentVolumeClaims are deleted (pvcDeletionPolicy: Delete)"
-        };
-        events.push(Note::normal(
-            "BrokerRemoved",
-            "Removing",
-            format!(
-                "broker {} is no longer in spec.brokers: its Pod and ConfigMap are deleted{kept}",
-                r.broker
-            ),
-        ));
+    // Scaling: brokers joining get partitions; brokers leaving drain first.
+    let ready: BTreeMap<i32, bool> = cluster
+        .brokers
+        .keys()
+        .map(|id| {
+            let agent_ready =
+                matches!(observed.agents.get(id), Some(AgentReport::Status(s)) if s.ready);
+            (
+                *id,
+                facts.get(id).is_some_and(|f| f.pod_ready) && agent_ready,
+            )
+        })
+        .collect();
+    let scaled = scaling::step(
+        &meta,
+        cluster,
+        observed,
+        &ready,
+        previous.brokers_state.is_empty(),
+    );
+    for kr in &scaled.rebalances {
+        let (kr, hash) = build::stamped(kr.clone());
+        w.add(Object::KafkaRebalance(Box::new(kr)), &hash);
     }
+    events.extend(scaled.notes.iter().cloned());
+    let removals = removals(&meta, cluster, observed, &scaled.remove);
 
     // The roll.
     let views: Vec<BrokerView> = cluster
@@ -533,10 +574,37 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         &observed.now,
     );
     status.rolling_upgrade = rolled.progress.clone();
+    for id in &scaled.remove {
+        status.brokers_state.remove(&id.to_string());
+    }
+    status.scaling = scaled.status.clone();
+    status.cruise_control = observed.cruise_control.as_ref().map(cruise_control_status);
+    if !rolled.rolling && status.scaling.is_some() {
+        status.state = Some(crate::crd::v1alpha1::ClusterState::Scaling);
+    }
+    crate::controller::conditions::set_condition(
+        &mut status.conditions,
+        SCALE_DOWN_BLOCKED,
+        !scaled.blocked.is_empty(),
+        if scaled.blocked.is_empty() {
+            "NothingBlocked"
+        } else {
+            "BrokersHoldReplicas"
+        },
+        &if scaled.blocked.is_empty() {
+            "no removal is blocked".to_owned()
+        } else {
+            scaled.blocked.join("; ")
+        },
+        id.generation,
+        &observed.now,
+    );
     let requeue = if rolled.rolling {
         ROLL_REQUEUE
     } else if !reconfigure.is_empty() {
         RECONFIGURE_REQUEUE
+    } else if status.scaling.is_some() || !scaled.remove.is_empty() {
+        SCALING_REQUEUE
     } else {
         RESYNC
     };
@@ -544,6 +612,7 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         status,
         writes: w.out,
         removals,
+        deletes: scaled.delete,
         reconfigure,
         restarts: rolled
             .restarts
@@ -559,18 +628,40 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
     }
 }
 
-/// Brokers that have a Pod or a ConfigMap but are gone from the spec.
-fn removals(meta: &ClusterMeta, cluster: &ValidatedCluster, observed: &Observed) -> Vec<Removal> {
-    let gone: std::collections::BTreeSet<i32> = observed
-        .pods
-        .keys()
-        .chain(observed.config_maps.iter())
-        .filter(|id| !cluster.brokers.contains_key(id))
-        .copied()
-        .collect();
+/// What Cruise Control's status says, for the cluster's status.
+fn cruise_control_status(cc: &CruiseControlView) -> CruiseControlStatus {
+    let mut st = CruiseControlStatus {
+        endpoint: cc.endpoint.as_ref().ok().cloned(),
+        ..CruiseControlStatus::default()
+    };
+    match &cc.state {
+        Ok(s) => {
+            st.monitor_state = Some(s.monitor.state.clone());
+            st.monitoring_coverage_pct = Some(s.monitor.monitoring_coverage_pct);
+            st.executor_state = Some(s.executor.state.clone());
+            st.ready = s.monitor.monitoring_coverage_pct >= 100.0;
+            if !st.ready {
+                st.message = Some(format!(
+                    "still sampling the cluster's load ({:.0}% of partitions covered)",
+                    s.monitor.monitoring_coverage_pct
+                ));
+            }
+        }
+        Err(why) => st.message = Some(why.clone()),
+    }
+    st
+}
+
+/// The objects of the brokers in `ids` (drained and proven empty) to delete.
+fn removals(
+    meta: &ClusterMeta,
+    cluster: &ValidatedCluster,
+    observed: &Observed,
+    ids: &[i32],
+) -> Vec<Removal> {
     let keep_pvcs = cluster.pvc_deletion_policy == PvcDeletionPolicy::Retain;
-    gone.into_iter()
-        .filter_map(|id| {
+    ids.iter()
+        .map(|&id| {
             let base = build::broker_name(meta, id);
             let mut delete = Vec::new();
             // A Pod already being deleted is on its way out.
@@ -595,11 +686,11 @@ fn removals(meta: &ClusterMeta, cluster: &ValidatedCluster, observed: &Observed)
                         .map(|n| ObjectKey::new(Kind::PersistentVolumeClaim, n.clone())),
                 );
             }
-            (!delete.is_empty()).then_some(Removal {
+            Removal {
                 broker: id,
                 delete,
                 pvcs_kept: keep_pvcs,
-            })
+            }
         })
         .collect()
 }
@@ -624,8 +715,15 @@ mod tests {
 
     const CLUSTER_ID: &str = "AAAAAAAAAAAAAAAAAAAAAA";
 
+    /// The example without Cruise Control (scaling has tests of its own).
+    fn base_spec() -> crate::crd::v1alpha1::KafkaClusterSpec {
+        let mut spec = example().spec;
+        spec.cruise_control_config = None;
+        spec
+    }
+
     fn cluster() -> ValidatedCluster {
-        validate(&example().spec).expect("the example is valid")
+        validate(&base_spec()).expect("the example is valid")
     }
 
     /// What a pass of the example sees before anything exists (its id recorded).
@@ -651,6 +749,10 @@ mod tests {
             pvcs: BTreeMap::new(),
             agents: BTreeMap::new(),
             verdicts: BTreeMap::new(),
+            draining: BTreeSet::new(),
+            replicas: BTreeMap::new(),
+            rebalances: BTreeMap::new(),
+            cruise_control: None,
             fresh_cluster_id: "BBBBBBBBBBBBBBBBBBBBBB".into(),
             now: "2026-12-02T00:00:00Z".into(),
         }
@@ -666,6 +768,8 @@ mod tests {
             Object::PersistentVolumeClaim(o) => o.annotations(),
             Object::Pod(o) => o.annotations(),
             Object::PodDisruptionBudget(o) => o.annotations(),
+            Object::Deployment(o) => o.annotations(),
+            Object::KafkaRebalance(o) => o.annotations(),
         };
         annotations.get(build::ANNOTATION_SPEC_HASH).cloned()
     }
@@ -696,9 +800,10 @@ mod tests {
                     },
                 );
             }
-            if let Object::ConfigMap(c) = &w.object {
-                let id: i32 = c.labels()[build::LABEL_BROKER_ID].parse().expect("an id");
-                observed.config_maps.insert(id);
+            if let Object::ConfigMap(c) = &w.object
+                && let Some(id) = c.labels().get(build::LABEL_BROKER_ID)
+            {
+                observed.config_maps.insert(id.parse().expect("an id"));
             }
         }
         for (id, s) in &plan.status.brokers_state {
@@ -784,7 +889,7 @@ mod tests {
     #[test]
     fn a_changed_config_map_is_written_and_a_changed_pod_template_waits_for_a_restart() {
         let (_, observed) = steady();
-        let mut spec = example().spec;
+        let mut spec = base_spec();
         spec.brokers[0]
             .broker_config
             .as_mut()
@@ -830,7 +935,7 @@ mod tests {
     #[test]
     fn an_agent_behind_the_desired_config_is_reconfigured_once() {
         let (_, mut observed) = steady();
-        let mut spec = example().spec;
+        let mut spec = base_spec();
         spec.brokers[0]
             .broker_config
             .as_mut()
@@ -902,13 +1007,44 @@ mod tests {
         assert!(!p.status.brokers_state["2"].restart_needed);
     }
 
-    #[test]
-    fn a_removed_broker_loses_its_pod_config_map_and_service_but_keeps_its_pvcs() {
+    fn replicas(
+        assigned: &[&str],
+        on_disk: u32,
+    ) -> stoker_proto::agent::v1::DescribeReplicasResponse {
+        stoker_proto::agent::v1::DescribeReplicasResponse {
+            assigned_count: u32::try_from(assigned.len()).expect("few"),
+            assigned: assigned.iter().map(|s| (*s).to_owned()).collect(),
+            log_dirs: vec![stoker_proto::agent::v1::LogDirReplicas {
+                path: "/kafka-logs/kafka".into(),
+                partitions: on_disk,
+                listed: vec![],
+            }],
+            max_replication_factor: 2,
+            max_replication_factor_topic: "orders".into(),
+            ..Default::default()
+        }
+    }
+
+    /// The steady cluster with broker 2 removed from the spec, its agent reporting `r`.
+    fn removing_two(
+        r: Result<stoker_proto::agent::v1::DescribeReplicasResponse, String>,
+        with_cc: bool,
+    ) -> (ValidatedCluster, Observed) {
         let (_, mut observed) = steady();
         observed.pvcs.insert(2, vec!["kf-kafka-2-storage-0".into()]);
-        let mut spec = example().spec;
+        observed.draining.insert(2);
+        observed.replicas.insert(2, r);
+        let mut spec = base_spec();
         spec.brokers.retain(|b| b.id != 2);
-        let c = validate(&spec).expect("valid");
+        if with_cc {
+            spec.cruise_control_config = example().spec.cruise_control_config;
+        }
+        (validate(&spec).expect("valid"), observed)
+    }
+
+    #[test]
+    fn a_removed_broker_goes_only_once_its_agent_shows_it_holds_nothing() {
+        let (c, observed) = removing_two(Ok(replicas(&[], 0)), false);
         let p = plan(&c, &observed);
         assert_eq!(p.removals.len(), 1);
         let deleted: Vec<String> = p.removals[0]
@@ -924,30 +1060,179 @@ mod tests {
                 "Service kf-kafka-2"
             ]
         );
-        assert!(p.removals[0].pvcs_kept);
+        assert!(p.removals[0].pvcs_kept, "PVCs stay under Retain");
         assert!(reasons(&p).contains(&"BrokerRemoved"));
         assert!(!p.status.brokers_state.contains_key("2"));
+        assert_eq!(p.status.scaling, None);
         // Under pvcDeletionPolicy: Delete the PVCs go too.
+        let mut spec = base_spec();
+        spec.brokers.retain(|b| b.id != 2);
         spec.pvc_deletion_policy = Some(PvcDeletionPolicy::Delete);
         let p = plan(&validate(&spec).expect("valid"), &observed);
         assert!(p.removals[0].delete.contains(&ObjectKey::new(
             Kind::PersistentVolumeClaim,
             "kf-kafka-2-storage-0"
         )));
-        // A Pod already stopping is not deleted again.
-        observed.pods.get_mut(&2).expect("pod").terminating = true;
-        observed
-            .existing
-            .remove(&ObjectKey::new(Kind::ConfigMap, "kf-kafka-2-config"));
-        observed
-            .existing
-            .remove(&ObjectKey::new(Kind::Service, "kf-kafka-2"));
-        observed.pvcs.clear();
-        assert!(
-            plan(&validate(&example().spec).expect("valid"), &observed)
-                .removals
-                .is_empty()
+    }
+
+    #[test]
+    fn a_removed_broker_that_holds_replicas_is_kept_and_without_cruise_control_the_refusal_names_them()
+     {
+        let (c, observed) = removing_two(
+            Ok(replicas(&["orders-0", "__consumer_offsets-3"], 2)),
+            false,
         );
+        let p = plan(&c, &observed);
+        assert!(
+            p.removals.is_empty(),
+            "never deleted while it holds replicas"
+        );
+        let removing = &p.status.scaling.as_ref().expect("scaling").removing[0];
+        assert_eq!(removing.state, crate::crd::v1alpha1::RemovalState::Blocked);
+        assert!(
+            removing.message.contains("orders-0")
+                && removing.message.contains("__consumer_offsets-3")
+                && removing.message.contains("without Cruise Control"),
+            "{}",
+            removing.message
+        );
+        let blocked = crate::controller::conditions::find(&p.status.conditions, SCALE_DOWN_BLOCKED)
+            .expect("a condition");
+        assert_eq!(blocked.status, "True");
+        assert!(reasons(&p).contains(&"ScaleDownBlocked"));
+        assert_eq!(
+            p.status.state,
+            Some(crate::crd::v1alpha1::ClusterState::Scaling)
+        );
+    }
+
+    #[test]
+    fn a_removed_broker_whose_agent_cannot_tell_is_kept() {
+        for r in [
+            Err("its Pod is not running".to_owned()),
+            Ok(stoker_proto::agent::v1::DescribeReplicasResponse {
+                unreadable: vec!["the broker's log dirs (KAFKA_STORAGE_ERROR)".into()],
+                ..replicas(&[], 0)
+            }),
+        ] {
+            let (c, observed) = removing_two(r, true);
+            let p = plan(&c, &observed);
+            assert!(p.removals.is_empty(), "nothing is deleted on a guess");
+            let removing = &p.status.scaling.as_ref().expect("scaling").removing[0];
+            assert!(
+                removing.message.contains("cannot confirm"),
+                "{}",
+                removing.message
+            );
+        }
+    }
+
+    #[test]
+    fn with_cruise_control_a_removed_broker_is_drained_by_a_rebalance_and_asked_again_if_needed() {
+        let (c, mut observed) = removing_two(Ok(replicas(&["orders-0"], 1)), true);
+        let p = plan(&c, &observed);
+        let created: Vec<String> = p
+            .writes
+            .iter()
+            .filter(|w| w.object.key().kind == Kind::KafkaRebalance)
+            .map(|w| w.object.key().name)
+            .collect();
+        assert_eq!(created, ["kf-kafka-remove-2"]);
+        assert!(reasons(&p).contains(&"DrainingBroker"));
+        // Completed, yet the broker still holds a replica: asked again.
+        observed.rebalances.insert(
+            "kf-kafka-remove-2".into(),
+            crate::controller::kafka_cluster::dereference::RebalanceView {
+                mode: crate::crd::v1alpha1::RebalanceMode::RemoveBrokers,
+                brokers: vec![2],
+                state: crate::crd::v1alpha1::RebalanceState::Completed,
+                message: String::new(),
+            },
+        );
+        let p = plan(&c, &observed);
+        assert!(p.removals.is_empty());
+        assert_eq!(
+            p.deletes,
+            [ObjectKey::new(Kind::KafkaRebalance, "kf-kafka-remove-2")]
+        );
+        // Failed: the removal is blocked and says what to do.
+        if let Some(v) = observed.rebalances.get_mut("kf-kafka-remove-2") {
+            v.state = crate::crd::v1alpha1::RebalanceState::Failed;
+            v.message = "gave up after 5 attempt(s)".into();
+        }
+        let p = plan(&c, &observed);
+        let removing = &p.status.scaling.as_ref().expect("scaling").removing[0];
+        assert_eq!(removing.state, crate::crd::v1alpha1::RemovalState::Blocked);
+        assert!(
+            removing.message.contains("Delete kf-kafka-remove-2"),
+            "{}",
+            removing.message
+        );
+        // Once empty it goes.
+        observed.replicas.insert(2, Ok(replicas(&[], 0)));
+        assert_eq!(plan(&c, &observed).removals.len(), 1);
+    }
+
+    #[test]
+    fn a_removal_that_would_leave_too_few_brokers_or_a_controller_is_refused() {
+        let (c, observed) = removing_two(
+            Ok(stoker_proto::agent::v1::DescribeReplicasResponse {
+                max_replication_factor: 3,
+                ..replicas(&["orders-0"], 1)
+            }),
+            true,
+        );
+        let p = plan(&c, &observed);
+        let removing = &p.status.scaling.as_ref().expect("scaling").removing[0];
+        assert_eq!(removing.state, crate::crd::v1alpha1::RemovalState::Blocked);
+        assert!(
+            removing.message.contains("replication factor 3"),
+            "{}",
+            removing.message
+        );
+        assert!(
+            !p.writes
+                .iter()
+                .any(|w| w.object.key().kind == Kind::KafkaRebalance),
+            "nothing moves"
+        );
+    }
+
+    #[test]
+    fn an_added_broker_gets_partitions_once_ready_with_cruise_control() {
+        let (_, mut observed) = steady();
+        let mut spec = example().spec;
+        let mut new = spec.brokers[0].clone();
+        new.id = 3;
+        spec.brokers.push(new);
+        let c = validate(&spec).expect("valid");
+        let p = plan(&c, &observed);
+        assert_eq!(
+            p.status.scaling.as_ref().map(|s| s.adding.clone()),
+            Some(vec![3])
+        );
+        assert!(
+            !p.writes
+                .iter()
+                .any(|w| w.object.key().kind == Kind::KafkaRebalance),
+            "not before it is ready"
+        );
+        observed = converged(observed, &p);
+        let p = plan(&c, &observed);
+        let created: Vec<String> = p
+            .writes
+            .iter()
+            .filter(|w| w.object.key().kind == Kind::KafkaRebalance)
+            .map(|w| w.object.key().name)
+            .collect();
+        assert_eq!(created, ["kf-kafka-add-3"]);
+        // Without Cruise Control it simply joins.
+        let mut plain = spec.clone();
+        plain.cruise_control_config = None;
+        let (_, fresh) = steady();
+        let p = plan(&validate(&plain).expect("valid"), &fresh);
+        assert_eq!(p.status.scaling, None);
+        assert!(reasons(&p).contains(&"BrokerAdded"));
     }
 
     /// The steady cluster with broker 0's Pod template changed.

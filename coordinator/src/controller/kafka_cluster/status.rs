@@ -61,6 +61,10 @@ pub struct BrokerFacts {
     pub causes: Vec<RestartCause>,
     /// Its restart is in progress in the roll.
     pub restarting: bool,
+    /// It was removed from the spec and drains.
+    pub draining: bool,
+    /// Its `spec.brokers` entry, as JSON.
+    pub last_applied: Option<String>,
 }
 
 /// What a broker's agent said, or why it said nothing.
@@ -132,7 +136,9 @@ fn broker_status(prev: Option<&BrokerStatus>, f: &BrokerFacts) -> BrokerStatus {
             prev.and_then(|p| p.rack.clone()),
         ),
     };
-    let state = if f.restarting {
+    let state = if f.draining {
+        BrokerState::Draining
+    } else if f.restarting {
         BrokerState::Restarting
     } else if f.pod_terminating {
         BrokerState::Stopping
@@ -155,6 +161,10 @@ fn broker_status(prev: Option<&BrokerStatus>, f: &BrokerFacts) -> BrokerStatus {
         restart_causes: f.causes.clone(),
         out_of_sync_partitions: out_of_sync,
         rack,
+        last_applied: f
+            .last_applied
+            .clone()
+            .or_else(|| prev.and_then(|p| p.last_applied.clone())),
     }
 }
 

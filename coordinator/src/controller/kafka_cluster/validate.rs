@@ -13,8 +13,8 @@ use super::build::cruise_control::{
     ValidatedCruiseControl,
 };
 use crate::crd::v1alpha1::{
-    Broker, BrokerConfig, CruiseControlConfig, DisruptionBudget, InternalListener, KafkaClusterSpec, PvcDeletionPolicy,
-    RollingUpgradeConfig, StorageConfig,
+    Broker, BrokerConfig, CruiseControlConfig, DisruptionBudget, InternalListener,
+    KafkaClusterSpec, PvcDeletionPolicy, RollingUpgradeConfig, StorageConfig,
 };
 
 /// A spec that cannot be reconciled, and why.
@@ -85,6 +85,11 @@ pub struct ValidatedBroker {
     pub storage: Vec<StorageConfig>,
     /// The Kafka image.
     pub image: String,
+    /// Removed from `spec.brokers`: it runs on (from its last reconciled entry) only
+    /// until its replicas have moved off.
+    pub draining: bool,
+    /// Its `spec.brokers` entry, as JSON (kept in status as `lastApplied`).
+    pub entry: String,
 }
 
 /// A `KafkaCluster` that passed every check.
@@ -320,7 +325,9 @@ fn validate_json(field: &str, text: &str, want: &str) -> Result<serde_json::Valu
     })
 }
 
-fn validate_cruise_control(cc: &CruiseControlConfig) -> Result<ValidatedCruiseControl, InvalidSpec> {
+fn validate_cruise_control(
+    cc: &CruiseControlConfig,
+) -> Result<ValidatedCruiseControl, InvalidSpec> {
     let config = parse_owned(
         "spec.cruiseControlConfig.config",
         cc.config.as_deref().unwrap_or_default(),
@@ -337,7 +344,10 @@ fn validate_cruise_control(cc: &CruiseControlConfig) -> Result<ValidatedCruiseCo
         &capacity,
         r#"an object with "brokerCapacities" (see the example)"#,
     )?;
-    if !parsed.get("brokerCapacities").is_some_and(serde_json::Value::is_array) {
+    if !parsed
+        .get("brokerCapacities")
+        .is_some_and(serde_json::Value::is_array)
+    {
         return Err(invalid(
             "InvalidCruiseControlConfig",
             r#"spec.cruiseControlConfig.capacityConfig has no "brokerCapacities" array; give each broker's (or brokerId "-1" for all) DISK, CPU, NW_IN and NW_OUT"#,
@@ -360,18 +370,35 @@ fn validate_cruise_control(cc: &CruiseControlConfig) -> Result<ValidatedCruiseCo
             "spec.cruiseControlConfig.clusterConfigs must be a JSON object, e.g. {\"min.insync.replicas\": 2}",
         ));
     }
-    let endpoint = cc.cruise_control_endpoint.as_deref().unwrap_or_default().trim();
-    if !endpoint.is_empty() && endpoint.trim_start_matches("http://").rsplit_once(':').is_none_or(|(_, p)| {
-        p.split('/').next().and_then(|p| p.parse::<u16>().ok()).is_none()
-    }) {
+    let endpoint = cc
+        .cruise_control_endpoint
+        .as_deref()
+        .unwrap_or_default()
+        .trim();
+    if !endpoint.is_empty()
+        && endpoint
+            .trim_start_matches("http://")
+            .rsplit_once(':')
+            .is_none_or(|(_, p)| {
+                p.split('/')
+                    .next()
+                    .and_then(|p| p.parse::<u16>().ok())
+                    .is_none()
+            })
+    {
         return Err(invalid(
             "InvalidCruiseControlConfig",
-            format!("spec.cruiseControlConfig.cruiseControlEndpoint {endpoint:?} must be host:port"),
+            format!(
+                "spec.cruiseControlConfig.cruiseControlEndpoint {endpoint:?} must be host:port"
+            ),
         ));
     }
     Ok(ValidatedCruiseControl {
         deploy: endpoint.is_empty(),
-        image: cc.image.clone().unwrap_or_else(|| DEFAULT_CC_IMAGE.to_owned()),
+        image: cc
+            .image
+            .clone()
+            .unwrap_or_else(|| DEFAULT_CC_IMAGE.to_owned()),
         service_account_name: cc.service_account_name.clone(),
         config,
         capacity,
@@ -540,6 +567,8 @@ fn validate_broker(
         read_only_config,
         dynamic_config,
         image,
+        draining: false,
+        entry: serde_json::to_string(b).expect("a Broker always serialises"),
     })
 }
 

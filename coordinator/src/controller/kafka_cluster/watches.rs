@@ -4,6 +4,7 @@
 //! object belongs to. Cached objects are slimmed to what a pass reads.
 
 use k8s_openapi::api::{
+    apps::v1::Deployment,
     core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding},
@@ -21,7 +22,7 @@ use super::{
     build::{LABEL_CLUSTER, rbac::AGENT_CLUSTER_ROLE},
     dereference::OwnedStores,
 };
-use crate::crd::v1alpha1::KafkaCluster;
+use crate::crd::v1alpha1::{KafkaCluster, KafkaRebalance};
 
 /// Drops what a cached object never needs (most of its bytes): its managed fields, and
 /// for Pods, ConfigMaps and Services everything the controller does not read (it
@@ -126,6 +127,35 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
     .reflect(writer)
     .touched_objects();
 
+    let (deployments, writer) = reflector::store();
+    let deployment_events = watcher(Api::<Deployment>::all(client.clone()), labelled.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .touched_objects();
+    let (cruise_control_pods, writer) = reflector::store();
+    let cc_pod_events = watcher(
+        Api::<Pod>::all(client.clone()),
+        watcher::Config::default().labels(&format!(
+            "{}={}",
+            crate::cruise_control::LABEL_COMPONENT,
+            crate::cruise_control::COMPONENT
+        )),
+    )
+    .default_backoff()
+    .modify(|p: &mut Pod| {
+        slim(p);
+        p.spec = None;
+    })
+    .reflect(writer)
+    .touched_objects();
+    let (rebalances, writer) = reflector::store();
+    let rebalance_events = watcher(Api::<KafkaRebalance>::all(client.clone()), labelled.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .touched_objects();
+
     let stores = OwnedStores {
         pods,
         config_maps,
@@ -135,9 +165,14 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
         pdbs,
         bindings,
         roles,
+        deployments,
+        rebalances,
+        cruise_control_pods,
     };
     let controller = Controller::new(Api::<KafkaCluster>::all(client), watcher::Config::default())
         .owns_stream(pod_events)
+        .owns_stream(deployment_events)
+        .owns_stream(rebalance_events)
         .owns_stream(cm_events)
         .owns_stream(svc_events)
         .owns_stream(sa_events)
@@ -150,6 +185,13 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
             let name = b.labels().get(LABEL_CLUSTER)?.clone();
             let ns = b.subjects.as_ref()?.first()?.namespace.clone()?;
             Some(ObjectRef::new(&name).within(&ns))
+        })
+        .watches_stream(cc_pod_events, |p: Pod| {
+            let name = p
+                .labels()
+                .get(crate::cruise_control::LABEL_INSTANCE)?
+                .clone();
+            Some(ObjectRef::new(&name).within(&p.namespace()?))
         })
         // The shared ClusterRole triggers nothing; it is watched to be cached.
         .watches_stream(role_events, |_: ClusterRole| None);

@@ -31,6 +31,8 @@ use crate::{
 
 /// The controller's name.
 pub const CONTROLLER_NAME: &str = "kafkarebalance";
+/// How long a poll waits for Cruise Control's executor state.
+const STATE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What a rebalance reconcile reads besides the shared [`Context`].
 pub struct State {
@@ -62,11 +64,14 @@ impl ReconcileError for Error {
 pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     let client = ctx.client.clone();
     let (clusters, writer) = reflector::store();
-    let cluster_events = watcher(Api::<KafkaCluster>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .modify(|kc| kc.metadata.managed_fields = None)
-        .reflect(writer)
-        .touched_objects();
+    let cluster_events = watcher(
+        Api::<KafkaCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .modify(|kc| kc.metadata.managed_fields = None)
+    .reflect(writer)
+    .touched_objects();
     let (pods, writer) = reflector::store();
     let pod_events = watcher(
         Api::<Pod>::all(client.clone()),
@@ -83,7 +88,10 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     })
     .reflect(writer)
     .touched_objects();
-    let controller = Controller::new(Api::<KafkaRebalance>::all(client), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<KafkaRebalance>::all(client),
+        watcher::Config::default(),
+    );
     let rebalances = controller.store();
     let by_cluster = {
         let rebalances = rebalances.clone();
@@ -94,7 +102,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
                 .iter()
                 .filter(|r| {
                     r.spec.cluster_ref.name == kc.name_any()
-                        && cluster_ref::cluster_namespace(&r.spec.cluster_ref, r.namespace()) == ns.clone().unwrap_or_default()
+                        && cluster_ref::cluster_namespace(&r.spec.cluster_ref, r.namespace())
+                            == ns.clone().unwrap_or_default()
                 })
                 .map(|r| ObjectRef::from_obj(r.as_ref()))
                 .collect()
@@ -109,17 +118,22 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
     });
     controller
         .watches_stream(cluster_events, by_cluster)
-        .watches_stream(pod_events, move |p: Pod| -> Vec<ObjectRef<KafkaRebalance>> {
-            let Some(cluster) = p.labels().get(crate::controller::kafka_cluster::build::LABEL_CLUSTER).cloned() else {
-                return Vec::new();
-            };
-            pod_rebalances
-                .state()
-                .iter()
-                .filter(|r| r.spec.cluster_ref.name == cluster && r.namespace() == p.namespace())
-                .map(|r| ObjectRef::from_obj(r.as_ref()))
-                .collect()
-        })
+        .watches_stream(
+            pod_events,
+            move |p: Pod| -> Vec<ObjectRef<KafkaRebalance>> {
+                let Some(cluster) = p.labels().get(cruise_control::LABEL_INSTANCE).cloned() else {
+                    return Vec::new();
+                };
+                pod_rebalances
+                    .state()
+                    .iter()
+                    .filter(|r| {
+                        r.spec.cluster_ref.name == cluster && r.namespace() == p.namespace()
+                    })
+                    .map(|r| ObjectRef::from_obj(r.as_ref()))
+                    .collect()
+            },
+        )
         .graceful_shutdown_on(shutdown.cancelled_owned())
         .run(reconcile, error_policy, state)
         .for_each(|_| futures::future::ready(()))
@@ -128,7 +142,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: CancellationToken) {
 
 /// Retries transient failures with the resource's backoff.
 pub fn error_policy(kr: Arc<KafkaRebalance>, error: &Error, state: Arc<State>) -> Action {
-    super::retry_after(kr.as_ref(), error, &state.ctx.metrics.kafka_rebalance, &state.ctx.backoff)
+    super::retry_after(
+        kr.as_ref(),
+        error,
+        &state.ctx.metrics.kafka_rebalance,
+        &state.ctx.backoff,
+    )
 }
 
 /// The first unfinished task of the same cluster that goes before `kr`: a running one,
@@ -136,15 +155,26 @@ pub fn error_policy(kr: Arc<KafkaRebalance>, error: &Error, state: Arc<State>) -
 fn ahead(kr: &KafkaRebalance, all: &Store<KafkaRebalance>) -> Option<String> {
     let ns = cluster_ref::cluster_namespace(&kr.spec.cluster_ref, kr.namespace());
     let key = |r: &KafkaRebalance| {
-        let running = r.status.as_ref().and_then(|s| s.state) == Some(crate::crd::v1alpha1::RebalanceState::Running);
-        (!running, r.metadata.creation_timestamp.clone().map(|t| t.0), r.name_any())
+        let running = r.status.as_ref().and_then(|s| s.state)
+            == Some(crate::crd::v1alpha1::RebalanceState::Running);
+        (
+            !running,
+            r.metadata.creation_timestamp.clone().map(|t| t.0),
+            r.name_any(),
+        )
     };
     all.state()
         .iter()
         .filter(|r| r.uid() != kr.uid())
         .filter(|r| r.spec.cluster_ref.name == kr.spec.cluster_ref.name)
         .filter(|r| cluster_ref::cluster_namespace(&r.spec.cluster_ref, r.namespace()) == ns)
-        .filter(|r| !r.status.as_ref().and_then(|s| s.state).unwrap_or_default().finished())
+        .filter(|r| {
+            !r.status
+                .as_ref()
+                .and_then(|s| s.state)
+                .unwrap_or_default()
+                .finished()
+        })
         .filter(|r| r.meta().deletion_timestamp.is_none())
         .filter(|r| key(r) < key(kr))
         .min_by_key(|r| key(r))
@@ -158,7 +188,10 @@ fn cruise_control_url(kr: &KafkaRebalance, state: &State) -> Result<String, Stri
         .clusters
         .get(&ObjectRef::new(&kr.spec.cluster_ref.name).within(&ns))
     else {
-        return Err(cluster_ref::missing_cluster_message(&ns, &kr.spec.cluster_ref));
+        return Err(cluster_ref::missing_cluster_message(
+            &ns,
+            &kr.spec.cluster_ref,
+        ));
     };
     let pods: Vec<Arc<Pod>> = state.cruise_control_pods.state();
     cruise_control::endpoint(&kc, pods.iter().map(AsRef::as_ref))
@@ -179,7 +212,11 @@ pub async fn reconcile(kr: Arc<KafkaRebalance>, state: Arc<State>) -> Result<Act
         now: k8s_openapi::jiff::Timestamp::now(),
         cruise_control: url.clone().map(|_| ()),
         ahead: ahead(&kr, &state.rebalances),
-        stop: kr.spec.stop || kr.annotations().get(STOP_ANNOTATION).is_some_and(|v| v == "true"),
+        stop: kr.spec.stop
+            || kr
+                .annotations()
+                .get(STOP_ANNOTATION)
+                .is_some_and(|v| v == "true"),
     };
     let generation = kr.metadata.generation;
     let mut step = plan::next(&name, &kr.spec, &status, generation, &facts);
@@ -187,14 +224,19 @@ pub async fn reconcile(kr: Arc<KafkaRebalance>, state: Arc<State>) -> Result<Act
     if matches!(step, Next::Submit(..) | Next::Poll(_) | Next::Stop) {
         let cc = url
             .map_err(|why| CcError::Unreachable {
-                url: format!("the Cruise Control of KafkaCluster {}", kr.spec.cluster_ref.name),
+                url: format!(
+                    "the Cruise Control of KafkaCluster {}",
+                    kr.spec.cluster_ref.name
+                ),
                 message: why,
             })
             .and_then(|url| ctx.cruise_controls.get(&url));
         let answer = match (step, cc) {
-            (Next::Submit(op, opts), Ok(cc)) => Answer::Submitted(cc.submit(&op, &opts, None).await),
+            (Next::Submit(op, opts), Ok(cc)) => {
+                Answer::Submitted(cc.submit(&op, &opts, None).await)
+            }
             (Next::Submit(..), Err(e)) => Answer::Submitted(Err(e)),
-            (Next::Poll(id), Ok(cc)) => Answer::Polled(poll(&cc, &id).await),
+            (Next::Poll(id), Ok(cc)) => Answer::Polled(poll(&ctx.cruise_controls, &cc, &id).await),
             (Next::Poll(_), Err(e)) => Answer::Polled(Err(e)),
             (_, Ok(cc)) => Answer::Stopped(cc.stop_execution().await),
             (_, Err(e)) => Answer::Stopped(Err(e)),
@@ -202,7 +244,11 @@ pub async fn reconcile(kr: Arc<KafkaRebalance>, state: Arc<State>) -> Result<Act
         step = plan::outcome(&name, &kr.spec, &status, generation, answer, facts.now);
     }
     let action = match step {
-        Next::Settle { status: new, events, requeue } => {
+        Next::Settle {
+            status: new,
+            events,
+            requeue,
+        } => {
             if new.state != status.state {
                 info!(from = ?status.state, to = ?new.state, message = new.message.as_deref().unwrap_or(""), "Rebalance state changed");
             }
@@ -216,7 +262,8 @@ pub async fn reconcile(kr: Arc<KafkaRebalance>, state: Arc<State>) -> Result<Act
         }
         Next::Delete => {
             info!("Deleting a finished rebalance past its TTL");
-            let api: Api<KafkaRebalance> = Api::namespaced(ctx.client.clone(), &kr.namespace().unwrap_or_default());
+            let api: Api<KafkaRebalance> =
+                Api::namespaced(ctx.client.clone(), &kr.namespace().unwrap_or_default());
             match api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
@@ -232,9 +279,17 @@ pub async fn reconcile(kr: Arc<KafkaRebalance>, state: Arc<State>) -> Result<Act
 }
 
 async fn poll(
+    pool: &crate::cruise_control::Pool,
     cc: &CruiseControl,
     id: &str,
-) -> Result<(Option<crate::cruise_control::types::UserTask>, crate::cruise_control::types::State), crate::cruise_control::CcError> {
+) -> Result<
+    (
+        Option<crate::cruise_control::types::UserTask>,
+        crate::cruise_control::types::State,
+    ),
+    crate::cruise_control::CcError,
+> {
+    let asked = std::time::Instant::now();
     let task = cc.user_task(id).await?;
     // The executor's state is asked only when it says something new: how far an
     // execution is, and whether a completed task really finished. (Each /state is a
@@ -243,16 +298,20 @@ async fn poll(
         .as_ref()
         .is_some_and(|t| matches!(t.status, TaskStatus::InExecution | TaskStatus::Completed));
     let state = if wanted {
-        match cc.state().await {
+        // Asked after the task's own status, so a completion is confirmed by an
+        // executor state no older than it.
+        match pool.state(cc.base(), asked, STATE_WAIT).await {
             Ok(s) => s,
-            // Busy with other tasks: no fresh progress this time, but a completion is
-            // confirmed only with a fresh executor state.
-            Err(CcError::Busy { .. } | CcError::NotReady { .. })
-                if task.as_ref().is_some_and(|t| t.status == TaskStatus::InExecution) =>
+            // No fresh progress this time; a completion is confirmed only with a
+            // fresh executor state.
+            Err(_)
+                if task
+                    .as_ref()
+                    .is_some_and(|t| t.status == TaskStatus::InExecution) =>
             {
                 crate::cruise_control::types::State::default()
             }
-            Err(e) => return Err(e),
+            Err(message) => return Err(CcError::NotReady { message }),
         }
     } else {
         crate::cruise_control::types::State::default()

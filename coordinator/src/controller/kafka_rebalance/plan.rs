@@ -18,7 +18,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 use crate::{
     controller::{
-        conditions::{READY, set_condition},
+        conditions::{INVALID, READY, set_condition},
         resource_status::Note,
     },
     crd::v1alpha1::{
@@ -125,7 +125,9 @@ fn parse(ts: Option<&String>) -> Option<Timestamp> {
 /// The delay before attempt `attempts + 1` after a failed one.
 pub fn retry_delay(attempts: i32) -> Duration {
     let n = u32::try_from(attempts.max(1) - 1).unwrap_or(0).min(16);
-    RETRY_BASE.saturating_mul(2u32.saturating_pow(n)).min(RETRY_CAP)
+    RETRY_BASE
+        .saturating_mul(2u32.saturating_pow(n))
+        .min(RETRY_CAP)
 }
 
 fn settle(status: KafkaRebalanceStatus, events: Vec<Note>, requeue: Option<Duration>) -> Next {
@@ -140,6 +142,82 @@ fn waiting(mut st: KafkaRebalanceStatus, why: String, events: Vec<Note>) -> Next
     st.state = Some(RebalanceState::Waiting);
     st.message = Some(why);
     settle(st, events, Some(WAIT))
+}
+
+/// Why `spec` cannot be asked of Cruise Control as it is, naming the field and what
+/// to do; Ok when it can.
+pub fn validate(spec: &KafkaRebalanceSpec) -> Result<(), String> {
+    let mode = spec.mode;
+    match mode {
+        RebalanceMode::AddBrokers | RebalanceMode::RemoveBrokers if spec.brokers.is_empty() => {
+            return Err(format!(
+                "spec.brokers is empty: mode {mode:?} needs the ids of the brokers to act on"
+            ));
+        }
+        RebalanceMode::AddBrokers | RebalanceMode::RemoveBrokers
+            if spec.brokers.iter().any(|&b| b < 0) =>
+        {
+            return Err(format!(
+                "spec.brokers has a negative id ({:?}): broker ids are 0 or more",
+                spec.brokers
+            ));
+        }
+        RebalanceMode::RemoveDisks if spec.disks.is_empty() => {
+            return Err(
+                "spec.disks is empty: mode RemoveDisks needs the broker and mountPath of each disk to empty".into(),
+            );
+        }
+        RebalanceMode::RemoveDisks => {
+            if let Some(d) = spec.disks.iter().find(|d| !d.mount_path.starts_with('/')) {
+                return Err(format!(
+                    "spec.disks: broker {}'s mountPath {:?} is not absolute; give the disk's storageConfigs[].mountPath",
+                    d.broker, d.mount_path
+                ));
+            }
+        }
+        _ => {}
+    }
+    if mode != RebalanceMode::RemoveDisks && !spec.disks.is_empty() {
+        return Err(format!(
+            "spec.disks is set, but mode {mode:?} takes no disks; use mode RemoveDisks or remove spec.disks"
+        ));
+    }
+    if matches!(mode, RebalanceMode::Rebalance | RebalanceMode::RemoveDisks)
+        && !spec.brokers.is_empty()
+    {
+        return Err(format!(
+            "spec.brokers is set, but mode {mode:?} acts on the whole cluster (or on spec.disks); remove spec.brokers"
+        ));
+    }
+    if spec.rebalance_disk && mode != RebalanceMode::Rebalance {
+        return Err(format!(
+            "spec.rebalanceDisk applies to mode Rebalance only, not {mode:?}"
+        ));
+    }
+    if mode == RebalanceMode::RemoveDisks
+        && (!spec.goals.is_empty()
+            || spec.skip_hard_goal_check
+            || spec.replication_throttle.is_some()
+            || spec.concurrent_partition_movements_per_broker.is_some())
+    {
+        return Err("mode RemoveDisks takes no goals, skipHardGoalCheck, replicationThrottle or concurrentPartitionMovementsPerBroker (Cruise Control's remove_disks has none); remove them".into());
+    }
+    if spec.replication_throttle.is_some_and(|t| t <= 0) {
+        return Err("spec.replicationThrottle must be a positive number of bytes/s".into());
+    }
+    if spec
+        .concurrent_partition_movements_per_broker
+        .is_some_and(|c| c <= 0)
+    {
+        return Err("spec.concurrentPartitionMovementsPerBroker must be 1 or more".into());
+    }
+    if spec.max_attempts.is_some_and(|m| m < 1) {
+        return Err("spec.maxAttempts must be 1 or more".into());
+    }
+    if spec.ttl_seconds_after_finished.is_some_and(|t| t < 0) {
+        return Err("spec.ttlSecondsAfterFinished must be 0 or more".into());
+    }
+    Ok(())
 }
 
 /// What to do now for the task `name`.
@@ -161,14 +239,60 @@ pub fn next(
         return if expired {
             Next::Delete
         } else {
-            let left = spec.ttl_seconds_after_finished.zip(parse(st.finished_at.as_ref())).map(
-                |(ttl, at)| {
+            let left = spec
+                .ttl_seconds_after_finished
+                .zip(parse(st.finished_at.as_ref()))
+                .map(|(ttl, at)| {
                     let until = at + SignedDuration::from_secs(ttl);
                     Duration::try_from(until.duration_since(facts.now)).unwrap_or(Duration::ZERO)
-                },
-            );
+                });
             settle(st, Vec::new(), left)
         };
+    }
+    // A spec that cannot be asked waits for a change, unless its task already runs
+    // (then only a stop applies).
+    if state != RebalanceState::Running {
+        let now = facts.now.to_string();
+        match validate(spec) {
+            Err(why) => {
+                let already = st
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == INVALID && c.status == "True" && c.message == why);
+                set_condition(
+                    &mut st.conditions,
+                    INVALID,
+                    true,
+                    "InvalidSpec",
+                    &why,
+                    generation,
+                    &now,
+                );
+                st.message = Some(why.clone());
+                let events = if already {
+                    Vec::new()
+                } else {
+                    vec![Note::warning(
+                        "Invalid",
+                        "Validating",
+                        format!("{name} is not asked of Cruise Control: {why}"),
+                    )]
+                };
+                return settle(st, events, None);
+            }
+            Ok(()) if st.conditions.iter().any(|c| c.type_ == INVALID) => {
+                set_condition(
+                    &mut st.conditions,
+                    INVALID,
+                    false,
+                    "Valid",
+                    "the spec is valid",
+                    generation,
+                    &now,
+                );
+            }
+            Ok(()) => {}
+        }
     }
     if facts.stop {
         if state == RebalanceState::Running {
@@ -179,7 +303,11 @@ pub fn next(
         st.finished_at = Some(facts.now.to_string());
         return settle(
             st,
-            vec![Note::normal("Stopped", "Rebalancing", format!("{name} stopped before it started"))],
+            vec![Note::normal(
+                "Stopped",
+                "Rebalancing",
+                format!("{name} stopped before it started"),
+            )],
             None,
         );
     }
@@ -194,7 +322,9 @@ pub fn next(
     if let Some(first) = &facts.ahead {
         return waiting(
             st,
-            format!("waiting for KafkaRebalance {first} of the same cluster: one task runs at a time"),
+            format!(
+                "waiting for KafkaRebalance {first} of the same cluster: one task runs at a time"
+            ),
             Vec::new(),
         );
     }
@@ -232,9 +362,7 @@ pub fn progress(
     {
         return None;
     }
-    let total = executor
-        .total_data_to_move
-        .unwrap_or(0.0)
+    let total = executor.total_data_to_move.unwrap_or(0.0)
         + executor.total_intra_broker_data_to_move.unwrap_or(0.0);
     let moved = executor.finished_data_movement.unwrap_or(0.0)
         + executor.finished_intra_broker_data_movement.unwrap_or(0.0);
@@ -289,9 +417,8 @@ fn attempt_failed(
     }
     let delay = retry_delay(st.attempts);
     st.state = Some(RebalanceState::Waiting);
-    st.next_attempt_at = Some(
-        (now + SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO)).to_string(),
-    );
+    st.next_attempt_at =
+        Some((now + SignedDuration::try_from(delay).unwrap_or(SignedDuration::ZERO)).to_string());
     st.message = Some(format!(
         "attempt {} of {max} failed: {why}; trying again in {}s",
         st.attempts,
@@ -316,6 +443,22 @@ pub fn outcome(
 ) -> Next {
     let mut st = status.clone();
     st.observed_generation = generation;
+    // Asked at all: the spec is valid (again).
+    if st
+        .conditions
+        .iter()
+        .any(|c| c.type_ == INVALID && c.status == "True")
+    {
+        set_condition(
+            &mut st.conditions,
+            INVALID,
+            false,
+            "Valid",
+            "the spec is valid",
+            generation,
+            &now.to_string(),
+        );
+    }
     let request = operation(spec).path_and_query(&options(spec, name));
     match answer {
         Answer::Submitted(Ok(Submitted::Started { task_id, result })) => {
@@ -382,7 +525,9 @@ pub fn outcome(
             let note = Note::warning(
                 "TaskLost",
                 "Rebalancing",
-                format!("{name}: Cruise Control lost task {id}; it is asked again, never taken for done"),
+                format!(
+                    "{name}: Cruise Control lost task {id}; it is asked again, never taken for done"
+                ),
             );
             settle(st, vec![note], Some(Duration::from_secs(1)))
         }
@@ -464,7 +609,9 @@ pub fn outcome(
                         })
                         .map(|b| b.error_message)
                         .filter(|m| !m.is_empty())
-                        .unwrap_or_else(|| format!("Cruise Control ended task {} with an error", task.id));
+                        .unwrap_or_else(|| {
+                            format!("Cruise Control ended task {} with an error", task.id)
+                        });
                     attempt_failed(name, spec, st, why, now)
                 }
             }
@@ -472,8 +619,13 @@ pub fn outcome(
         Answer::Stopped(Ok(())) => {
             st.state = Some(RebalanceState::Stopped);
             st.finished_at = Some(now.to_string());
-            st.message = Some("stopped on request; Cruise Control finished the batch in flight".into());
-            let note = Note::normal("Stopped", "Rebalancing", format!("{name} stopped on request"));
+            st.message =
+                Some("stopped on request; Cruise Control finished the batch in flight".into());
+            let note = Note::normal(
+                "Stopped",
+                "Rebalancing",
+                format!("{name} stopped on request"),
+            );
             settle(st, vec![note], None)
         }
         Answer::Stopped(Err(e)) => {
@@ -513,6 +665,83 @@ mod tests {
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_700_000_000 + s).expect("a time")
+    }
+
+    #[test]
+    fn a_spec_that_cannot_be_asked_waits_for_a_change_and_says_which_field() {
+        let cases = [
+            (
+                spec(RebalanceMode::AddBrokers, &[]),
+                "spec.brokers is empty",
+            ),
+            (spec(RebalanceMode::RemoveDisks, &[]), "spec.disks is empty"),
+            (spec(RebalanceMode::Rebalance, &[1]), "spec.brokers is set"),
+            (
+                KafkaRebalanceSpec {
+                    rebalance_disk: true,
+                    ..spec(RebalanceMode::AddBrokers, &[3])
+                },
+                "spec.rebalanceDisk",
+            ),
+            (
+                KafkaRebalanceSpec {
+                    replication_throttle: Some(0),
+                    ..spec(RebalanceMode::Rebalance, &[])
+                },
+                "spec.replicationThrottle",
+            ),
+        ];
+        for (bad, field) in cases {
+            let Next::Settle {
+                status,
+                events,
+                requeue,
+            } = next(
+                "r",
+                &bad,
+                &KafkaRebalanceStatus::default(),
+                Some(1),
+                &facts(0),
+            )
+            else {
+                panic!("{field}: an invalid spec is never sent to Cruise Control");
+            };
+            let invalid = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == INVALID)
+                .expect("an Invalid condition");
+            assert_eq!(invalid.status, "True");
+            assert!(invalid.message.starts_with(field), "{}", invalid.message);
+            assert_eq!(requeue, None, "it waits for a change of the spec");
+            assert_eq!(events.len(), 1);
+            assert!(events[0].warning);
+            // Said once: the next pass over the same spec publishes nothing new.
+            let Next::Settle { events, .. } = next("r", &bad, &status, Some(1), &facts(5)) else {
+                panic!("still invalid");
+            };
+            assert!(events.is_empty());
+            // Fixed: it is submitted, and the condition clears.
+            let fixed = spec(RebalanceMode::Rebalance, &[]);
+            assert!(matches!(
+                next("r", &fixed, &status, Some(2), &facts(10)),
+                Next::Submit(..)
+            ));
+            let Next::Settle { status, .. } = outcome(
+                "r",
+                &fixed,
+                &status,
+                Some(2),
+                Answer::Submitted(Err(CcError::NotReady {
+                    message: "sampling".into(),
+                })),
+                t(10),
+            ) else {
+                panic!("an answer settles");
+            };
+            let invalid = status.conditions.iter().find(|c| c.type_ == INVALID);
+            assert_eq!(invalid.map(|c| c.status.as_str()), Some("False"));
+        }
     }
 
     fn facts(s: i64) -> Facts {
@@ -644,11 +873,21 @@ mod tests {
         assert_eq!(first.attempts, 1);
         assert_eq!(first.next_attempt_at, Some(t(30).to_string()));
         // Not before the backoff ends.
-        assert!(matches!(next("r", &s, &first, None, &facts(10)), Next::Settle { .. }));
-        assert!(matches!(next("r", &s, &first, None, &facts(31)), Next::Submit(..)));
+        assert!(matches!(
+            next("r", &s, &first, None, &facts(10)),
+            Next::Settle { .. }
+        ));
+        assert!(matches!(
+            next("r", &s, &first, None, &facts(31)),
+            Next::Submit(..)
+        ));
         let second = status_of(outcome("r", &s, &first, None, refused(), t(31)));
         assert_eq!(second.state, Some(RebalanceState::Failed));
-        assert!(second.message.is_some_and(|m| m.contains("Broker 9 does not exist")));
+        assert!(
+            second
+                .message
+                .is_some_and(|m| m.contains("Broker 9 does not exist"))
+        );
         assert_eq!(retry_delay(1), Duration::from_secs(30));
         assert_eq!(retry_delay(2), Duration::from_secs(60));
         assert_eq!(retry_delay(30), Duration::from_secs(600));
@@ -660,8 +899,15 @@ mod tests {
         let st = running();
         assert_eq!(st.state, Some(RebalanceState::Running));
         assert_eq!(st.proposal.as_ref().map(|p| p.replica_movements), Some(8));
-        assert!(st.request.as_deref().is_some_and(|r| r.contains("dryrun=false")));
-        assert_eq!(next("r", &s, &st, None, &facts(1)), Next::Poll("task-1".into()));
+        assert!(
+            st.request
+                .as_deref()
+                .is_some_and(|r| r.contains("dryrun=false"))
+        );
+        assert_eq!(
+            next("r", &s, &st, None, &facts(1)),
+            Next::Poll("task-1".into())
+        );
         let moving = status_of(outcome(
             "r",
             &s,
@@ -694,13 +940,19 @@ mod tests {
             &s,
             &flipping,
             None,
-            Answer::Polled(Ok((Some(task(TaskStatus::Completed)), executor("NO_TASK_IN_PROGRESS")))),
+            Answer::Polled(Ok((
+                Some(task(TaskStatus::Completed)),
+                executor("NO_TASK_IN_PROGRESS"),
+            ))),
             t(40),
         ));
         assert_eq!(done.state, Some(RebalanceState::Completed));
         assert_eq!(done.progress.as_ref().map(|p| p.moved_mb), Some(100.0));
         // Deleted once its TTL has passed.
-        assert!(matches!(next("r", &s, &done, None, &facts(60)), Next::Settle { .. }));
+        assert!(matches!(
+            next("r", &s, &done, None, &facts(60)),
+            Next::Settle { .. }
+        ));
         assert_eq!(next("r", &s, &done, None, &facts(101)), Next::Delete);
     }
 
@@ -722,7 +974,10 @@ mod tests {
         assert_eq!(status.lost_tasks, 1);
         assert_eq!(status.task_id, None);
         assert_eq!(events[0].reason, "TaskLost");
-        assert!(matches!(next("r", &s, &status, None, &facts(6)), Next::Submit(..)));
+        assert!(matches!(
+            next("r", &s, &status, None, &facts(6)),
+            Next::Submit(..)
+        ));
         // Unreachable while running: still running, not done.
         let blind = status_of(outcome(
             "r",
@@ -736,7 +991,11 @@ mod tests {
             t(5),
         ));
         assert_eq!(blind.state, Some(RebalanceState::Running));
-        assert!(blind.message.is_some_and(|m| m.contains("not assumed done")));
+        assert!(
+            blind
+                .message
+                .is_some_and(|m| m.contains("not assumed done"))
+        );
     }
 
     #[test]
@@ -747,7 +1006,14 @@ mod tests {
         assert_eq!(next("r", &s, &running(), None, &f), Next::Stop);
         let st = status_of(next("r", &s, &KafkaRebalanceStatus::default(), None, &f));
         assert_eq!(st.state, Some(RebalanceState::Stopped));
-        let stopped = status_of(outcome("r", &s, &running(), None, Answer::Stopped(Ok(())), t(1)));
+        let stopped = status_of(outcome(
+            "r",
+            &s,
+            &running(),
+            None,
+            Answer::Stopped(Ok(())),
+            t(1),
+        ));
         assert_eq!(stopped.state, Some(RebalanceState::Stopped));
     }
 }

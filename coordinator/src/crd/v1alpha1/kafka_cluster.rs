@@ -378,6 +378,77 @@ pub struct KafkaClusterStatus {
     /// restarted coordinator resumes where it was).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rolling_upgrade: Option<RollingUpgradeStatus>,
+    /// Brokers being added or removed (kept here, so a restarted coordinator resumes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingStatus>,
+    /// The cluster's Cruise Control, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cruise_control: Option<CruiseControlStatus>,
+}
+
+/// Brokers joining or leaving.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingStatus {
+    /// Brokers added to `spec.brokers` whose partitions are still to be moved onto them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    /// Brokers removed from `spec.brokers` that still run: they are drained first and
+    /// deleted only once they hold no replica.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<BrokerRemoval>,
+}
+
+/// One broker on its way out.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BrokerRemoval {
+    /// Its id.
+    pub broker: i32,
+    /// Where its removal is.
+    pub state: RemovalState,
+    /// What it waits for, in words.
+    pub message: String,
+    /// The KafkaRebalance moving its replicas off, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<String>,
+    /// When its removal began (RFC 3339).
+    pub since: String,
+}
+
+/// Where a broker's removal is.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum RemovalState {
+    /// Its replicas are being moved off.
+    #[default]
+    Draining,
+    /// It cannot be removed as things are; `message` says why and what to do.
+    Blocked,
+}
+
+/// What the coordinator last saw of the cluster's Cruise Control.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CruiseControlStatus {
+    /// It answers and has sampled every partition: it can propose movements.
+    pub ready: bool,
+    /// Where it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// Its load monitor's state (`RUNNING`, `SAMPLING`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor_state: Option<String>,
+    /// Share of partitions with enough samples, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring_coverage_pct: Option<f64>,
+    /// Its executor's state (`NO_TASK_IN_PROGRESS`, ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_state: Option<String>,
+    /// Why it is not ready, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// What the cluster is doing, as a whole.
@@ -392,6 +463,8 @@ pub enum ClusterState {
     Running,
     /// A rolling restart is under way (see `rollingUpgrade`).
     RollingUpgrading,
+    /// Brokers are being added or drained for removal (see `scaling`).
+    Scaling,
     /// The spec cannot be reconciled (see the `Invalid` condition); nothing is changed.
     Invalid,
 }
@@ -412,6 +485,8 @@ pub enum BrokerState {
     Stopping,
     /// A rolling restart replaces its Pod now.
     Restarting,
+    /// It was removed from `spec.brokers`; its replicas move off before it goes.
+    Draining,
 }
 
 /// Why a broker waits for a restart.
@@ -524,4 +599,8 @@ pub struct BrokerStatus {
     /// The broker.rack it runs with, as its agent last reported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rack: Option<String>,
+    /// Its `spec.brokers` entry as last reconciled (JSON): what keeps it running, and
+    /// its Pod recreated, while it drains after being removed from the spec.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied: Option<String>,
 }

@@ -24,6 +24,7 @@ pub const STOP_ANNOTATION: &str = "kafka.stoker.io/stop";
     shortname = "krb",
     namespaced,
     status = "KafkaRebalanceStatus",
+    derive = "PartialEq",
     printcolumn = r#"{"name":"Cluster","type":"string","jsonPath":".spec.clusterRef.name"}"#,
     printcolumn = r#"{"name":"Mode","type":"string","jsonPath":".spec.mode"}"#,
     printcolumn = r#"{"name":"Brokers","type":"string","jsonPath":".spec.brokers"}"#,

@@ -10,8 +10,8 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
         core::v1::{
-            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, HTTPGetAction,
-            PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, Volume,
+            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, PodSpec,
+            PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
             VolumeMount,
         },
     },
@@ -21,10 +21,10 @@ use k8s_openapi::{
     },
 };
 
-use super::{ClusterMeta, LABEL_CLUSTER, advertised_host, cluster_labels};
+use super::{ClusterMeta, advertised_host, cluster_labels};
 use crate::{
     controller::kafka_cluster::validate::ValidatedCluster,
-    cruise_control::{API_PREFIX, COMPONENT, LABEL_COMPONENT, PORT},
+    cruise_control::{API_PREFIX, COMPONENT, LABEL_COMPONENT, LABEL_INSTANCE, PORT},
 };
 
 /// The image Stoker runs Cruise Control from when `cruiseControlConfig.image` is unset.
@@ -89,9 +89,10 @@ fn labels(meta: &ClusterMeta) -> BTreeMap<String, String> {
     l
 }
 
+/// Labels of Cruise Control's Pod: not `kafka_cr`, which selects the cluster's brokers.
 fn selector(meta: &ClusterMeta) -> BTreeMap<String, String> {
     BTreeMap::from([
-        (LABEL_CLUSTER.to_owned(), meta.name.clone()),
+        (LABEL_INSTANCE.to_owned(), meta.name.clone()),
         (LABEL_COMPONENT.to_owned(), COMPONENT.to_owned()),
     ])
 }
@@ -116,10 +117,52 @@ fn broker_count(cluster: &ValidatedCluster) -> i32 {
     i32::try_from(cluster.brokers.values().filter(|b| b.roles.broker).count()).unwrap_or(i32::MAX)
 }
 
+/// The goals Stoker asks Cruise Control to optimize for: its defaults, with the
+/// rack-aware *distribution* goal instead of the strict rack-aware goal, which fails
+/// outright when a topic has more replicas than the cluster has racks (a one-zone
+/// cluster, or none set).
+const GOALS: &[&str] = &[
+    "RackAwareDistributionGoal",
+    "ReplicaCapacityGoal",
+    "DiskCapacityGoal",
+    "NetworkInboundCapacityGoal",
+    "NetworkOutboundCapacityGoal",
+    "CpuCapacityGoal",
+    "ReplicaDistributionGoal",
+    "PotentialNwOutGoal",
+    "DiskUsageDistributionGoal",
+    "NetworkInboundUsageDistributionGoal",
+    "NetworkOutboundUsageDistributionGoal",
+    "CpuUsageDistributionGoal",
+    "TopicReplicaDistributionGoal",
+    "LeaderReplicaDistributionGoal",
+    "LeaderBytesInDistributionGoal",
+];
+/// Goals a proposal must satisfy.
+const HARD_GOALS: &[&str] = &[
+    "RackAwareDistributionGoal",
+    "ReplicaCapacityGoal",
+    "DiskCapacityGoal",
+];
+
+fn goal_list(goals: &[&str]) -> String {
+    goals
+        .iter()
+        .map(|g| format!("com.linkedin.kafka.cruisecontrol.analyzer.goals.{g}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Stoker's defaults of `cruisecontrol.properties` for a cluster of `brokers` brokers.
 pub fn default_properties(brokers: i32) -> BTreeMap<String, String> {
     let rf = brokers.clamp(1, 2).to_string();
+    let goals = goal_list(GOALS);
+    let hard = goal_list(HARD_GOALS);
     [
+        ("goals", goals.as_str()),
+        ("default.goals", goals.as_str()),
+        ("hard.goals", hard.as_str()),
+        ("anomaly.detection.goals", hard.as_str()),
         (
             "metric.sampler.class",
             "com.linkedin.kafka.cruisecontrol.monitor.sampling.CruiseControlMetricsReporterSampler",
@@ -302,11 +345,12 @@ pub fn deployment(
             ..EnvVar::default()
         }]),
         resources: cc.resources.clone(),
+        // A TCP probe: every HTTP request is a user task of Cruise Control's, and it
+        // allows only a few at once.
         readiness_probe: Some(Probe {
-            http_get: Some(HTTPGetAction {
-                path: Some(format!("{API_PREFIX}/state?substates=executor&json=true")),
+            tcp_socket: Some(TCPSocketAction {
                 port: IntOrString::Int(i32::from(PORT)),
-                ..HTTPGetAction::default()
+                ..TCPSocketAction::default()
             }),
             period_seconds: Some(10),
             timeout_seconds: Some(5),
@@ -321,11 +365,9 @@ pub fn deployment(
         }]),
         ..Container::default()
     };
-    let mut pod_labels = labels(meta);
-    pod_labels.insert(
-        "app.kubernetes.io/name".into(),
-        "cruise-control".into(),
-    );
+    let mut pod_labels = selector(meta);
+    pod_labels.insert("app.kubernetes.io/name".into(), "cruise-control".into());
+    pod_labels.insert("app.kubernetes.io/managed-by".into(), "stoker".into());
     Deployment {
         metadata: ObjectMeta {
             name: Some(name(meta)),

@@ -1,0 +1,274 @@
+//! Graceful scaling end to end, on the local Pod runtime with real brokers, real agents
+//! and the real Cruise Control the coordinator deploys from `cruiseControlConfig`,
+//! under Kafka's verifiable producer (acks=all, idempotent):
+//! - 3 → 4 brokers: the new broker is Ready, a KafkaRebalance `AddBrokers` moves
+//!   partitions onto it, and it ends up holding replicas;
+//! - 4 → 3: the removed broker is drained first (a KafkaRebalance `RemoveBrokers`), the
+//!   coordinator is killed twice mid-removal and resumes from status, and the broker's
+//!   Pod goes only once the metadata shows it holds no replica of any topic;
+//! - every acknowledged record is consumed exactly once.
+
+mod support;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use kube::api::{Patch, PatchParams};
+use stoker_coordinator::crd::v1alpha1::{KafkaCluster, KafkaRebalance, RebalanceState};
+use support::*;
+
+const TOPIC: &str = "orders";
+
+/// The example with Cruise Control sampling in 10 s windows (the example's 30 s ones
+/// would only make the test slower).
+fn cluster() -> KafkaCluster {
+    let mut kc = example_cluster();
+    let cc = kc
+        .spec
+        .cruise_control_config
+        .as_mut()
+        .expect("the example has cruiseControlConfig");
+    cc.config = Some(
+        [
+            "metric.sampling.interval.ms=10000",
+            "partition.metrics.window.ms=10000",
+            "num.partition.metrics.windows=2",
+            "min.samples.per.partition.metrics.window=1",
+            "broker.metrics.window.ms=10000",
+            "num.broker.metrics.windows=2",
+            "min.samples.per.broker.metrics.window=1",
+            "metadata.max.age.ms=10000",
+            "execution.progress.check.interval.ms=5000",
+        ]
+        .join("\n"),
+    );
+    kc
+}
+
+/// Replicas per broker of every topic (internal ones included), from Kafka's own tool.
+fn replicas_per_broker(env: &Env, bootstrap: &str) -> BTreeMap<i32, usize> {
+    let out = kafka_tool(
+        &env.runtime,
+        "kafka-topics.sh",
+        &["--bootstrap-server", bootstrap, "--describe"],
+    );
+    let mut per = BTreeMap::new();
+    for line in out.lines() {
+        let Some(replicas) = line
+            .split('\t')
+            .find_map(|f| f.trim().strip_prefix("Replicas: "))
+        else {
+            continue;
+        };
+        for r in replicas
+            .split(',')
+            .filter_map(|r| r.trim().parse::<i32>().ok())
+        {
+            *per.entry(r).or_default() += 1;
+        }
+    }
+    per
+}
+
+async fn set_brokers(env: &Env, ids: &[i32]) {
+    let mut kc = cluster();
+    let template = kc.spec.brokers[0].clone();
+    let controller = kc
+        .spec
+        .brokers
+        .iter()
+        .find(|b| b.id == 100)
+        .cloned()
+        .expect("controller 100");
+    kc.spec.brokers = ids
+        .iter()
+        .map(|&id| stoker_coordinator::crd::v1alpha1::Broker {
+            id,
+            ..template.clone()
+        })
+        .chain([controller])
+        .collect();
+    let patch = serde_json::json!({"spec": {"brokers": kc.spec.brokers}});
+    env.clusters
+        .patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch spec.brokers");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_scale_up_and_down_through_cruise_control_without_losing_a_record() {
+    let t0 = Instant::now();
+    let phase = |what: &str| println!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+    let mut env = Env::start_with(cluster()).await;
+    phase("3 brokers and a controller Ready");
+    let bootstrap = format!("{CLUSTER}-all-broker.{NS}.svc.cluster.local:9092");
+    create_topic(&env.runtime, &bootstrap, TOPIC, 6, 3, 2);
+    let rebalances: kube::Api<KafkaRebalance> =
+        kube::Api::namespaced(env.clusters.clone().into_client(), NS);
+    // 150 records/s for 400 s: through the scale-up and the scale-down.
+    let (_work, producer) = start_producer(&env.runtime, &bootstrap, TOPIC, 60_000, 150);
+
+    // 3 → 4.
+    set_brokers(&env, &[0, 1, 2, 3]).await;
+    let deadline = Instant::now() + Duration::from_secs(420);
+    let mut last = String::new();
+    loop {
+        let st = env
+            .clusters
+            .get(CLUSTER)
+            .await
+            .expect("get")
+            .status
+            .unwrap_or_default();
+        let op = rebalances
+            .get_opt(&format!("{CLUSTER}-add-3"))
+            .await
+            .expect("get");
+        let line = format!(
+            "scaling {:?}; add-3 {:?} {:?}; cruise control {:?}",
+            st.scaling.as_ref().map(|s| &s.adding),
+            op.as_ref().and_then(|o| o.status.as_ref()?.state),
+            op.as_ref().and_then(|o| o.status.as_ref()?.message.clone()),
+            st.cruise_control
+                .as_ref()
+                .and_then(|c| c.message.clone().or(c.monitor_state.clone())),
+        );
+        if line != last {
+            phase(&line);
+            last = line;
+        }
+        let done =
+            op.as_ref().and_then(|o| o.status.as_ref()?.state) == Some(RebalanceState::Completed);
+        if done && st.scaling.is_none() {
+            break;
+        }
+        assert!(
+            op.as_ref().and_then(|o| o.status.as_ref()?.state) != Some(RebalanceState::Failed),
+            "the scale-up failed: {last}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the scale-up did not finish: {last}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let after_up = replicas_per_broker(&env, &bootstrap);
+    phase(&format!("scaled up; replicas per broker {after_up:?}"));
+    assert!(
+        after_up.get(&3).copied().unwrap_or(0) > 0,
+        "the new broker holds replicas: {after_up:?}"
+    );
+    assert!(
+        !event_notes(&env, "BrokerAdded").await.is_empty(),
+        "a BrokerAdded Event says so"
+    );
+
+    // 4 → 3, with the coordinator killed twice along the way.
+    set_brokers(&env, &[0, 1, 2]).await;
+    let broker3 = format!("{CLUSTER}-3");
+    let deadline = Instant::now() + Duration::from_secs(420);
+    let mut kills = 0;
+    loop {
+        let st = env
+            .clusters
+            .get(CLUSTER)
+            .await
+            .expect("get")
+            .status
+            .unwrap_or_default();
+        let removing = st
+            .scaling
+            .as_ref()
+            .and_then(|s| s.removing.iter().find(|r| r.broker == 3).cloned());
+        let pod = env.pods.get_opt(&broker3).await.expect("get");
+        let line = format!(
+            "removing {:?}; pod {}",
+            removing.as_ref().map(|r| (r.state, r.message.clone())),
+            if pod.is_some() { "present" } else { "gone" }
+        );
+        if line != last {
+            phase(&line);
+            last = line;
+        }
+        // Killed once right after the spec change is seen, once mid-drain.
+        if kills == 0 && removing.is_some() {
+            env.kill_coordinator().await;
+            kills += 1;
+            phase("coordinator killed while the removal began");
+        }
+        let draining = rebalances
+            .get_opt(&format!("{CLUSTER}-remove-3"))
+            .await
+            .expect("get")
+            .and_then(|o| o.status?.state)
+            == Some(RebalanceState::Running);
+        if kills == 1 && draining {
+            env.kill_coordinator().await;
+            kills += 1;
+            phase("coordinator killed mid-drain");
+        }
+        if pod.is_none() {
+            // Deleted: the metadata must show it holds nothing, internal topics included.
+            let now = replicas_per_broker(&env, &bootstrap);
+            assert_eq!(
+                now.get(&3),
+                None,
+                "broker 3 was deleted while it held replicas: {now:?}"
+            );
+            phase(&format!("broker 3 removed; replicas per broker {now:?}"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the scale-down did not finish: {last}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert_eq!(kills, 2, "the coordinator was killed at both steps");
+    let st = env
+        .clusters
+        .get(CLUSTER)
+        .await
+        .expect("get")
+        .status
+        .unwrap_or_default();
+    assert!(!st.brokers_state.contains_key("3"));
+    let removed = event_notes(&env, "BrokerRemoved").await;
+    assert!(
+        removed
+            .iter()
+            .any(|n| n.starts_with("broker 3 holds no replica")),
+        "{removed:?}"
+    );
+    assert!(
+        env.pods
+            .get_opt(&format!("{CLUSTER}-3"))
+            .await
+            .expect("get")
+            .is_none()
+    );
+    let pvcs: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(env.clusters.clone().into_client(), NS);
+    assert!(
+        pvcs.get_opt(&format!("{CLUSTER}-3-storage-0"))
+            .await
+            .expect("get")
+            .is_some(),
+        "its PVC is kept (pvcDeletionPolicy: Retain)"
+    );
+
+    // Nothing acknowledged was lost or duplicated.
+    let output = producer.await.expect("producer task");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (acked, failed) = producer_results(&out);
+    phase(&format!(
+        "sends acknowledged {}, failed {failed}",
+        acked.len()
+    ));
+    assert!(acked.len() > 10_000, "the producer ran through the scaling");
+    assert_consumed_once(&env.runtime, &bootstrap, TOPIC, &acked);
+    assert_eq!(failed, 0, "no send failed");
+    env.stop().await;
+}
