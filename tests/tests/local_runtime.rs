@@ -373,7 +373,7 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
             println!("[{:>5.1}s] {line}", roll_started.elapsed().as_secs_f64());
             last = line.clone();
         }
-        if replaced == now.len()
+        if replaced == broker_uids(&now).len()
             && st.rolling_upgrade.is_none()
             && ready(&kc).is_some_and(|r| r.0 == "True")
         {
@@ -490,7 +490,7 @@ async fn brokers_of_one_rack_restart_together_when_the_roll_allows_it() {
             .iter()
             .filter(|(name, uid)| broker_uids(&before).get(*name) != Some(uid))
             .count();
-        if replaced == current.len()
+        if replaced == broker_uids(&current).len()
             && st.rolling_upgrade.is_none()
             && ready(&kc).is_some_and(|r| r.0 == "True")
         {

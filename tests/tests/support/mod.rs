@@ -333,6 +333,13 @@ pub async fn min_isr(pods: &Api<Pod>, topic: &str) -> Option<usize> {
 
 pub fn broker_uids(list: &[Pod]) -> std::collections::BTreeMap<String, String> {
     list.iter()
+        // Broker Pods only (the cluster's Cruise Control runs beside them).
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key("brokerId"))
+        })
         .map(|p| {
             (
                 p.metadata.name.clone().unwrap_or_default(),
