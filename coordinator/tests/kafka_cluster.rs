@@ -171,13 +171,13 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
         "the controller keeps its own (empty) resources, not the brokers'"
     );
     assert!(
-        pvcs.get_opt("kf-kafka-0-storage-0")
+        pvcs.get_opt("kf-kafka-0-storage-kafka-logs")
             .await
             .expect("get")
             .is_some()
     );
     let meta_pvc = pvcs
-        .get("kf-kafka-100-storage-0")
+        .get("kf-kafka-100-storage-kafka-meta")
         .await
         .expect("the controller's PVC");
     assert_eq!(
@@ -418,7 +418,7 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
             .is_some()
     );
     assert!(
-        pvcs.get_opt("kf-kafka-2-storage-0")
+        pvcs.get_opt("kf-kafka-2-storage-kafka-logs")
             .await
             .expect("get")
             .is_some(),

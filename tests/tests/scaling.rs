@@ -6,6 +6,9 @@
 //! - 4 → 3: the removed broker is drained first (a KafkaRebalance `RemoveBrokers`), the
 //!   coordinator is killed twice mid-removal and resumes from status, and the broker's
 //!   Pod goes only once the metadata shows it holds no replica of any topic;
+//! - a disk added to broker 1 is mounted by a safe restart and balanced onto (a
+//!   KafkaRebalance with `rebalanceDisk`); removed again, it is emptied by
+//!   `remove_disks` and unmounted only then;
 //! - every acknowledged record is consumed exactly once.
 
 mod support;
@@ -252,7 +255,7 @@ async fn brokers_scale_up_and_down_through_cruise_control_without_losing_a_recor
     let pvcs: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
         kube::Api::namespaced(env.clusters.clone().into_client(), NS);
     assert!(
-        pvcs.get_opt(&format!("{CLUSTER}-3-storage-0"))
+        pvcs.get_opt(&format!("{CLUSTER}-3-storage-kafka-logs"))
             .await
             .expect("get")
             .is_some(),
@@ -268,6 +271,245 @@ async fn brokers_scale_up_and_down_through_cruise_control_without_losing_a_recor
         acked.len()
     ));
     assert!(acked.len() > 10_000, "the producer ran through the scaling");
+    assert_consumed_once(&env.runtime, &bootstrap, TOPIC, &acked);
+    assert_eq!(failed, 0, "no send failed");
+    env.stop().await;
+}
+
+/// `cluster()` with Cruise Control's capacity derived from the brokers' disks (the
+/// example gives one DISK for every broker, which a broker with two disks cannot use).
+fn jbod_cluster() -> KafkaCluster {
+    let mut kc = cluster();
+    if let Some(cc) = kc.spec.cruise_control_config.as_mut() {
+        cc.capacity_config = None;
+    }
+    kc
+}
+
+/// Broker 1's own `storageConfigs`: the group's disk at each of `mounts`, 100 MiB each
+/// (small, so the few MB the test writes are a share Cruise Control balances).
+async fn set_broker_one_disks(env: &Env, mounts: &[&str]) {
+    let disks: Vec<serde_json::Value> = mounts
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "mountPath": m,
+                "pvcSpec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "100Mi"}}}
+            })
+        })
+        .collect();
+    let mut kc = env.clusters.get(CLUSTER).await.expect("get");
+    let b = kc
+        .spec
+        .brokers
+        .iter_mut()
+        .find(|b| b.id == 1)
+        .expect("broker 1");
+    let mut config = b.broker_config.clone().unwrap_or_default();
+    config.storage_configs =
+        serde_json::from_value(serde_json::Value::Array(disks)).expect("disks");
+    b.broker_config = Some(config);
+    let patch = serde_json::json!({"spec": {"brokers": kc.spec.brokers}});
+    env.clusters
+        .patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch broker 1's storageConfigs");
+}
+
+/// Partitions in each of broker 1's log dirs, from Kafka's own tool.
+fn log_dirs_of_broker_one(env: &Env, bootstrap: &str) -> BTreeMap<String, usize> {
+    let out = kafka_tool(
+        &env.runtime,
+        "kafka-run-class.sh",
+        &[
+            "org.apache.kafka.tools.LogDirsCommand",
+            "--bootstrap-server",
+            bootstrap,
+            "--describe",
+            "--broker-list",
+            "1",
+        ],
+    );
+    let json = out
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("LogDirsCommand printed no JSON: {out}"));
+    let v: serde_json::Value = serde_json::from_str(json).expect("LogDirsCommand's JSON");
+    v["brokers"][0]["logDirs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|d| {
+            (
+                d["logDir"].as_str().unwrap_or_default().to_owned(),
+                d["partitions"].as_array().map_or(0, Vec::len),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_added_gets_replicas_and_a_disk_removed_loses_none() {
+    let t0 = Instant::now();
+    let phase = |what: &str| println!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
+    let env = Env::start_with(jbod_cluster()).await;
+    phase("3 brokers and a controller Ready");
+    let bootstrap = format!("{CLUSTER}-all-broker.{NS}.svc.cluster.local:9092");
+    create_topic(&env.runtime, &bootstrap, TOPIC, 6, 3, 2);
+    let rebalances: kube::Api<KafkaRebalance> =
+        kube::Api::namespaced(env.clusters.clone().into_client(), NS);
+    let (_work, producer) = start_producer(&env.runtime, &bootstrap, TOPIC, 60_000, 150);
+    let second = "/kafka-logs-2/kafka";
+
+    // A second disk for broker 1: mounted by a safe restart, then balanced onto.
+    set_broker_one_disks(&env, &["/kafka-logs", "/kafka-logs-2"]).await;
+    let name = format!("{CLUSTER}-rebalance-disks-1");
+    let deadline = Instant::now() + Duration::from_secs(480);
+    let mut last = String::new();
+    loop {
+        let st = env
+            .clusters
+            .get(CLUSTER)
+            .await
+            .expect("get")
+            .status
+            .unwrap_or_default();
+        let op = rebalances.get_opt(&name).await.expect("get");
+        let state = op.as_ref().and_then(|o| o.status.as_ref()?.state);
+        let line = format!(
+            "disks {:?}; {name} {state:?} {:?}; cruise control {:?}",
+            st.scaling.as_ref().map(|s| s
+                .disks
+                .iter()
+                .map(|d| (d.state, d.message.clone()))
+                .collect::<Vec<_>>()),
+            op.as_ref().and_then(|o| o.status.as_ref()?.message.clone()),
+            st.cruise_control
+                .as_ref()
+                .and_then(|c| c.message.clone().or(c.monitor_state.clone())),
+        );
+        if line != last {
+            phase(&line);
+            last = line;
+        }
+        if state == Some(RebalanceState::Completed) && st.scaling.is_none() {
+            break;
+        }
+        assert!(
+            state != Some(RebalanceState::Failed),
+            "the disk rebalance failed: {last}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the added disk was not balanced onto: {last}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let dirs = log_dirs_of_broker_one(&env, &bootstrap);
+    phase(&format!("disk added; broker 1's log dirs {dirs:?}"));
+    assert!(
+        dirs.get(second).copied().unwrap_or(0) > 0,
+        "Cruise Control moved replicas onto the new disk: {dirs:?}"
+    );
+    assert!(!event_notes(&env, "DiskBalanced").await.is_empty());
+
+    // Removed again: emptied by remove_disks first, and unmounted only once empty.
+    set_broker_one_disks(&env, &["/kafka-logs"]).await;
+    let name = format!("{CLUSTER}-remove-disks-1");
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let st = env
+            .clusters
+            .get(CLUSTER)
+            .await
+            .expect("get")
+            .status
+            .unwrap_or_default();
+        let op = rebalances.get_opt(&name).await.expect("get");
+        let state = op.as_ref().and_then(|o| o.status.as_ref()?.state);
+        let pod = env
+            .pods
+            .get_opt(&format!("{CLUSTER}-1"))
+            .await
+            .expect("get");
+        let mounted = pod.as_ref().is_some_and(|p| {
+            p.spec.iter().flat_map(|s| &s.containers).any(|c| {
+                c.volume_mounts
+                    .iter()
+                    .flatten()
+                    .any(|m| m.mount_path == "/kafka-logs-2")
+            })
+        });
+        let line = format!(
+            "disks {:?}; {name} {state:?} {:?}; mounted {mounted}",
+            st.scaling.as_ref().map(|s| s
+                .disks
+                .iter()
+                .map(|d| (d.state, d.message.clone()))
+                .collect::<Vec<_>>()),
+            op.as_ref().and_then(|o| o.status.as_ref()?.message.clone()),
+        );
+        if line != last {
+            phase(&line);
+            last = line;
+        }
+        let back = st.brokers_state.get("1").is_some_and(|b| b.ready);
+        if !mounted && pod.is_some() && st.scaling.is_none() && back {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the removed disk was not emptied: {last}"
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    let dirs = log_dirs_of_broker_one(&env, &bootstrap);
+    phase(&format!("disk removed; broker 1's log dirs {dirs:?}"));
+    assert!(!dirs.contains_key(second), "{dirs:?}");
+    assert!(
+        dirs.get("/kafka-logs/kafka").copied().unwrap_or(0) > 0,
+        "{dirs:?}"
+    );
+    let removed = event_notes(&env, "DiskRemoved").await;
+    assert!(
+        removed.iter().any(|n| n.contains("/kafka-logs-2")),
+        "{removed:?}"
+    );
+    let unavailable = kafka_tool(
+        &env.runtime,
+        "kafka-topics.sh",
+        &[
+            "--bootstrap-server",
+            &bootstrap,
+            "--describe",
+            "--unavailable-partitions",
+        ],
+    );
+    assert!(
+        unavailable.trim().is_empty(),
+        "partitions offline: {unavailable}"
+    );
+    let pvcs: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        kube::Api::namespaced(env.clusters.clone().into_client(), NS);
+    assert!(
+        pvcs.get_opt(&format!("{CLUSTER}-1-storage-kafka-logs-2"))
+            .await
+            .expect("get")
+            .is_some(),
+        "its PVC is kept (pvcDeletionPolicy: Retain)"
+    );
+
+    let output = producer.await.expect("producer task");
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (acked, failed) = producer_results(&out);
+    phase(&format!(
+        "sends acknowledged {}, failed {failed}",
+        acked.len()
+    ));
+    assert!(
+        acked.len() > 10_000,
+        "the producer ran through the disk changes"
+    );
     assert_consumed_once(&env.runtime, &bootstrap, TOPIC, &acked);
     assert_eq!(failed, 0, "no send failed");
     env.stop().await;

@@ -140,6 +140,8 @@ pub struct PodView {
     pub terminating: bool,
     /// The hash of the template it was created from.
     pub hash: Option<String>,
+    /// Where its Kafka container mounts volumes.
+    pub mount_paths: BTreeSet<String>,
 }
 
 impl PodView {
@@ -154,7 +156,19 @@ impl PodView {
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
             terminating: p.metadata.deletion_timestamp.is_some(),
             hash: p.annotations().get(ANNOTATION_SPEC_HASH).cloned(),
+            mount_paths: Self::mount_paths_of(p),
         }
+    }
+
+    /// Where `p`'s Kafka container mounts volumes.
+    pub fn mount_paths_of(p: &Pod) -> BTreeSet<String> {
+        p.spec
+            .iter()
+            .flat_map(|s| &s.containers)
+            .filter(|c| c.name == "kafka")
+            .flat_map(|c| c.volume_mounts.iter().flatten())
+            .map(|m| m.mount_path.clone())
+            .collect()
     }
 
     /// The Pod runs (phase Running) and is not being deleted.
@@ -236,7 +250,8 @@ pub struct Observed {
     /// Brokers removed from `spec.brokers` that still exist (a Pod or a ConfigMap), or
     /// that the status records as removing.
     pub draining: BTreeSet<i32>,
-    /// What each draining broker's agent says it holds, or why it could not say.
+    /// What each draining broker's agent (and that of each broker with a disk being
+    /// removed) says it holds, or why it could not say.
     pub replicas: BTreeMap<i32, Result<DescribeReplicasResponse, String>>,
     /// The cluster's KafkaRebalances, by name.
     pub rebalances: BTreeMap<String, RebalanceView>,
@@ -529,8 +544,20 @@ pub async fn observe(
                 .filter(|id| cluster.brokers.get(id).is_none_or(|b| b.draining)),
         )
         .collect();
-    // What each draining broker holds, from its own agent (never guessed).
-    let replicas = join_all(draining.iter().map(|&id| {
+    // What each draining broker, and each broker with a disk on its way out, holds,
+    // from its own agent (never guessed).
+    let asked: BTreeSet<i32> = draining
+        .iter()
+        .copied()
+        .chain(
+            cluster
+                .brokers
+                .values()
+                .filter(|b| !b.removing_disks.is_empty())
+                .map(|b| b.id),
+        )
+        .collect();
+    let replicas = join_all(asked.iter().map(|&id| {
         let addr = pods
             .get(&id)
             .filter(|p| p.running())

@@ -16,6 +16,7 @@ pub mod apply;
 pub mod build;
 pub mod cluster_id;
 pub mod dereference;
+pub mod disks;
 pub mod plan;
 pub mod roll;
 pub mod scaling;
@@ -187,6 +188,7 @@ async fn pass(kc: &KafkaCluster, state: &State) -> Result<Action, Error> {
     };
     let previous = dereference::previous_status(kc, &state.memory);
     let cluster = with_draining(&kc.spec, cluster, &previous);
+    let cluster = disks::in_force(cluster, &previous);
     let ctx = &state.ctx;
     let mut observed = dereference::observe(
         kc,

@@ -13,7 +13,9 @@
 //!   unless it already waits for a restart with exactly that config (its static keys
 //!   are then the broker's restart cause `StaticConfig`);
 //! - a broker gone from the spec loses its Pod, ConfigMap and Service, and its PVCs
-//!   only under `pvcDeletionPolicy: Delete`;
+//!   only under `pvcDeletionPolicy: Delete` (scaling follows [`scaling::step`]);
+//! - a broker's disks follow [`disks::step`]: one removed from the spec is built in
+//!   until proven empty;
 //! - the roll follows [`roll::step`].
 
 use std::{collections::BTreeMap, time::Duration};
@@ -30,6 +32,7 @@ use stoker_proto::agent::v1::DesiredConfig;
 use super::{
     build::{self, ClusterMeta},
     dereference::{AgentReport, CruiseControlView, Existing, Kind, ObjectKey, Observed},
+    disks,
     roll::{self, BrokerView, PodState, StopQuestion},
     scaling,
     status::{self, AgentFacts, BrokerFacts},
@@ -56,6 +59,8 @@ pub const RESYNC: Duration = Duration::from_secs(300);
 pub const SCALING_REQUEUE: Duration = Duration::from_secs(10);
 /// Condition type: a broker removed from the spec cannot be removed as things are.
 pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
+/// Condition type: a disk removed from a broker's storage cannot be removed as things are.
+pub const DISK_CHANGE_BLOCKED: &str = "DiskChangeBlocked";
 
 /// An object to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -376,12 +381,16 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         w.add(Object::Deployment(Box::new(d)), &d_hash);
     }
 
-    let mut events = Vec::new();
+    // Disks: a removed one stays until it is proven empty.
+    let disked = disks::step(&meta, cluster, observed);
+    let mut events = disked.notes.clone();
     let mut reconfigure = Vec::new();
     let mut facts = BTreeMap::new();
     let mut new_template = Vec::new();
     let mut new_static = Vec::new();
     for b in cluster.brokers.values() {
+        let record = disked.record(b);
+        let b = &*disked.as_built(b);
         let doc = build::desired_config(&meta, cluster, b);
         let desired_hash = stoker_proto::config_hash(&doc);
         stamp!(w, ConfigMap, build::desired_config_map(&meta, &doc));
@@ -435,6 +444,7 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
                 restarting: false,
                 draining: b.draining,
                 last_applied: Some(b.entry.clone()),
+                storage_configs: record,
             },
         );
     }
@@ -483,7 +493,7 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         &ready,
         previous.brokers_state.is_empty(),
     );
-    for kr in &scaled.rebalances {
+    for kr in scaled.rebalances.iter().chain(&disked.rebalances) {
         let (kr, hash) = build::stamped(kr.clone());
         w.add(Object::KafkaRebalance(Box::new(kr)), &hash);
     }
@@ -578,6 +588,13 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         status.brokers_state.remove(&id.to_string());
     }
     status.scaling = scaled.status.clone();
+    if !disked.changes.is_empty() {
+        status
+            .scaling
+            .get_or_insert_with(Default::default)
+            .disks
+            .clone_from(&disked.changes);
+    }
     status.cruise_control = observed.cruise_control.as_ref().map(cruise_control_status);
     if !rolled.rolling && status.scaling.is_some() {
         status.state = Some(crate::crd::v1alpha1::ClusterState::Scaling);
@@ -599,6 +616,23 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         id.generation,
         &observed.now,
     );
+    crate::controller::conditions::set_condition(
+        &mut status.conditions,
+        DISK_CHANGE_BLOCKED,
+        !disked.blocked.is_empty(),
+        if disked.blocked.is_empty() {
+            "NothingBlocked"
+        } else {
+            "DisksHoldReplicas"
+        },
+        &if disked.blocked.is_empty() {
+            "no disk change is blocked".to_owned()
+        } else {
+            disked.blocked.join("; ")
+        },
+        id.generation,
+        &observed.now,
+    );
     let requeue = if rolled.rolling {
         ROLL_REQUEUE
     } else if !reconfigure.is_empty() {
@@ -612,7 +646,7 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         status,
         writes: w.out,
         removals,
-        deletes: scaled.delete,
+        deletes: scaled.delete.into_iter().chain(disked.delete).collect(),
         reconfigure,
         restarts: rolled
             .restarts
@@ -797,6 +831,7 @@ mod tests {
                         ready: true,
                         terminating: false,
                         hash: hash_of(&w.object),
+                        mount_paths: PodView::mount_paths_of(p),
                     },
                 );
             }
@@ -1031,7 +1066,9 @@ mod tests {
         with_cc: bool,
     ) -> (ValidatedCluster, Observed) {
         let (_, mut observed) = steady();
-        observed.pvcs.insert(2, vec!["kf-kafka-2-storage-0".into()]);
+        observed
+            .pvcs
+            .insert(2, vec!["kf-kafka-2-storage-kafka-logs".into()]);
         observed.draining.insert(2);
         observed.replicas.insert(2, r);
         let mut spec = base_spec();
@@ -1071,7 +1108,7 @@ mod tests {
         let p = plan(&validate(&spec).expect("valid"), &observed);
         assert!(p.removals[0].delete.contains(&ObjectKey::new(
             Kind::PersistentVolumeClaim,
-            "kf-kafka-2-storage-0"
+            "kf-kafka-2-storage-kafka-logs"
         )));
     }
 
@@ -1171,6 +1208,327 @@ mod tests {
         // Once empty it goes.
         observed.replicas.insert(2, Ok(replicas(&[], 0)));
         assert_eq!(plan(&c, &observed).removals.len(), 1);
+    }
+
+    /// The example's spec with broker 1 on the disks at `mounts` (and Cruise Control
+    /// when asked).
+    fn disks_spec(mounts: &[&str], with_cc: bool) -> crate::crd::v1alpha1::KafkaClusterSpec {
+        let mut spec = base_spec();
+        let group = spec.broker_config_groups["default_group"].clone();
+        let disk = group.storage_configs[0].clone();
+        let b = spec
+            .brokers
+            .iter_mut()
+            .find(|b| b.id == 1)
+            .expect("broker 1");
+        b.broker_config = Some(crate::crd::v1alpha1::BrokerConfig {
+            storage_configs: mounts
+                .iter()
+                .map(|m| crate::crd::v1alpha1::StorageConfig {
+                    mount_path: (*m).to_owned(),
+                    ..disk.clone()
+                })
+                .collect(),
+            ..Default::default()
+        });
+        if with_cc {
+            spec.cruise_control_config = example().spec.cruise_control_config;
+            // Derived from the disks: the example's gives one DISK for every broker.
+            if let Some(cc) = spec.cruise_control_config.as_mut() {
+                cc.capacity_config = None;
+            }
+        }
+        spec
+    }
+
+    /// What a pass validates for `spec`: the disks broker 1 still has put back.
+    fn in_force(
+        spec: &crate::crd::v1alpha1::KafkaClusterSpec,
+        observed: &Observed,
+    ) -> ValidatedCluster {
+        disks::in_force(validate(spec).expect("valid"), &observed.previous)
+    }
+
+    /// A steady cluster whose broker 1 has two disks.
+    fn steady_two_disks() -> Observed {
+        let c = validate(&disks_spec(&["/kafka-logs", "/kafka-logs-2"], false)).expect("valid");
+        let first = plan(&c, &empty());
+        let mut observed = converged(empty(), &first);
+        observed.previous = plan(&c, &observed).status;
+        observed
+    }
+
+    fn dir_report(on_second: u32) -> stoker_proto::agent::v1::DescribeReplicasResponse {
+        let mut r = replicas(&["orders-0", "orders-1"], 1);
+        r.log_dirs.push(stoker_proto::agent::v1::LogDirReplicas {
+            path: "/kafka-logs-2/kafka".into(),
+            partitions: on_second,
+            listed: (0..on_second).map(|p| format!("orders-{p}")).collect(),
+        });
+        r
+    }
+
+    fn broker_one_restarts(p: &Plan) -> bool {
+        p.status.brokers_state["1"].restart_needed
+    }
+
+    #[test]
+    fn a_removed_disk_is_unmounted_only_once_its_agent_shows_it_empty() {
+        let mut observed = steady_two_disks();
+        let record: Vec<&str> = observed.previous.brokers_state["1"]
+            .storage_configs
+            .iter()
+            .map(|s| s.mount_path.as_str())
+            .collect();
+        assert_eq!(record, ["/kafka-logs", "/kafka-logs-2"]);
+        let spec = disks_spec(&["/kafka-logs"], false);
+        let c = in_force(&spec, &observed);
+        assert!(c.brokers[&1].removing_disks.contains("/kafka-logs-2"));
+
+        // Its agent cannot tell: the disk stays mounted.
+        observed
+            .replicas
+            .insert(1, Err("its agent did not answer".into()));
+        let p = plan(&c, &observed);
+        assert!(!broker_one_restarts(&p), "nothing changes on a guess");
+        let d = &p.status.scaling.as_ref().expect("scaling").disks[0];
+        assert_eq!(
+            (d.change, d.state),
+            (
+                crate::crd::v1alpha1::DiskChangeKind::Removing,
+                crate::crd::v1alpha1::DiskState::Draining
+            )
+        );
+
+        // It holds replicas and there is no Cruise Control: blocked, partitions named.
+        observed.replicas.insert(1, Ok(dir_report(2)));
+        let p = plan(&c, &observed);
+        assert!(!broker_one_restarts(&p));
+        let d = &p.status.scaling.as_ref().expect("scaling").disks[0];
+        assert_eq!(d.state, crate::crd::v1alpha1::DiskState::Blocked);
+        assert!(d.message.contains("orders-0, orders-1"), "{}", d.message);
+        assert!(reasons(&p).contains(&"DiskChangeBlocked"));
+        assert!(
+            p.status
+                .conditions
+                .iter()
+                .any(|c| c.type_ == DISK_CHANGE_BLOCKED && c.status == "True")
+        );
+
+        // Empty: the broker restarts without it, and it stays on record until then.
+        observed.replicas.insert(1, Ok(dir_report(0)));
+        let p = plan(&c, &observed);
+        assert!(broker_one_restarts(&p));
+        let d = &p.status.scaling.as_ref().expect("scaling").disks[0];
+        assert_eq!(d.state, crate::crd::v1alpha1::DiskState::Unmounting);
+        assert_eq!(p.status.brokers_state["1"].storage_configs.len(), 2);
+
+        // Its Pod stopped for that restart: the decision stands (a stopped broker takes
+        // no replica), and the Pod comes back without the disk.
+        let unmounting = p.status.clone();
+        let mut stopped = observed.clone();
+        stopped.previous = unmounting.clone();
+        stopped.pods.remove(&1);
+        stopped
+            .existing
+            .remove(&ObjectKey::new(Kind::Pod, "kf-kafka-1"));
+        stopped
+            .replicas
+            .insert(1, Err("its Pod is not running".into()));
+        let p = plan(&c, &stopped);
+        let pod = p
+            .writes
+            .iter()
+            .find_map(|w| match &w.object {
+                Object::Pod(pod) if pod.name_any() == "kf-kafka-1" => Some(pod),
+                _ => None,
+            })
+            .expect("broker 1's Pod is recreated");
+        assert!(
+            !PodView::mount_paths_of(pod).contains("/kafka-logs-2"),
+            "recreated without the disk"
+        );
+
+        // Replicas landed on it again before the restart: it goes back in.
+        observed.previous = unmounting;
+        observed.replicas.insert(1, Ok(dir_report(1)));
+        assert!(!broker_one_restarts(&plan(&c, &observed)));
+
+        // The Pod runs without it: forgotten; its PVC kept under Retain, deleted under Delete.
+        if let Some(pod) = observed.pods.get_mut(&1) {
+            pod.mount_paths.remove("/kafka-logs-2");
+        }
+        let pvc = ObjectKey::new(
+            Kind::PersistentVolumeClaim,
+            "kf-kafka-1-storage-kafka-logs-2",
+        );
+        assert!(
+            observed.existing.contains_key(&pvc),
+            "the disk's PVC is named after its mount path"
+        );
+        let p = plan(&c, &observed);
+        assert!(reasons(&p).contains(&"DiskRemoved"));
+        assert_eq!(p.status.brokers_state["1"].storage_configs.len(), 1);
+        assert_eq!(p.status.scaling, None);
+        assert!(!p.deletes.contains(&pvc));
+        let mut delete = spec.clone();
+        delete.pvc_deletion_policy = Some(PvcDeletionPolicy::Delete);
+        assert!(
+            plan(&in_force(&delete, &observed), &observed)
+                .deletes
+                .contains(&pvc)
+        );
+    }
+
+    #[test]
+    fn with_cruise_control_a_removed_disk_is_emptied_by_remove_disks() {
+        let mut observed = steady_two_disks();
+        let c = in_force(&disks_spec(&["/kafka-logs"], true), &observed);
+        observed.replicas.insert(1, Ok(dir_report(2)));
+        let p = plan(&c, &observed);
+        let kr = p
+            .writes
+            .iter()
+            .find_map(|w| match &w.object {
+                Object::KafkaRebalance(kr) => Some(kr),
+                _ => None,
+            })
+            .expect("a KafkaRebalance");
+        assert_eq!(kr.name_any(), "kf-kafka-remove-disks-1");
+        assert_eq!(
+            kr.spec.mode,
+            crate::crd::v1alpha1::RebalanceMode::RemoveDisks
+        );
+        assert_eq!(
+            kr.spec.disks,
+            [crate::crd::v1alpha1::BrokerDisk {
+                broker: 1,
+                mount_path: "/kafka-logs-2".into()
+            }]
+        );
+        assert!(
+            crate::controller::kafka_rebalance::plan::validate(&kr.spec).is_ok(),
+            "the KafkaRebalance controller takes it"
+        );
+        assert!(reasons(&p).contains(&"DrainingDisk"));
+        assert!(!broker_one_restarts(&p));
+        // Completed, yet the disk still holds replicas: asked again.
+        observed.previous = p.status;
+        observed.rebalances.insert(
+            "kf-kafka-remove-disks-1".into(),
+            crate::controller::kafka_cluster::dereference::RebalanceView {
+                mode: crate::crd::v1alpha1::RebalanceMode::RemoveDisks,
+                brokers: vec![],
+                state: crate::crd::v1alpha1::RebalanceState::Completed,
+                message: String::new(),
+            },
+        );
+        let p = plan(&c, &observed);
+        assert_eq!(
+            p.deletes,
+            [ObjectKey::new(
+                Kind::KafkaRebalance,
+                "kf-kafka-remove-disks-1"
+            )]
+        );
+    }
+
+    #[test]
+    fn a_capacity_config_with_one_disk_for_a_broker_with_several_is_refused() {
+        let mut spec = disks_spec(&["/kafka-logs", "/kafka-logs-2"], false);
+        spec.cruise_control_config = example().spec.cruise_control_config;
+        let e = validate(&spec).expect_err("one DISK for two disks");
+        assert!(
+            e.message
+                .contains("broker 1 one DISK capacity, but it has 2 disks"),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message.contains(r#""/kafka-logs-2/kafka": "<MB>""#),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn an_added_disk_is_mounted_by_a_restart_then_balanced_onto() {
+        let spec_one = disks_spec(&["/kafka-logs"], true);
+        let c = validate(&spec_one).expect("valid");
+        let mut observed = converged(empty(), &plan(&c, &empty()));
+        observed.previous = plan(&c, &observed).status;
+        let c = in_force(
+            &disks_spec(&["/kafka-logs", "/kafka-logs-2"], true),
+            &observed,
+        );
+        let p = plan(&c, &observed);
+        assert!(reasons(&p).contains(&"DiskAdded"));
+        assert!(broker_one_restarts(&p), "a new volume needs a new Pod");
+        assert!(
+            p.writes.iter().any(|w| w.object.key()
+                == ObjectKey::new(
+                    Kind::PersistentVolumeClaim,
+                    "kf-kafka-1-storage-kafka-logs-2"
+                )),
+            "its PVC is created"
+        );
+        let d = &p.status.scaling.as_ref().expect("scaling").disks[0];
+        assert_eq!(d.state, crate::crd::v1alpha1::DiskState::Mounting);
+        assert!(
+            !p.writes
+                .iter()
+                .any(|w| w.object.key().kind == Kind::KafkaRebalance),
+            "nothing is balanced onto a disk the broker does not have yet"
+        );
+        // Cruise Control's capacity lists both log dirs of broker 1.
+        let cc = p
+            .writes
+            .iter()
+            .find_map(|w| match &w.object {
+                Object::ConfigMap(cm) if cm.name_any() == "kf-kafka-cruisecontrol" => Some(cm),
+                _ => None,
+            })
+            .expect("Cruise Control's ConfigMap changes");
+        let capacity = &cc.data.as_ref().expect("data")["capacity.json"];
+        assert!(capacity.contains("/kafka-logs-2/kafka"), "{capacity}");
+
+        // The broker runs with it: KafkaRebalance with rebalanceDisk.
+        observed.previous = p.status;
+        if let Some(pod) = observed.pods.get_mut(&1) {
+            pod.mount_paths.insert("/kafka-logs-2".into());
+        }
+        let p = plan(&c, &observed);
+        let kr = p
+            .writes
+            .iter()
+            .find_map(|w| match &w.object {
+                Object::KafkaRebalance(kr) => Some(kr),
+                _ => None,
+            })
+            .expect("a KafkaRebalance");
+        assert_eq!(kr.name_any(), "kf-kafka-rebalance-disks-1");
+        assert!(kr.spec.rebalance_disk);
+        assert!(crate::controller::kafka_rebalance::plan::validate(&kr.spec).is_ok());
+        observed.previous = p.status;
+        observed.rebalances.insert(
+            "kf-kafka-rebalance-disks-1".into(),
+            crate::controller::kafka_cluster::dereference::RebalanceView {
+                mode: crate::crd::v1alpha1::RebalanceMode::Rebalance,
+                brokers: vec![],
+                state: crate::crd::v1alpha1::RebalanceState::Completed,
+                message: String::new(),
+            },
+        );
+        let p = plan(&c, &observed);
+        assert!(reasons(&p).contains(&"DiskBalanced"));
+        assert_eq!(
+            p.status
+                .scaling
+                .as_ref()
+                .map(|s| s.disks.len())
+                .unwrap_or(0),
+            0
+        );
     }
 
     #[test]

@@ -62,34 +62,51 @@ pub fn rebalance_name(meta: &ClusterMeta, mode: RebalanceMode, id: i32) -> Strin
     format!("{}-{verb}-{id}", meta.name)
 }
 
-fn rebalance(meta: &ClusterMeta, mode: RebalanceMode, id: i32) -> KafkaRebalance {
+/// The KafkaRebalance `name` of the cluster for `spec` (owned by the cluster, kept for
+/// [`REBALANCE_TTL_SECONDS`] after it ends).
+pub fn owned_rebalance(
+    meta: &ClusterMeta,
+    name: String,
+    spec: KafkaRebalanceSpec,
+) -> KafkaRebalance {
     KafkaRebalance {
         metadata: ObjectMeta {
-            name: Some(rebalance_name(meta, mode, id)),
+            name: Some(name),
             namespace: Some(meta.namespace.clone()),
             labels: Some(cluster_labels(meta)),
             owner_references: Some(vec![meta.owner.clone()]),
             ..ObjectMeta::default()
         },
-        spec: KafkaRebalanceSpec {
-            cluster_ref: ClusterRef {
-                name: meta.name.clone(),
-                namespace: None,
-            },
-            mode,
-            brokers: vec![id],
-            disks: Vec::new(),
-            rebalance_disk: false,
-            goals: Vec::new(),
-            skip_hard_goal_check: false,
-            replication_throttle: None,
-            concurrent_partition_movements_per_broker: None,
-            stop: false,
-            max_attempts: None,
-            ttl_seconds_after_finished: Some(REBALANCE_TTL_SECONDS),
-        },
+        spec,
         status: None,
     }
+}
+
+/// A spec for `mode` with nothing else set but the cluster and the TTL.
+pub fn rebalance_spec(meta: &ClusterMeta, mode: RebalanceMode) -> KafkaRebalanceSpec {
+    KafkaRebalanceSpec {
+        cluster_ref: ClusterRef {
+            name: meta.name.clone(),
+            namespace: None,
+        },
+        mode,
+        brokers: Vec::new(),
+        disks: Vec::new(),
+        rebalance_disk: false,
+        goals: Vec::new(),
+        skip_hard_goal_check: false,
+        replication_throttle: None,
+        concurrent_partition_movements_per_broker: None,
+        stop: false,
+        max_attempts: None,
+        ttl_seconds_after_finished: Some(REBALANCE_TTL_SECONDS),
+    }
+}
+
+fn rebalance(meta: &ClusterMeta, mode: RebalanceMode, id: i32) -> KafkaRebalance {
+    let mut spec = rebalance_spec(meta, mode);
+    spec.brokers = vec![id];
+    owned_rebalance(meta, rebalance_name(meta, mode, id), spec)
 }
 
 /// The partitions a report says the broker holds, in words; None when it holds none.
@@ -376,6 +393,7 @@ pub fn step(
     let status = ScalingStatus {
         adding: still_adding,
         removing,
+        disks: Vec::new(),
     };
     out.status = (!status.adding.is_empty() || !status.removing.is_empty()).then_some(status);
     out

@@ -65,6 +65,8 @@ pub struct BrokerFacts {
     pub draining: bool,
     /// Its `spec.brokers` entry, as JSON.
     pub last_applied: Option<String>,
+    /// The disks it is built with, disks still being removed included.
+    pub storage_configs: Vec<crate::crd::v1alpha1::StorageConfig>,
 }
 
 /// What a broker's agent said, or why it said nothing.
@@ -165,6 +167,7 @@ fn broker_status(prev: Option<&BrokerStatus>, f: &BrokerFacts) -> BrokerStatus {
             .last_applied
             .clone()
             .or_else(|| prev.and_then(|p| p.last_applied.clone())),
+        storage_configs: f.storage_configs.clone(),
     }
 }
 

@@ -9,8 +9,7 @@ use stoker_proto::OPERATOR_OWNED_KEYS;
 use k8s_openapi::api::core::v1::EnvVar;
 
 use super::build::cruise_control::{
-    DEFAULT_CAPACITY, DEFAULT_IMAGE as DEFAULT_CC_IMAGE, OWNED_KEYS as CC_OWNED_KEYS,
-    ValidatedCruiseControl,
+    DEFAULT_IMAGE as DEFAULT_CC_IMAGE, OWNED_KEYS as CC_OWNED_KEYS, ValidatedCruiseControl,
 };
 use crate::crd::v1alpha1::{
     Broker, BrokerConfig, CruiseControlConfig, DisruptionBudget, InternalListener,
@@ -88,6 +87,9 @@ pub struct ValidatedBroker {
     /// Removed from `spec.brokers`: it runs on (from its last reconciled entry) only
     /// until its replicas have moved off.
     pub draining: bool,
+    /// Mount paths of disks gone from its `storageConfigs` that it still has (kept in
+    /// `storage` until they are empty).
+    pub removing_disks: std::collections::BTreeSet<String>,
     /// Its `spec.brokers` entry, as JSON (kept in status as `lastApplied`).
     pub entry: String,
 }
@@ -291,6 +293,15 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         ));
     }
 
+    let cruise_control = spec
+        .cruise_control_config
+        .as_ref()
+        .map(validate_cruise_control)
+        .transpose()?;
+    if let Some(capacity) = cruise_control.as_ref().and_then(|c| c.capacity.as_deref()) {
+        disks_in_capacity(capacity, &brokers)?;
+    }
+
     Ok(ValidatedCluster {
         brokers,
         listeners,
@@ -308,12 +319,55 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         disruption_budget: spec.disruption_budget.clone().filter(|b| b.create),
         pvc_deletion_policy: spec.pvc_deletion_policy.unwrap_or_default(),
         roll: spec.rolling_upgrade_config.clone(),
-        cruise_control: spec
-            .cruise_control_config
-            .as_ref()
-            .map(validate_cruise_control)
-            .transpose()?,
+        cruise_control,
     })
+}
+
+/// A broker with several disks needs its DISK capacity per log dir (Cruise Control's
+/// JBOD form), or Cruise Control cannot move replicas between its disks.
+fn disks_in_capacity(
+    capacity: &str,
+    brokers: &BTreeMap<i32, ValidatedBroker>,
+) -> Result<(), InvalidSpec> {
+    let parsed: serde_json::Value = serde_json::from_str(capacity).unwrap_or_default();
+    let entries = parsed
+        .get("brokerCapacities")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let entry_of = |id: &str| {
+        entries
+            .iter()
+            .find(|e| e.get("brokerId").and_then(serde_json::Value::as_str) == Some(id))
+    };
+    for b in brokers
+        .values()
+        .filter(|b| b.roles.broker && b.storage.len() > 1)
+    {
+        let Some(entry) = entry_of(&b.id.to_string()).or_else(|| entry_of("-1")) else {
+            continue;
+        };
+        let disk = entry.pointer("/capacity/DISK");
+        if !disk.is_some_and(serde_json::Value::is_object) {
+            return Err(invalid(
+                "InvalidCruiseControlConfig",
+                format!(
+                    "spec.cruiseControlConfig.capacityConfig gives broker {} one DISK capacity, but it has {} disks: give DISK per log dir ({{{}}}), or remove capacityConfig and Stoker derives it from the disks' sizes",
+                    b.id,
+                    b.storage.len(),
+                    b.storage
+                        .iter()
+                        .map(|s| format!(
+                            "\"{}/kafka\": \"<MB>\"",
+                            s.mount_path.trim_end_matches('/')
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_json(field: &str, text: &str, want: &str) -> Result<serde_json::Value, InvalidSpec> {
@@ -334,24 +388,22 @@ fn validate_cruise_control(
         CC_OWNED_KEYS,
         "which Stoker sets (the brokers to connect to, the config files and the web server); remove it",
     )?;
-    let capacity = cc
-        .capacity_config
-        .clone()
-        .filter(|c| !c.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_CAPACITY.to_owned());
-    let parsed = validate_json(
-        "spec.cruiseControlConfig.capacityConfig",
-        &capacity,
-        r#"an object with "brokerCapacities" (see the example)"#,
-    )?;
-    if !parsed
-        .get("brokerCapacities")
-        .is_some_and(serde_json::Value::is_array)
-    {
-        return Err(invalid(
-            "InvalidCruiseControlConfig",
-            r#"spec.cruiseControlConfig.capacityConfig has no "brokerCapacities" array; give each broker's (or brokerId "-1" for all) DISK, CPU, NW_IN and NW_OUT"#,
-        ));
+    let capacity = cc.capacity_config.clone().filter(|c| !c.trim().is_empty());
+    if let Some(capacity) = &capacity {
+        let parsed = validate_json(
+            "spec.cruiseControlConfig.capacityConfig",
+            capacity,
+            r#"an object with "brokerCapacities" (see the example)"#,
+        )?;
+        if !parsed
+            .get("brokerCapacities")
+            .is_some_and(serde_json::Value::is_array)
+        {
+            return Err(invalid(
+                "InvalidCruiseControlConfig",
+                r#"spec.cruiseControlConfig.capacityConfig has no "brokerCapacities" array; give each broker's (or brokerId "-1" for all) DISK, CPU, NW_IN and NW_OUT"#,
+            ));
+        }
     }
     let cluster_configs = cc
         .cluster_configs
@@ -568,6 +620,7 @@ fn validate_broker(
         dynamic_config,
         image,
         draining: false,
+        removing_disks: std::collections::BTreeSet::new(),
         entry: serde_json::to_string(b).expect("a Broker always serialises"),
     })
 }

@@ -5,7 +5,9 @@
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount},
+    core::v1::{
+        ConfigMap, Container, PersistentVolumeClaim, Pod, PodSpec, Service, ServiceAccount,
+    },
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding},
 };
@@ -44,7 +46,20 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
         .default_backoff()
         .modify(|p: &mut Pod| {
             slim(p);
-            p.spec = None;
+            // Of the spec, a pass reads only where Kafka mounts its volumes (its disks).
+            p.spec = p.spec.take().map(|s| PodSpec {
+                containers: s
+                    .containers
+                    .into_iter()
+                    .filter(|c| c.name == "kafka")
+                    .map(|c| Container {
+                        name: c.name,
+                        volume_mounts: c.volume_mounts,
+                        ..Container::default()
+                    })
+                    .collect(),
+                ..PodSpec::default()
+            });
             // Phase, address and conditions are all a pass reads of a Pod's status.
             if let Some(st) = p.status.as_mut() {
                 st.container_statuses = None;

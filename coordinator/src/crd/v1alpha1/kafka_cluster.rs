@@ -397,6 +397,61 @@ pub struct ScalingStatus {
     /// deleted only once they hold no replica.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub removing: Vec<BrokerRemoval>,
+    /// Disks added to or removed from a broker's `storageConfigs` that are still being
+    /// balanced onto or emptied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskChange>,
+}
+
+/// One disk joining or leaving a broker.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DiskChange {
+    /// The broker.
+    pub broker: i32,
+    /// The disk's `storageConfigs[].mountPath`.
+    pub mount_path: String,
+    /// Added or removed.
+    pub change: DiskChangeKind,
+    /// Where the change is.
+    pub state: DiskState,
+    /// What it waits for, in words.
+    pub message: String,
+    /// The KafkaRebalance balancing onto or emptying the disk, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<String>,
+    /// When the change began (RFC 3339).
+    pub since: String,
+}
+
+/// Whether a disk joins or leaves.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum DiskChangeKind {
+    /// Added to `storageConfigs`: mounted by a safe restart, then balanced onto.
+    #[default]
+    Adding,
+    /// Removed from `storageConfigs`: emptied first, then unmounted by a safe restart.
+    Removing,
+}
+
+/// Where a disk change is.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum DiskState {
+    /// Waiting for the broker to run with the disk mounted (an added disk).
+    #[default]
+    Mounting,
+    /// Cruise Control moves replicas between the broker's disks.
+    Balancing,
+    /// Replicas are moved off the disk (a removed disk).
+    Draining,
+    /// The disk holds nothing; the broker restarts safely without it.
+    Unmounting,
+    /// It cannot go on as things are; `message` says why and what to do.
+    Blocked,
 }
 
 /// One broker on its way out.
@@ -603,4 +658,8 @@ pub struct BrokerStatus {
     /// its Pod recreated, while it drains after being removed from the spec.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied: Option<String>,
+    /// The disks the broker was last built with, disks still being emptied included:
+    /// what tells a disk removed from `storageConfigs` from one it never had.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub storage_configs: Vec<StorageConfig>,
 }

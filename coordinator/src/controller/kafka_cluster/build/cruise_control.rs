@@ -10,9 +10,9 @@ use k8s_openapi::{
     api::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
         core::v1::{
-            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EnvVar, PodSpec,
-            PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec, TCPSocketAction, Volume,
-            VolumeMount,
+            ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+            EnvVar, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
+            TCPSocketAction, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -33,6 +33,9 @@ pub const DEFAULT_IMAGE: &str = "ghcr.io/stoker-operator/cruise-control:2.5.146"
 pub const HOME_IN_IMAGE: &str = "/opt/cruise-control";
 /// Where the ConfigMap is mounted.
 pub const CONFIG_DIR: &str = "/etc/cruise-control";
+/// Where Cruise Control keeps the files it writes (its failed-brokers list), an
+/// emptyDir: never its working directory, which may be read-only or shared.
+pub const STATE_DIR: &str = "/var/lib/cruise-control";
 /// The metrics reporter class (its jar is in the Kafka image's `libs/`).
 pub const REPORTER_CLASS: &str =
     "com.linkedin.kafka.cruisecontrol.metricsreporter.CruiseControlMetricsReporter";
@@ -46,9 +49,121 @@ pub const OWNED_KEYS: &[&str] = &[
     "webserver.http.address",
     "webserver.api.urlprefix",
 ];
-/// `capacity.json` when the spec gives none: 100 GB of disk, 100% of a CPU and
-/// 1 Gbit/s each way per broker (Cruise Control's own sample values).
+/// A `capacity.json` for every broker: 100 GB of disk, 100% of a CPU and 1 Gbit/s
+/// each way (Cruise Control's own sample values).
 pub const DEFAULT_CAPACITY: &str = r#"{"brokerCapacities":[{"brokerId":"-1","capacity":{"DISK":"100000","CPU":"100","NW_IN":"125000","NW_OUT":"125000"},"doc":"Stoker's default for every broker"}]}"#;
+
+/// A disk's capacity, in MB, when neither its `pvcSpec` nor its `emptyDir` says.
+pub const DEFAULT_DISK_MB: u64 = 100_000;
+
+/// MB in a Kubernetes quantity of bytes (`10Gi`, `500M`, `1e9`); None when unparsable.
+pub fn megabytes(quantity: &str) -> Option<u64> {
+    let q = quantity.trim();
+    let split = q
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(q.len());
+    let (number, suffix) = q.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let factor: f64 = match suffix {
+        "" => 1.0,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "Ki" => 1024.0,
+        "Mi" => 1024.0 * 1024.0,
+        "Gi" => 1024.0 * 1024.0 * 1024.0,
+        "Ti" => 1024.0_f64.powi(4),
+        "Pi" => 1024.0_f64.powi(5),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    // Whole MB, at least 1: Cruise Control takes a disk of 0 MB for a broken one.
+    Some(((n * factor / 1e6).floor() as u64).max(1))
+}
+
+/// A disk's capacity in MB, from its claim's request (or its emptyDir's limit).
+fn disk_mb(s: &crate::crd::v1alpha1::StorageConfig) -> u64 {
+    let from_pvc = s
+        .pvc_spec
+        .as_ref()
+        .and_then(|p| p.resources.as_ref())
+        .and_then(|r| r.requests.as_ref())
+        .and_then(|r| r.get("storage"))
+        .map(|q| q.0.as_str());
+    let from_empty_dir = s
+        .empty_dir
+        .as_ref()
+        .and_then(|e| e.size_limit.as_ref())
+        .map(|q| q.0.as_str());
+    from_pvc
+        .or(from_empty_dir)
+        .and_then(megabytes)
+        .unwrap_or(DEFAULT_DISK_MB)
+}
+
+/// `capacity.json` from the brokers' own disks, when the spec gives none: each log dir
+/// with its claim's size (Cruise Control's JBOD form once any broker has more than
+/// one), 100% of a CPU and 1 Gbit/s each way. The layout most brokers share is the
+/// default (`brokerId` `-1`); a broker with other disks gets an entry of its own, so
+/// adding a broker like the others leaves the file, and Cruise Control, untouched.
+pub fn capacity_of(cluster: &ValidatedCluster) -> String {
+    use serde_json::{Value, json};
+    let layouts: BTreeMap<i32, BTreeMap<String, u64>> = cluster
+        .brokers
+        .values()
+        .filter(|b| b.roles.broker)
+        .map(|b| {
+            let dirs = b
+                .storage
+                .iter()
+                .map(|s| {
+                    (
+                        crate::controller::kafka_cluster::disks::log_dir(&s.mount_path),
+                        disk_mb(s),
+                    )
+                })
+                .collect();
+            (b.id, dirs)
+        })
+        .collect();
+    let jbod = layouts.values().any(|l| l.len() > 1);
+    let disk = |l: &BTreeMap<String, u64>| -> Value {
+        if jbod {
+            Value::Object(
+                l.iter()
+                    .map(|(dir, mb)| (dir.clone(), Value::String(mb.to_string())))
+                    .collect(),
+            )
+        } else {
+            Value::String(l.values().sum::<u64>().to_string())
+        }
+    };
+    let mut counts: BTreeMap<&BTreeMap<String, u64>, usize> = BTreeMap::new();
+    for l in layouts.values() {
+        *counts.entry(l).or_default() += 1;
+    }
+    let common = counts
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(l, _)| (*l).clone())
+        .unwrap_or_else(|| BTreeMap::from([(String::from("/kafka-logs/kafka"), DEFAULT_DISK_MB)]));
+    let entry = |id: &str, l: &BTreeMap<String, u64>, doc: &str| {
+        json!({
+            "brokerId": id,
+            "capacity": {"DISK": disk(l), "CPU": "100", "NW_IN": "125000", "NW_OUT": "125000"},
+            "doc": doc,
+        })
+    };
+    let mut entries = vec![entry("-1", &common, "from the disks most brokers have")];
+    for (id, l) in &layouts {
+        if *l != common {
+            entries.push(entry(&id.to_string(), l, "from this broker's own disks"));
+        }
+    }
+    json!({ "brokerCapacities": entries }).to_string()
+}
 
 /// What the validated spec says about Cruise Control.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,8 +176,9 @@ pub struct ValidatedCruiseControl {
     pub service_account_name: Option<String>,
     /// The user's `cruisecontrol.properties` lines, parsed.
     pub config: BTreeMap<String, String>,
-    /// `capacity.json`.
-    pub capacity: String,
+    /// `capacity.json` as the spec gives it (None: from the brokers' disks, see
+    /// [`capacity_of`]).
+    pub capacity: Option<String>,
     /// `clusterConfigs.json`.
     pub cluster_configs: String,
     /// Resources of its container.
@@ -153,6 +269,8 @@ fn goal_list(goals: &[&str]) -> String {
         .join(",")
 }
 
+const FAILED_BROKERS_FILE: &str = "/var/lib/cruise-control/failedBrokers.txt";
+
 /// Stoker's defaults of `cruisecontrol.properties` for a cluster of `brokers` brokers.
 pub fn default_properties(brokers: i32) -> BTreeMap<String, String> {
     let rf = brokers.clamp(1, 2).to_string();
@@ -184,6 +302,7 @@ pub fn default_properties(brokers: i32) -> BTreeMap<String, String> {
         ("num.sample.loading.threads", "2"),
         ("num.proposal.precompute.threads", "1"),
         ("sampling.allow.cpu.capacity.estimation", "true"),
+        ("failed.brokers.file.path", FAILED_BROKERS_FILE),
         (
             "topic.config.provider.class",
             "com.linkedin.kafka.cruisecontrol.config.KafkaAdminTopicConfigProvider",
@@ -312,7 +431,10 @@ pub fn config_map(
                 "cruisecontrol.properties".to_owned(),
                 properties(meta, cluster, cc),
             ),
-            ("capacity.json".to_owned(), cc.capacity.clone()),
+            (
+                "capacity.json".to_owned(),
+                cc.capacity.clone().unwrap_or_else(|| capacity_of(cluster)),
+            ),
             ("clusterConfigs.json".to_owned(), cc.cluster_configs.clone()),
         ])),
         ..ConfigMap::default()
@@ -357,12 +479,19 @@ pub fn deployment(
             failure_threshold: Some(3),
             ..Probe::default()
         }),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "config".into(),
-            mount_path: CONFIG_DIR.into(),
-            read_only: Some(true),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: "state".into(),
+                mount_path: STATE_DIR.into(),
+                ..VolumeMount::default()
+            },
+        ]),
         ..Container::default()
     };
     let mut pod_labels = selector(meta);
@@ -398,14 +527,21 @@ pub fn deployment(
                 spec: Some(PodSpec {
                     containers: vec![container],
                     service_account_name: cc.service_account_name.clone(),
-                    volumes: Some(vec![Volume {
-                        name: "config".into(),
-                        config_map: Some(ConfigMapVolumeSource {
-                            name: name(meta),
-                            ..ConfigMapVolumeSource::default()
-                        }),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![
+                        Volume {
+                            name: "config".into(),
+                            config_map: Some(ConfigMapVolumeSource {
+                                name: name(meta),
+                                ..ConfigMapVolumeSource::default()
+                            }),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "state".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
+                    ]),
                     ..PodSpec::default()
                 }),
             },
@@ -442,6 +578,52 @@ pub fn service(meta: &ClusterMeta) -> Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cruise_control_writes_only_into_its_state_volume() {
+        assert!(FAILED_BROKERS_FILE.starts_with(STATE_DIR));
+        assert_eq!(
+            default_properties(3)["failed.brokers.file.path"],
+            FAILED_BROKERS_FILE
+        );
+    }
+
+    #[test]
+    fn quantities_read_as_megabytes() {
+        assert_eq!(megabytes("1Gi"), Some(1073));
+        assert_eq!(megabytes("10G"), Some(10_000));
+        assert_eq!(megabytes("500Mi"), Some(524));
+        assert_eq!(megabytes("2e9"), Some(2000));
+        assert_eq!(megabytes("1024"), Some(1), "never a 0 MB disk");
+        assert_eq!(megabytes("lots"), None);
+    }
+
+    #[test]
+    fn capacity_follows_the_brokers_disks() {
+        use crate::controller::kafka_cluster::{test_support::example_spec, validate::validate};
+        let mut spec = example_spec();
+        spec.cruise_control_config = None;
+        let single = capacity_of(&validate(&spec).expect("valid"));
+        let v: serde_json::Value = serde_json::from_str(&single).expect("json");
+        assert_eq!(v["brokerCapacities"].as_array().map(Vec::len), Some(1));
+        assert_eq!(v["brokerCapacities"][0]["capacity"]["DISK"], "1073");
+        // One broker with two disks: the JBOD form, that broker on its own.
+        let mut with_two = validate(&spec).expect("valid");
+        let b = with_two.brokers.get_mut(&1).expect("broker 1");
+        let mut second = b.storage[0].clone();
+        second.mount_path = "/kafka-logs-2".into();
+        b.storage.push(second);
+        let v: serde_json::Value = serde_json::from_str(&capacity_of(&with_two)).expect("json");
+        let entries = v["brokerCapacities"].as_array().expect("entries");
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0]["brokerId"], "-1");
+        assert_eq!(entries[0]["capacity"]["DISK"]["/kafka-logs/kafka"], "1073");
+        assert_eq!(entries[1]["brokerId"], "1");
+        assert_eq!(
+            entries[1]["capacity"]["DISK"]["/kafka-logs-2/kafka"],
+            "1073"
+        );
+    }
 
     #[test]
     fn the_reporter_is_added_once_to_what_the_user_set() {

@@ -29,21 +29,50 @@ pub const DEFAULT_GRACE_SECONDS: i64 = 120;
 /// The agent waits for safe-to-stop this long, leaving the rest of the grace period to Kafka.
 const AGENT_SHUTDOWN_MARGIN_SECONDS: i64 = 30;
 
-/// `<cluster>-<id>-storage-<index>`.
-pub fn pvc_name(meta: &ClusterMeta, id: i32, index: usize) -> String {
-    format!("{}-storage-{index}", broker_name(meta, id))
+/// A disk's name part, from its mount path: `/kafka-logs` → `kafka-logs`,
+/// `/var/lib/kafka` → `var.lib.kafka` (one DNS label per path component). A path that
+/// does not map one-to-one that way (upper case, `_`, `.`, over 40 characters) gets a
+/// hash of the whole path instead, so two paths never share a name.
+pub fn disk_slug(mount_path: &str) -> String {
+    let trimmed = mount_path.trim_end_matches('/').trim_start_matches('/');
+    let label = |c: &str| {
+        !c.is_empty()
+            && c.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !c.starts_with('-')
+            && !c.ends_with('-')
+    };
+    if trimmed.len() <= 40 && trimmed.split('/').all(label) {
+        trimmed.replace('/', ".")
+    } else {
+        format!("d{}", &super::spec_hash(&mount_path)[..10])
+    }
+}
+
+/// `<cluster>-<id>-storage-<disk>`: named after the mount path, so a disk keeps its
+/// claim whatever else is added to or removed from `storageConfigs`.
+pub fn pvc_name(meta: &ClusterMeta, id: i32, mount_path: &str) -> String {
+    format!(
+        "{}-storage-{}",
+        broker_name(meta, id),
+        disk_slug(mount_path)
+    )
+}
+
+/// The Pod volume of the disk at `mount_path`.
+pub fn disk_volume_name(mount_path: &str) -> String {
+    format!("storage-{}", &super::spec_hash(&mount_path)[..10])
 }
 
 /// The PVCs of broker `b`, one per storage config with a `pvcSpec`.
 pub fn broker_pvcs(meta: &ClusterMeta, b: &ValidatedBroker) -> Vec<PersistentVolumeClaim> {
     b.storage
         .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
+        .filter_map(|s| {
             let spec = s.pvc_spec.clone()?;
             Some(PersistentVolumeClaim {
                 metadata: ObjectMeta {
-                    name: Some(pvc_name(meta, b.id, i)),
+                    name: Some(pvc_name(meta, b.id, &s.mount_path)),
                     namespace: Some(meta.namespace.clone()),
                     labels: Some(broker_labels(meta, b.id)),
                     annotations: Some(BTreeMap::from([(
@@ -139,13 +168,13 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
             ..VolumeMount::default()
         },
     ];
-    for (i, s) in b.storage.iter().enumerate() {
-        let vol = format!("storage-{i}");
+    for s in &b.storage {
+        let vol = disk_volume_name(&s.mount_path);
         volumes.push(Volume {
             name: vol.clone(),
             persistent_volume_claim: s.pvc_spec.as_ref().map(|_| {
                 PersistentVolumeClaimVolumeSource {
-                    claim_name: pvc_name(meta, b.id, i),
+                    claim_name: pvc_name(meta, b.id, &s.mount_path),
                     ..Default::default()
                 }
             }),
@@ -338,5 +367,24 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
             ..PodSpec::default()
         }),
         ..Pod::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_disk_is_named_after_its_mount_path_and_two_paths_never_share_a_name() {
+        assert_eq!(disk_slug("/kafka-logs"), "kafka-logs");
+        assert_eq!(disk_slug("/var/lib/kafka/"), "var.lib.kafka");
+        // Not one-to-one onto a DNS label: hashed, and distinct.
+        let upper = disk_slug("/Data");
+        let under = disk_slug("/da_ta");
+        assert!(upper.starts_with('d') && upper.len() == 11, "{upper}");
+        assert_ne!(upper, disk_slug("/data"));
+        assert_ne!(under, disk_slug("/da-ta"));
+        assert_ne!(disk_slug("/a/b"), disk_slug("/a-b/"), "a/b and a-b differ");
+        assert_ne!(disk_volume_name("/a"), disk_volume_name("/b"));
     }
 }
