@@ -599,40 +599,38 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
     if !rolled.rolling && status.scaling.is_some() {
         status.state = Some(crate::crd::v1alpha1::ClusterState::Scaling);
     }
-    crate::controller::conditions::set_condition(
-        &mut status.conditions,
-        SCALE_DOWN_BLOCKED,
-        !scaled.blocked.is_empty(),
-        if scaled.blocked.is_empty() {
-            "NothingBlocked"
-        } else {
-            "BrokersHoldReplicas"
-        },
-        &if scaled.blocked.is_empty() {
-            "no removal is blocked".to_owned()
-        } else {
-            scaled.blocked.join("; ")
-        },
-        id.generation,
-        &observed.now,
-    );
-    crate::controller::conditions::set_condition(
-        &mut status.conditions,
-        DISK_CHANGE_BLOCKED,
-        !disked.blocked.is_empty(),
-        if disked.blocked.is_empty() {
-            "NothingBlocked"
-        } else {
-            "DisksHoldReplicas"
-        },
-        &if disked.blocked.is_empty() {
-            "no disk change is blocked".to_owned()
-        } else {
-            disked.blocked.join("; ")
-        },
-        id.generation,
-        &observed.now,
-    );
+    for (type_, reason, nothing, blocked) in [
+        (
+            SCALE_DOWN_BLOCKED,
+            "BrokersHoldReplicas",
+            "no removal is blocked",
+            &scaled.blocked,
+        ),
+        (
+            DISK_CHANGE_BLOCKED,
+            "DisksHoldReplicas",
+            "no disk change is blocked",
+            &disked.blocked,
+        ),
+    ] {
+        crate::controller::conditions::set_condition(
+            &mut status.conditions,
+            type_,
+            !blocked.is_empty(),
+            if blocked.is_empty() {
+                "NothingBlocked"
+            } else {
+                reason
+            },
+            &if blocked.is_empty() {
+                nothing.to_owned()
+            } else {
+                blocked.join("; ")
+            },
+            id.generation,
+            &observed.now,
+        );
+    }
     let requeue = if rolled.rolling {
         ROLL_REQUEUE
     } else if !reconfigure.is_empty() {
