@@ -249,8 +249,11 @@ async fn cruise_control_drains_a_broker_and_a_lost_task_is_asked_again() {
         token.clone(),
     ));
     let rebalances: Api<KafkaRebalance> = Api::namespaced(kube.clone(), NS);
+    // One batch: under a throttle Cruise Control spends about 10 s per broker after
+    // every batch confirming the throttle's removal, so 5 movements a batch (its
+    // default) would take the ~45 moves here past five minutes.
     let kr: KafkaRebalance = serde_yaml::from_str(
-        "apiVersion: kafka.stoker.io/v1alpha1\nkind: KafkaRebalance\nmetadata: {name: add-3}\nspec: {clusterRef: {name: kafka}, mode: AddBrokers, brokers: [3], replicationThrottle: 400000}\n",
+        "apiVersion: kafka.stoker.io/v1alpha1\nkind: KafkaRebalance\nmetadata: {name: add-3}\nspec: {clusterRef: {name: kafka}, mode: AddBrokers, brokers: [3], replicationThrottle: 400000, concurrentPartitionMovementsPerBroker: 60}\n",
     )
     .expect("yaml");
     rebalances

@@ -54,6 +54,13 @@ pub enum CcError {
         /// CC's message.
         message: String,
     },
+    /// Partitions are still being moved (by an execution Cruise Control lost when it
+    /// restarted, or by another tool): it starts no execution until they finish. Wait.
+    #[error("Cruise Control starts no task while partitions are still being moved: {message}")]
+    Moving {
+        /// CC's message.
+        message: String,
+    },
     /// CC refused the request.
     #[error("Cruise Control refused {what} (HTTP {status}): {message}")]
     Refused {
@@ -83,6 +90,20 @@ impl CcError {
             Self::Refused { .. } | Self::Url(_) | Self::Decode { .. }
         )
     }
+}
+
+/// Whether Cruise Control's `message` says it refused to execute because partitions
+/// are already being moved or its executor is busy (its `OngoingExecutionException`).
+pub fn moving(message: &str) -> bool {
+    [
+        "OngoingExecutionException",
+        "ongoing inter-broker partition movements",
+        "ongoing intra-broker partition movements",
+        "while there is an ongoing execution",
+        "Cannot generate proposals while the executor is in",
+    ]
+    .iter()
+    .any(|m| message.contains(m))
 }
 
 /// A movement Cruise Control is asked to make.
@@ -296,6 +317,8 @@ impl CruiseControl {
             CcError::NotReady { message }
         } else if message.contains("active user tasks") {
             CcError::Busy { message }
+        } else if moving(&message) {
+            CcError::Moving { message }
         } else {
             CcError::Refused {
                 what: what.to_owned(),
@@ -473,6 +496,14 @@ mod tests {
             CruiseControl::error("rebalance", StatusCode::INTERNAL_SERVER_ERROR, busy),
             CcError::Busy { .. }
         ));
+        // What a restarted Cruise Control answers while the reassignments of the
+        // execution it lost still run in Kafka.
+        let moving = br#"{"version":1,"errorMessage":"java.util.concurrent.ExecutionException: com.linkedin.kafka.cruisecontrol.exception.OngoingExecutionException: There are ongoing inter-broker partition movements: {orders-1=PartitionReassignment(replicas=1,3, addingReplicas=3, removingReplicas=)}"}"#;
+        let e = CruiseControl::error("add_broker [3]", StatusCode::INTERNAL_SERVER_ERROR, moving);
+        assert!(
+            matches!(e, CcError::Moving { .. }) && e.is_transient(),
+            "{e}"
+        );
         let bad = br#"{"version":1,"errorMessage":"java.lang.IllegalArgumentException: Broker 9 does not exist."}"#;
         let e = CruiseControl::error("remove_broker [9]", StatusCode::BAD_REQUEST, bad);
         assert!(!e.is_transient());

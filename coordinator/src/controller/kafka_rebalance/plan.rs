@@ -144,6 +144,15 @@ fn waiting(mut st: KafkaRebalanceStatus, why: String, events: Vec<Note>) -> Next
     settle(st, events, Some(WAIT))
 }
 
+/// Cruise Control could not take the task now (sampling, busy, moving, unreachable):
+/// it is asked again no sooner than [`WAIT`] from `now`, however often the resource is
+/// reconciled meanwhile (its own status write is a change that wakes it).
+fn wait_to_ask(mut st: KafkaRebalanceStatus, why: String, now: Timestamp) -> Next {
+    st.next_attempt_at =
+        Some((now + SignedDuration::try_from(WAIT).unwrap_or_default()).to_string());
+    waiting(st, why, Vec::new())
+}
+
 /// Why `spec` cannot be asked of Cruise Control as it is, naming the field and what
 /// to do; Ok when it can.
 pub fn validate(spec: &KafkaRebalanceSpec) -> Result<(), String> {
@@ -503,7 +512,7 @@ pub fn outcome(
             );
             settle(st, vec![note], Some(POLL))
         }
-        Answer::Submitted(Err(e)) if e.is_transient() => waiting(st, e.to_string(), Vec::new()),
+        Answer::Submitted(Err(e)) if e.is_transient() => wait_to_ask(st, e.to_string(), now),
         Answer::Submitted(Err(e)) => {
             st.attempts += 1;
             attempt_failed(name, spec, st, e.to_string(), now)
@@ -612,6 +621,13 @@ pub fn outcome(
                         .unwrap_or_else(|| {
                             format!("Cruise Control ended task {} with an error", task.id)
                         });
+                    if crate::cruise_control::client::moving(&why) {
+                        // Never executed: partitions were still moving. Not an attempt.
+                        st.attempts = (st.attempts - 1).max(0);
+                        st.task_id = None;
+                        let why = CcError::Moving { message: why }.to_string();
+                        return wait_to_ask(st, why, now);
+                    }
                     attempt_failed(name, spec, st, why, now)
                 }
             }
@@ -837,6 +853,9 @@ mod tests {
                 url: "u".into(),
                 message: "refused".into(),
             },
+            CcError::Moving {
+                message: "There are ongoing inter-broker partition movements".into(),
+            },
         ] {
             let st = status_of(outcome(
                 "kf-add-4",
@@ -848,7 +867,50 @@ mod tests {
             ));
             assert_eq!(st.state, Some(RebalanceState::Waiting));
             assert_eq!(st.attempts, 0);
+            // Its own status write wakes it at once: it is not asked again yet.
+            let again = status_of(next("kf-add-4", &s, &st, None, &facts(1)));
+            assert_eq!(again.message, st.message, "nothing new to say");
+            assert!(matches!(
+                next("kf-add-4", &s, &st, None, &facts(WAIT.as_secs() as i64)),
+                Next::Submit(..)
+            ));
         }
+    }
+
+    #[test]
+    fn a_task_cruise_control_ended_because_partitions_were_moving_waits_and_is_asked_again() {
+        let s = spec(RebalanceMode::AddBrokers, &[3]);
+        let running = KafkaRebalanceStatus {
+            state: Some(RebalanceState::Running),
+            task_id: Some("task-1".into()),
+            attempts: 1,
+            ..KafkaRebalanceStatus::default()
+        };
+        let mut ended = task(TaskStatus::CompletedWithError);
+        ended.original_response = Some(
+            r#"{"errorMessage":"com.linkedin.kafka.cruisecontrol.exception.OngoingExecutionException: There are ongoing inter-broker partition movements: {orders-1=...}"}"#.into(),
+        );
+        let st = status_of(outcome(
+            "kf-add-3",
+            &s,
+            &running,
+            None,
+            Answer::Polled(Ok((Some(ended), executor("NO_TASK_IN_PROGRESS")))),
+            t(0),
+        ));
+        assert_eq!(st.state, Some(RebalanceState::Waiting));
+        assert_eq!(st.attempts, 0, "it never executed: {st:?}");
+        assert_eq!(st.task_id, None);
+        assert!(
+            st.message
+                .as_deref()
+                .is_some_and(|m| m.contains("still being moved")),
+            "{st:?}"
+        );
+        assert!(matches!(
+            next("kf-add-3", &s, &st, None, &facts(WAIT.as_secs() as i64)),
+            Next::Submit(..)
+        ));
     }
 
     #[test]
