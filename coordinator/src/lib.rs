@@ -19,6 +19,7 @@ pub mod kafka_admin;
 pub mod kube_client;
 pub mod lease;
 pub mod metrics;
+pub mod quantity;
 
 use std::{process::ExitCode, sync::Arc, sync::atomic::Ordering, time::Duration};
 

@@ -608,3 +608,182 @@ async fn a_headless_cluster_gets_one_service_stable_pod_names_and_its_budget() {
     token.cancel();
     let _ = controller.await;
 }
+
+/// Broker `id`'s one data disk, `size` of class `class`.
+fn sized(kc: &mut KafkaCluster, id: i32, class: &str, size: &str) {
+    let disk: stoker_coordinator::crd::v1alpha1::StorageConfig = serde_yaml::from_str(&format!(
+        "{{mountPath: /kafka-logs, pvcSpec: {{storageClassName: {class}, accessModes: [ReadWriteOnce], resources: {{requests: {{storage: {size}}}}}}}}}"
+    ))
+    .expect("a disk");
+    let b = kc
+        .spec
+        .brokers
+        .iter_mut()
+        .find(|b| b.id == id)
+        .expect("the broker");
+    b.broker_config
+        .get_or_insert_with(Default::default)
+        .storage_configs = vec![disk];
+}
+
+fn storage_of(pvc: &PersistentVolumeClaim) -> Option<String> {
+    pvc.spec
+        .as_ref()?
+        .resources
+        .as_ref()?
+        .requests
+        .as_ref()?
+        .get("storage")
+        .map(|q| q.0.clone())
+}
+
+/// The test stands in for the storage driver (there is none here): it binds a claim,
+/// or reports its volume grown, at `size`.
+async fn volume_has(pvcs: &Api<PersistentVolumeClaim>, name: &str, size: &str) {
+    let status = serde_json::json!({"status": {
+        "phase": "Bound",
+        "accessModes": ["ReadWriteOnce"],
+        "capacity": {"storage": size},
+    }});
+    pvcs.patch_status(name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("claim status");
+}
+
+async fn storage_condition(clusters: &Api<KafkaCluster>) -> Option<(String, String)> {
+    let kc = clusters.get("kf-kafka").await.ok()?;
+    let c = kc
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "StorageChangeBlocked")?;
+    Some((c.status, c.message))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grown_claim_is_resized_and_what_kubernetes_cannot_do_is_refused_in_words() {
+    let KubeEnv {
+        plane: _plane,
+        client,
+    } = KubeEnv::start_with(
+        stoker_testenv::control_plane::ControlPlaneOptions {
+            controller_manager: false,
+        },
+        &[NS],
+    )
+    .await
+    .expect("control plane with CRDs");
+    let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+    for (name, expands) in [("expandable", true), ("fixed", false)] {
+        let sc = serde_yaml::from_str(&format!(
+            "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {name}}}\nprovisioner: stoker.test/none\nallowVolumeExpansion: {expands}\n"
+        ))
+        .expect("a class");
+        classes
+            .create(&PostParams::default(), &sc)
+            .await
+            .expect("class created");
+    }
+    let mut kc = example();
+    sized(&mut kc, 0, "expandable", "1Gi");
+    sized(&mut kc, 1, "fixed", "1Gi");
+    let (token, controller, _) = start_controller(client.clone());
+    let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
+    clusters
+        .create(&PostParams::default(), &kc)
+        .await
+        .expect("created");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), NS);
+    let (pvc0, pvc1) = (
+        "kf-kafka-0-storage-kafka-logs",
+        "kf-kafka-1-storage-kafka-logs",
+    );
+    for name in [pvc0, pvc1] {
+        eventually(name, || async { pvcs.get_opt(name).await.ok()? }).await;
+        volume_has(&pvcs, name, "1Gi").await;
+    }
+
+    // Grown: the expandable claim is patched; the API server refuses the other, and
+    // the refusal is said in its own words, not retried, and holds nothing else up.
+    sized(&mut kc, 0, "expandable", "2Gi");
+    sized(&mut kc, 1, "fixed", "2Gi");
+    let patch = serde_json::json!({"spec": {"brokers": kc.spec.brokers}});
+    clusters
+        .patch("kf-kafka", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("grown");
+    eventually("claim 0 asked for 2Gi", || async {
+        (storage_of(&pvcs.get(pvc0).await.ok()?).as_deref() == Some("2Gi")).then_some(())
+    })
+    .await;
+    let (status, message) = eventually("the refusal in the condition", || async {
+        storage_condition(&clusters)
+            .await
+            .filter(|(s, m)| s == "True" && m.contains(pvc1))
+    })
+    .await;
+    assert_eq!(status, "True");
+    assert!(
+        message.contains("must support resize") && message.contains("allowVolumeExpansion"),
+        "{message}"
+    );
+    assert_eq!(
+        storage_of(&pvcs.get(pvc1).await.expect("claim 1")).as_deref(),
+        Some("1Gi")
+    );
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), NS);
+    let refused = events
+        .list(&ListParams::default())
+        .await
+        .expect("events")
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("StorageResizeRefused"))
+        .count();
+    assert_eq!(refused, 1, "asked once, refused once");
+
+    // Smaller than the claim: refused before Kubernetes is asked; the claim keeps its size.
+    volume_has(&pvcs, pvc0, "2Gi").await;
+    sized(&mut kc, 0, "expandable", "512Mi");
+    sized(&mut kc, 1, "fixed", "1Gi");
+    let patch = serde_json::json!({"spec": {"brokers": kc.spec.brokers}});
+    clusters
+        .patch("kf-kafka", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("shrunk");
+    let (_, message) = eventually("the shrink refused", || async {
+        storage_condition(&clusters)
+            .await
+            .filter(|(s, m)| s == "True" && m.contains("cannot shrink"))
+    })
+    .await;
+    assert!(
+        message.contains(pvc0) && message.contains("2Gi or more"),
+        "{message}"
+    );
+    assert!(
+        !message.contains(pvc1),
+        "claim 1 is as asked again: {message}"
+    );
+    assert_eq!(
+        storage_of(&pvcs.get(pvc0).await.expect("claim 0")).as_deref(),
+        Some("2Gi")
+    );
+
+    // As the claims are: nothing blocked.
+    sized(&mut kc, 0, "expandable", "2Gi");
+    let patch = serde_json::json!({"spec": {"brokers": kc.spec.brokers}});
+    clusters
+        .patch("kf-kafka", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("back");
+    let (_, message) = eventually("nothing blocked", || async {
+        storage_condition(&clusters)
+            .await
+            .filter(|(s, _)| s == "False")
+    })
+    .await;
+    assert_eq!(message, "every claim is as the spec asks");
+    token.cancel();
+    let _ = controller.await;
+}

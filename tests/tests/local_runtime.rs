@@ -1,13 +1,14 @@
 //! End to end on the local Pod runtime: the example KafkaCluster becomes real broker
 //! Pods (a `stoker-agent` native sidecar beside each Kafka), serves clients through
 //! its advertised listeners, survives a SIGKILLed broker, and a broker Pod deleted by
-//! hand goes through the agent's preStop safety wait.
+//! hand goes through the agent's preStop safety wait; a claim a Pod uses is bound and
+//! grows with its request.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::{
     Api,
     api::{DeleteParams, PostParams},
@@ -105,16 +106,17 @@ async fn the_example_cluster_runs_serves_clients_and_survives_a_killed_and_a_del
 
 /// What a kubelet would say about a Pod it cannot run: a waiting reason and a message
 /// per container, never a silent hang.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_the_runtime_cannot_run_say_why() {
+/// A control plane (namespace `ns`) with the local runtime as its one node, and nothing
+/// else.
+async fn bare_runtime(ns: &str) -> (ControlPlane, kube::Client, PodRuntime) {
     let plane = ControlPlane::start_with(stoker_testenv::control_plane::ControlPlaneOptions {
         controller_manager: false,
     })
     .await
     .expect("control plane");
     let client = plane.client().await.expect("client");
-    plane.create_namespace("bad").await.expect("namespace");
-    let _runtime = PodRuntime::start(
+    plane.create_namespace(ns).await.expect("namespace");
+    let runtime = PodRuntime::start(
         client.clone(),
         PodRuntimeOptions {
             node_name: DEFAULT_NODE_NAME.into(),
@@ -131,6 +133,84 @@ async fn pods_the_runtime_cannot_run_say_why() {
     )
     .await
     .expect("runtime");
+    (plane, client, runtime)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_in_use_is_bound_and_grows_when_its_request_does() {
+    let (_plane, client, _runtime) = bare_runtime("disks").await;
+    let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
+    classes
+        .create(
+            &PostParams::default(),
+            &serde_yaml::from_str(
+                "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {name: expandable}\nprovisioner: stoker.test/none\nallowVolumeExpansion: true\n",
+            )
+            .expect("class"),
+        )
+        .await
+        .expect("class created");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), "disks");
+    claims
+        .create(
+            &PostParams::default(),
+            &serde_yaml::from_str(
+                "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\nspec: {storageClassName: expandable, accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n",
+            )
+            .expect("claim"),
+        )
+        .await
+        .expect("claim created");
+    Api::<Pod>::namespaced(client.clone(), "disks")
+        .create(
+            &PostParams::default(),
+            &serde_yaml::from_str(
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: user}\nspec:\n  automountServiceAccountToken: false\n  containers: [{name: main, image: \"kafka:4.1.1\", command: [sleep, \"300\"], volumeMounts: [{name: data, mountPath: /data}]}]\n  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]\n",
+            )
+            .expect("pod"),
+        )
+        .await
+        .expect("pod created");
+    let capacity = |c: PersistentVolumeClaim| {
+        c.status
+            .and_then(|s| s.capacity)
+            .and_then(|c| c.get("storage").map(|q| q.0.clone()))
+    };
+    let wait_for = |size: &'static str| {
+        let claims = claims.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let c = claims.get("data").await.expect("claim");
+                let bound = c.status.as_ref().and_then(|s| s.phase.clone());
+                let have = capacity(c);
+                if bound.as_deref() == Some("Bound") && have.as_deref() == Some(size) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "expected a bound claim of {size}, got {bound:?} {have:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    wait_for("1Gi").await;
+    let grow = serde_json::json!({"spec": {"resources": {"requests": {"storage": "3Gi"}}}});
+    claims
+        .patch(
+            "data",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&grow),
+        )
+        .await
+        .expect("the class allows expansion");
+    wait_for("3Gi").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_the_runtime_cannot_run_say_why() {
+    let (_plane, client, _runtime) = bare_runtime("bad").await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "bad");
     let pod = |name: &str, extra: &str| -> Pod {
         serde_yaml::from_str(&format!(

@@ -12,6 +12,9 @@
 //!   directory of its spec. emptyDir → a directory per Pod; PVC → a directory per claim
 //!   that outlives the Pod; ConfigMap, Secret and downward-API volumes → files
 //!   refreshed every two seconds.
+//! - **Volume expansion**: a bound claim whose `storage` request grows past its capacity
+//!   gets that capacity at once (a directory has no size; the resize is online), as a
+//!   storage driver and kubelet would report it.
 //! - **Each Pod** gets its own loopback address 127.x.y.z as `podIP`; Service and Pod
 //!   DNS names go into the hosts file ([`PodRuntime::hosts_path`], also usable by
 //!   clients outside the Pods, see [`PodRuntime::resolve`]).
@@ -38,7 +41,10 @@ use std::{
 };
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod, Service};
+use k8s_openapi::{
+    api::core::v1::{Binding, Node, ObjectReference, PersistentVolumeClaim, Pod, Service},
+    apimachinery::pkg::api::resource::Quantity,
+};
 use kube::{
     Api, Client, ResourceExt,
     api::{Patch, PatchParams, PostParams},
@@ -142,6 +148,7 @@ impl PodRuntime {
         let tasks = vec![
             tokio::spawn(heartbeat(client.clone(), options.node_name.clone())),
             tokio::spawn(watch_services(ctx.clone())),
+            tokio::spawn(watch_claims(client.clone())),
             tokio::spawn(watch_pods(ctx)),
         ];
         info!(node = %options.node_name, root = %work.path().display(), "Local Pod runtime started");
@@ -349,6 +356,60 @@ async fn watch_services(ctx: Arc<pod::Context>) {
         };
         if changed {
             write_hosts(&ctx);
+        }
+    }
+}
+
+/// Grows the capacity of bound claims whose request grew (see the module's docs).
+async fn watch_claims(client: Client) {
+    let api: Api<PersistentVolumeClaim> = Api::all(client.clone());
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .applied_objects()
+        .boxed();
+    while let Some(ev) = stream.next().await {
+        let claim = match ev {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "PersistentVolumeClaim watch failed");
+                continue;
+            }
+        };
+        let status = claim.status.clone().unwrap_or_default();
+        if status.phase.as_deref() != Some("Bound") {
+            continue;
+        }
+        let size = |q: Option<&Quantity>| q.map(|q| q.0.clone());
+        let requested = size(
+            claim
+                .spec
+                .as_ref()
+                .and_then(|s| s.resources.as_ref())
+                .and_then(|r| r.requests.as_ref())
+                .and_then(|r| r.get("storage")),
+        );
+        let capacity = size(status.capacity.as_ref().and_then(|c| c.get("storage")));
+        let (Some(requested), Some(capacity)) = (requested, capacity) else {
+            continue;
+        };
+        if requested == capacity {
+            continue;
+        }
+        let api: Api<PersistentVolumeClaim> =
+            Api::namespaced(client.clone(), &claim.namespace().unwrap_or_default());
+        let patch = serde_json::json!({"status": {"capacity": {"storage": requested}}});
+        match api
+            .patch_status(
+                &claim.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+        {
+            Ok(_) => {
+                info!(claim = %claim.name_any(), from = %capacity, to = %requested, "Claim resized")
+            }
+            Err(e) => warn!(claim = %claim.name_any(), error = %e, "Failed to resize the claim"),
         }
     }
 }

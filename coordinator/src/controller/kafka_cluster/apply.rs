@@ -1,8 +1,10 @@
 //! Apply: carries a [`Plan`] out, in its order — writes (server-side apply under one
-//! field manager, or create-only), removals, live reconfiguration of agents, the
-//! roll's Pod deletions, the decisions' Events, then the status (its one writer).
-//! Outcomes only apply can know become Events here: which objects were really created
-//! or updated (`Applied`) and which keys an agent applied live (`ConfigApplied`).
+//! field manager, or create-only), removals, claim resizes, live reconfiguration of
+//! agents, the roll's Pod deletions, the decisions' Events, then the status (its one
+//! writer). Outcomes only apply can know become Events here: which objects were really
+//! created or updated (`Applied`), which keys an agent applied live (`ConfigApplied`),
+//! and which resizes the API server refused (`StorageResizeRefused`; remembered, so
+//! the next pass reports it in `StorageChangeBlocked` and does not ask again).
 
 use std::fmt::Debug;
 
@@ -184,6 +186,9 @@ pub async fn run(kc: &KafkaCluster, state: &State, plan: Plan) -> Result<(), Err
     for key in &plan.deletes {
         delete(state, &ns, key).await?;
     }
+    for r in &plan.resizes {
+        resize(kc, state, &ns, r).await?;
+    }
 
     // Live reconfiguration, every agent at once: dynamic keys apply without a restart,
     // the rest waits for one (the next pass reads it from the agents' reports).
@@ -247,6 +252,57 @@ pub async fn run(kc: &KafkaCluster, state: &State, plan: Plan) -> Result<(), Err
         publish(Note::normal("Applied", "Reconciling", changes.join(", "))).await;
     }
     write_status(kc, state, &plan.status).await
+}
+
+/// Grows claim `r.pvc` to `r.storage`. A refusal by the API server (the storage class
+/// does not allow expansion, the claim is not bound, ...) is no failure of the pass: it
+/// is said in an Event and remembered for the next plan.
+async fn resize(
+    kc: &KafkaCluster,
+    state: &State,
+    ns: &str,
+    r: &super::claims::Resize,
+) -> Result<(), Error> {
+    let api = Api::<PersistentVolumeClaim>::namespaced(state.ctx.client.clone(), ns);
+    let patch = serde_json::json!({"spec": {"resources": {"requests": {"storage": r.storage}}}});
+    match api
+        .patch(&r.pvc, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => {
+            info!(broker_id = r.broker, pvc = %r.pvc, storage = %r.storage, "Asked Kubernetes to grow a claim");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if matches!(s.code, 400 | 403 | 422) => {
+            warn!(broker_id = r.broker, pvc = %r.pvc, storage = %r.storage, error = %s.message, "Kubernetes refused to grow a claim");
+            state.memory.resize_refused(
+                ns,
+                &r.pvc,
+                super::claims::Refusal {
+                    storage: r.storage.clone(),
+                    message: s.message.clone(),
+                },
+            );
+            resource_status::publish(
+                &state.ctx.recorder,
+                kc,
+                Note::warning(
+                    "StorageResizeRefused",
+                    "Resizing",
+                    format!(
+                        "PVC {} (broker {}) was not grown to {}: {}",
+                        r.pvc, r.broker, r.storage, s.message
+                    ),
+                ),
+            )
+            .await;
+            Ok(())
+        }
+        Err(e) => Err(kube_err(
+            "resize",
+            &ObjectKey::new(Kind::PersistentVolumeClaim, r.pvc.clone()),
+        )(e)),
+    }
 }
 
 /// Writes `status` when it differs from the one last written, and remembers it.

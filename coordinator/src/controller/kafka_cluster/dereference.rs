@@ -26,6 +26,7 @@ use stoker_proto::agent::v1::{BrokerRef, BrokerStatus, DescribeReplicasResponse}
 
 use super::{
     build::{AGENT_GRPC_PORT, ANNOTATION_SPEC_HASH, LABEL_BROKER_ID, LABEL_CLUSTER},
+    claims::{ClaimView, Refusal},
     roll::{StopQuestion, Verdict},
     validate::ValidatedCluster,
 };
@@ -243,6 +244,10 @@ pub struct Observed {
     pub config_maps: BTreeSet<i32>,
     /// PVC names of each broker id.
     pub pvcs: BTreeMap<i32, Vec<String>>,
+    /// Every PVC of the cluster, by name.
+    pub claims: BTreeMap<String, ClaimView>,
+    /// Resizes the API server refused, by claim (asked again only for another size).
+    pub refused_resizes: BTreeMap<String, Refusal>,
     /// What each asked agent answered.
     pub agents: BTreeMap<i32, AgentReport>,
     /// `SafeToStop` answers asked for this pass.
@@ -321,12 +326,13 @@ impl OwnedStores {
 }
 
 /// What this coordinator remembers between passes: the status it last wrote to each
-/// cluster (by uid), and ServiceAccounts that exist but were not made by Stoker (its
-/// watch sees only its own).
+/// cluster (by uid), ServiceAccounts that exist but were not made by Stoker (its
+/// watch sees only its own), and the claim resizes the API server refused.
 #[derive(Debug, Default)]
 pub struct Memory {
     written: Mutex<HashMap<String, KafkaClusterStatus>>,
     foreign_accounts: Mutex<HashSet<(String, String)>>,
+    refused_resizes: Mutex<HashMap<(String, String), Refusal>>,
 }
 
 impl Memory {
@@ -344,6 +350,25 @@ impl Memory {
             .lock()
             .expect("the status memory lock is never poisoned")
             .remove(uid);
+    }
+
+    /// Remembers that the API server refused to grow claim `namespace/name`.
+    pub fn resize_refused(&self, namespace: &str, name: &str, refusal: Refusal) {
+        self.refused_resizes
+            .lock()
+            .expect("the resize memory lock is never poisoned")
+            .insert((namespace.to_owned(), name.to_owned()), refusal);
+    }
+
+    /// The refused resizes of claims in `namespace`, by claim.
+    fn refused_resizes(&self, namespace: &str) -> BTreeMap<String, Refusal> {
+        self.refused_resizes
+            .lock()
+            .expect("the resize memory lock is never poisoned")
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|((_, name), r)| (name.clone(), r.clone()))
+            .collect()
     }
 
     /// Remembers that ServiceAccount `namespace/name` exists (made by someone else).
@@ -429,6 +454,8 @@ pub async fn observe(
         }
     }
     let mut pvcs: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    let mut claims = BTreeMap::new();
+    let refused_resizes = memory.refused_resizes(&namespace);
     for p in stores.pvcs.state() {
         if in_ns(p.namespace()) && ours(p.labels()) {
             existing.insert(
@@ -438,6 +465,7 @@ pub async fn observe(
             if let Some(id) = broker_id(p.as_ref()) {
                 pvcs.entry(id).or_default().push(p.name_any());
             }
+            claims.insert(p.name_any(), ClaimView::of(&p));
         }
     }
     for s in stores.services.state() {
@@ -642,6 +670,8 @@ pub async fn observe(
         pods,
         config_maps,
         pvcs,
+        claims,
+        refused_resizes,
         agents: reports.into_iter().collect(),
         verdicts: BTreeMap::new(),
         replicas,

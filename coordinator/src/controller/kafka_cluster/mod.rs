@@ -14,6 +14,7 @@
 
 pub mod apply;
 pub mod build;
+pub mod claims;
 pub mod cluster_id;
 pub mod dereference;
 pub mod disks;

@@ -7,7 +7,9 @@
 //! Rules (each has a test below, and `docs/kafkacluster.md` says them in prose):
 //! - the KRaft cluster id is recorded in status before anything uses it;
 //! - every object is built, stamped with the hash of its content, and written only when
-//!   the live object's hash differs; Pods and PVCs are only created, never changed;
+//!   the live object's hash differs; Pods are only created, never changed; PVCs are
+//!   created, and then only grown, following [`claims::step`] (a claim whose filesystem
+//!   grows on restart marks its broker with restart cause `FilesystemResize`);
 //! - a Pod whose template differs marks its broker with restart cause `PodTemplate`;
 //! - an agent whose config in force is not the desired one is sent `Reconfigure`,
 //!   unless it already waits for a restart with exactly that config (its static keys
@@ -31,6 +33,7 @@ use stoker_proto::agent::v1::DesiredConfig;
 
 use super::{
     build::{self, ClusterMeta},
+    claims,
     dereference::{AgentReport, CruiseControlView, Existing, Kind, ObjectKey, Observed},
     disks,
     roll::{self, BrokerView, PodState, StopQuestion},
@@ -61,6 +64,8 @@ pub const SCALING_REQUEUE: Duration = Duration::from_secs(10);
 pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
 /// Condition type: a disk removed from a broker's storage cannot be removed as things are.
 pub const DISK_CHANGE_BLOCKED: &str = "DiskChangeBlocked";
+/// Condition type: a broker's claim cannot be changed as the spec asks.
+pub const STORAGE_CHANGE_BLOCKED: &str = "StorageChangeBlocked";
 
 /// An object to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,6 +177,8 @@ pub struct Plan {
     pub removals: Vec<Removal>,
     /// Other objects to delete (finished KafkaRebalances to be asked again).
     pub deletes: Vec<ObjectKey>,
+    /// Claims to grow.
+    pub resizes: Vec<claims::Resize>,
     /// Agents to send their broker's desired config.
     pub reconfigure: Vec<Reconfigure>,
     /// Pods to delete for the roll (after their agents said stopping is safe).
@@ -191,6 +198,7 @@ impl Plan {
             writes: Vec::new(),
             removals: Vec::new(),
             deletes: Vec::new(),
+            resizes: Vec::new(),
             reconfigure: Vec::new(),
             restarts: Vec::new(),
             events,
@@ -274,6 +282,7 @@ fn restart_causes(
     id: i32,
     desired_hash: &str,
     template_differs: bool,
+    growing_filesystems: Option<&Vec<String>>,
 ) -> Vec<RestartCause> {
     let mut causes = Vec::new();
     let pending_keys = match observed.agents.get(&id) {
@@ -305,6 +314,12 @@ fn restart_causes(
         causes.push(RestartCause {
             kind: RestartCauseKind::PodTemplate,
             keys: Vec::new(),
+        });
+    }
+    if let Some(claims) = growing_filesystems {
+        causes.push(RestartCause {
+            kind: RestartCauseKind::FilesystemResize,
+            keys: claims.clone(),
         });
     }
     causes
@@ -383,7 +398,32 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
 
     // Disks: a removed one stays until it is proven empty.
     let disked = disks::step(&meta, cluster, observed);
+    // Claims that exist and that the spec now sizes otherwise.
+    let claimed = {
+        let desired: Vec<(i32, PersistentVolumeClaim)> = cluster
+            .brokers
+            .values()
+            .flat_map(|b| {
+                build::broker_pvcs(&meta, &disked.as_built(b))
+                    .into_iter()
+                    .map(|p| (b.id, p))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let before =
+            crate::controller::conditions::find(&previous.conditions, STORAGE_CHANGE_BLOCKED)
+                .filter(|c| c.status == "True")
+                .map(|c| c.message.as_str())
+                .unwrap_or_default();
+        claims::step(
+            &desired,
+            &observed.claims,
+            &observed.refused_resizes,
+            before,
+        )
+    };
     let mut events = disked.notes.clone();
+    events.extend(claimed.notes.iter().cloned());
     let mut reconfigure = Vec::new();
     let mut facts = BTreeMap::new();
     let mut new_template = Vec::new();
@@ -416,7 +456,13 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
                 pod: broker_pod_ref(&meta, b.id),
             });
         }
-        let causes = restart_causes(observed, b.id, &desired_hash, template_differs);
+        let causes = restart_causes(
+            observed,
+            b.id,
+            &desired_hash,
+            template_differs,
+            claimed.restart_for.get(&b.id),
+        );
         let before: Vec<RestartCauseKind> = previous
             .brokers_state
             .get(&b.id.to_string())
@@ -426,7 +472,19 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
             if !before.contains(&c.kind) {
                 match c.kind {
                     RestartCauseKind::PodTemplate => new_template.push(b.id),
-                    RestartCauseKind::StaticConfig => new_static.push((b.id, c.keys.join(", "))),
+                    RestartCauseKind::StaticConfig => {
+                        new_static.push((
+                            b.id,
+                            format!("static config changed ({})", c.keys.join(", ")),
+                        ));
+                    }
+                    RestartCauseKind::FilesystemResize => new_static.push((
+                        b.id,
+                        format!(
+                            "the filesystem of {} grows when its Pod restarts",
+                            c.keys.join(", ")
+                        ),
+                    )),
                 }
             }
         }
@@ -462,12 +520,12 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
             format!("broker(s) {new_template:?} need a restart: the Pod's template changed; they keep running until a safe rolling restart replaces them"),
         ));
     }
-    for (broker, keys) in new_static {
+    for (broker, why) in new_static {
         events.push(
             Note::normal(
                 "RestartNeeded",
                 "Planning",
-                format!("broker {broker} needs a restart: static config changed ({keys}); it keeps running until a safe rolling restart replaces it"),
+                format!("broker {broker} needs a restart: {why}; it keeps running until a safe rolling restart replaces it"),
             )
             .about(broker_pod_ref(&meta, broker)),
         );
@@ -599,6 +657,11 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
     if !rolled.rolling && status.scaling.is_some() {
         status.state = Some(crate::crd::v1alpha1::ClusterState::Scaling);
     }
+    let storage_as_specified = if claimed.growing.is_empty() {
+        "every claim is as the spec asks".to_owned()
+    } else {
+        claimed.growing.join("; ")
+    };
     for (type_, reason, nothing, blocked) in [
         (
             SCALE_DOWN_BLOCKED,
@@ -611,6 +674,12 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
             "DisksHoldReplicas",
             "no disk change is blocked",
             &disked.blocked,
+        ),
+        (
+            STORAGE_CHANGE_BLOCKED,
+            "ClaimCannotChange",
+            storage_as_specified.as_str(),
+            &claimed.blocked,
         ),
     ] {
         crate::controller::conditions::set_condition(
@@ -635,7 +704,7 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         ROLL_REQUEUE
     } else if !reconfigure.is_empty() {
         RECONFIGURE_REQUEUE
-    } else if status.scaling.is_some() || !scaled.remove.is_empty() {
+    } else if status.scaling.is_some() || !scaled.remove.is_empty() || !claimed.growing.is_empty() {
         SCALING_REQUEUE
     } else {
         RESYNC
@@ -645,6 +714,7 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         writes: w.out,
         removals,
         deletes: scaled.delete.into_iter().chain(disked.delete).collect(),
+        resizes: claimed.resizes,
         reconfigure,
         restarts: rolled
             .restarts
@@ -779,6 +849,8 @@ mod tests {
             pods: BTreeMap::new(),
             config_maps: BTreeSet::new(),
             pvcs: BTreeMap::new(),
+            claims: BTreeMap::new(),
+            refused_resizes: BTreeMap::new(),
             agents: BTreeMap::new(),
             verdicts: BTreeMap::new(),
             draining: BTreeSet::new(),
@@ -837,6 +909,19 @@ mod tests {
                 && let Some(id) = c.labels().get(build::LABEL_BROKER_ID)
             {
                 observed.config_maps.insert(id.parse().expect("an id"));
+            }
+            // Bound at the size asked.
+            if let Object::PersistentVolumeClaim(c) = &w.object {
+                let mut view = claims::ClaimView::of(c);
+                view.bound = true;
+                view.capacity = view
+                    .spec
+                    .resources
+                    .as_ref()
+                    .and_then(|r| r.requests.as_ref())
+                    .and_then(|r| r.get("storage"))
+                    .map(|q| q.0.clone());
+                observed.claims.insert(key.name.clone(), view);
             }
         }
         for (id, s) in &plan.status.brokers_state {
@@ -962,6 +1047,71 @@ mod tests {
             !reasons(&p2).contains(&"RestartNeeded"),
             "{:?}",
             reasons(&p2)
+        );
+    }
+
+    fn sized(storage: &str) -> ValidatedCluster {
+        let mut spec = base_spec();
+        let disk = &mut spec
+            .broker_config_groups
+            .get_mut("default_group")
+            .expect("the example's group")
+            .storage_configs[0];
+        disk.pvc_spec
+            .as_mut()
+            .and_then(|p| p.resources.as_mut())
+            .and_then(|r| r.requests.as_mut())
+            .expect("a request")
+            .insert(
+                "storage".into(),
+                k8s_openapi::apimachinery::pkg::api::resource::Quantity(storage.into()),
+            );
+        validate(&spec).expect("valid")
+    }
+
+    #[test]
+    fn a_grown_claim_is_patched_and_a_shrunk_one_is_refused_while_the_rest_goes_on() {
+        let (c, observed) = steady();
+        let brokers: Vec<i32> = c
+            .brokers
+            .values()
+            .filter(|b| b.storage.iter().any(|s| s.mount_path == "/kafka-logs"))
+            .map(|b| b.id)
+            .collect();
+        assert!(!brokers.is_empty());
+        let p = plan(&sized("2Gi"), &observed);
+        assert_eq!(
+            p.resizes.iter().map(|r| r.broker).collect::<Vec<_>>(),
+            brokers
+        );
+        assert!(p.resizes.iter().all(|r| r.storage == "2Gi"));
+        assert!(reasons(&p).contains(&"StorageResizing"));
+        assert!(p.restarts.is_empty(), "a resize is online");
+        let cond =
+            crate::controller::conditions::find(&p.status.conditions, STORAGE_CHANGE_BLOCKED)
+                .expect("condition");
+        assert_eq!(cond.status, "False");
+        assert!(cond.message.contains("grows to 2Gi"), "{cond:?}");
+
+        // Smaller: refused, said, and nothing else is held up (the config still goes out).
+        let mut shrunk = sized("512Mi");
+        for b in shrunk.brokers.values_mut() {
+            b.read_only_config
+                .insert("log.retention.ms".into(), "3600000".into());
+        }
+        let p = plan(&shrunk, &observed);
+        assert!(p.resizes.is_empty());
+        let cond =
+            crate::controller::conditions::find(&p.status.conditions, STORAGE_CHANGE_BLOCKED)
+                .expect("condition");
+        assert_eq!(cond.status, "True");
+        assert!(cond.message.contains("cannot shrink"), "{cond:?}");
+        assert!(reasons(&p).contains(&"StorageChangeBlocked"));
+        assert!(
+            p.writes
+                .iter()
+                .any(|w| w.object.key().kind == Kind::ConfigMap),
+            "the rest of the pass goes on"
         );
     }
 

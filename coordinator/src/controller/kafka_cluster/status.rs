@@ -101,6 +101,9 @@ pub fn restart_reason(causes: &[RestartCause]) -> Option<String> {
             RestartCauseKind::StaticConfig => {
                 format!("static config changed: {}", c.keys.join(", "))
             }
+            RestartCauseKind::FilesystemResize => {
+                format!("the filesystem of {} grows on restart", c.keys.join(", "))
+            }
         })
         .collect();
     (!words.is_empty()).then(|| words.join("; "))

@@ -116,11 +116,9 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
         labelled.clone(),
     )
     .default_backoff()
-    .modify(|p: &mut PersistentVolumeClaim| {
-        slim(p);
-        p.spec = None;
-        p.status = None;
-    })
+    // Spec and status stay: a pass compares the claim with the spec (resizes) and
+    // reads how far a resize got.
+    .modify(|p: &mut PersistentVolumeClaim| slim(p))
     .reflect(writer)
     .touched_objects();
     let (bindings, writer) = reflector::store();

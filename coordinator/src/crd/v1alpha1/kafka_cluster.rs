@@ -554,6 +554,9 @@ pub enum RestartCauseKind {
     PodTemplate,
     /// Static (read-only) broker config keys changed; they apply at the next start.
     StaticConfig,
+    /// A claim grew but its filesystem grows only when the Pod mounts it again
+    /// (`FileSystemResizePending`); `keys` are the claims.
+    FilesystemResize,
 }
 
 /// One reason a broker waits for a restart.
@@ -562,7 +565,8 @@ pub enum RestartCauseKind {
 pub struct RestartCause {
     /// What changed.
     pub kind: RestartCauseKind,
-    /// For `StaticConfig`: the keys, as the broker's agent reports them.
+    /// For `StaticConfig`: the keys, as the broker's agent reports them; for
+    /// `FilesystemResize`: the claims.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
 }

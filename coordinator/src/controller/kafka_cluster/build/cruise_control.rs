@@ -58,29 +58,8 @@ pub const DEFAULT_DISK_MB: u64 = 100_000;
 
 /// MB in a Kubernetes quantity of bytes (`10Gi`, `500M`, `1e9`); None when unparsable.
 pub fn megabytes(quantity: &str) -> Option<u64> {
-    let q = quantity.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let n: f64 = number.parse().ok()?;
-    let factor: f64 = match suffix {
-        "" => 1.0,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "Ki" => 1024.0,
-        "Mi" => 1024.0 * 1024.0,
-        "Gi" => 1024.0 * 1024.0 * 1024.0,
-        "Ti" => 1024.0_f64.powi(4),
-        "Pi" => 1024.0_f64.powi(5),
-        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
-        _ => return None,
-    };
     // Whole MB, at least 1: Cruise Control takes a disk of 0 MB for a broken one.
-    Some(((n * factor / 1e6).floor() as u64).max(1))
+    crate::quantity::bytes(quantity).map(|b| ((b / 1e6).floor() as u64).max(1))
 }
 
 /// A disk's capacity in MB, from its claim's request (or its emptyDir's limit).
