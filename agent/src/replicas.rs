@@ -5,6 +5,7 @@
 
 use crate::{
     broker::kafka::{LogDir, Snapshot},
+    safety::MinIsr,
     state::{Running, error_chain},
 };
 
@@ -20,6 +21,9 @@ pub struct Replicas {
     pub log_dirs: Vec<(String, Vec<String>)>,
     /// The largest replication factor of any topic, and a topic that has it.
     pub max_replication_factor: (i32, String),
+    /// The fewest brokers the topics need (replication factor, or min.insync.replicas
+    /// + 1 where that is 2 or more), and why in words.
+    pub brokers_needed: (i32, String),
     /// What could not be read.
     pub unreadable: Vec<String>,
 }
@@ -47,21 +51,41 @@ pub fn summarize(
     if let Some(snap) = snapshot {
         out.unreadable.extend(snap.unreadable.iter().cloned());
         let mut max = (0, String::new());
-        let mut topic_rf = std::collections::BTreeMap::<&str, usize>::new();
+        let mut topic_rf = std::collections::BTreeMap::<&str, (usize, &MinIsr)>::new();
         for p in &snap.partitions {
-            let rf = topic_rf.entry(&p.topic).or_default();
-            *rf = (*rf).max(p.replicas.len());
+            let rf = topic_rf.entry(&p.topic).or_insert((0, &p.min_isr));
+            rf.0 = rf.0.max(p.replicas.len());
             if p.replicas.contains(&broker) {
                 out.assigned.push(format!("{}-{}", p.topic, p.partition));
             }
         }
-        for (topic, rf) in topic_rf {
+        let mut needed = (0, String::new());
+        for (topic, (rf, min_isr)) in topic_rf {
             let rf = i32::try_from(rf).unwrap_or(i32::MAX);
             if rf > max.0 {
                 max = (rf, topic.to_owned());
             }
+            if rf > needed.0 {
+                needed = (rf, format!("topic {topic} has replication factor {rf}"));
+            }
+            match min_isr {
+                MinIsr::Known(m) if *m >= 2 && m.saturating_add(1) > needed.0 => {
+                    needed = (
+                        m.saturating_add(1),
+                        format!(
+                            "topic {topic} has min.insync.replicas {m}, so it needs {} brokers to take acks=all writes while one restarts",
+                            m.saturating_add(1)
+                        ),
+                    );
+                }
+                MinIsr::Known(_) => {}
+                MinIsr::Unknown(why) => out
+                    .unreadable
+                    .push(format!("min.insync.replicas of topic {topic} ({why})")),
+            }
         }
         out.max_replication_factor = max;
+        out.brokers_needed = needed;
     }
     if let Some(dirs) = dirs {
         out.log_dirs = dirs
@@ -110,7 +134,7 @@ impl Running {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::safety::{MinIsr, PartitionView};
+    use crate::safety::PartitionView;
 
     fn part(topic: &str, partition: i32, replicas: &[i32]) -> PartitionView {
         PartitionView {
@@ -156,5 +180,46 @@ mod tests {
         let mut hidden = snap.clone();
         hidden.unreadable.push("the partitions of topic x".into());
         assert!(!summarize(4, Some(&hidden), Some(&dirs), vec![]).empty());
+    }
+
+    #[test]
+    fn the_brokers_needed_count_min_insync_replicas_plus_one_and_an_unknown_one_is_unreadable() {
+        let mut strict = part("payments", 0, &[1, 2]);
+        strict.min_isr = MinIsr::Known(3);
+        let snap = Snapshot {
+            partitions: vec![part("orders", 0, &[1, 2, 3]), strict],
+            ..Snapshot::default()
+        };
+        let r = summarize(4, Some(&snap), Some(&[]), vec![]);
+        assert_eq!(r.max_replication_factor, (3, "orders".into()));
+        assert_eq!(r.brokers_needed.0, 4);
+        assert!(
+            r.brokers_needed
+                .1
+                .contains("payments has min.insync.replicas 3"),
+            "{:?}",
+            r.brokers_needed
+        );
+        assert!(r.empty());
+        // min.insync.replicas 1 asks nothing beyond the replication factor.
+        let plain = Snapshot {
+            partitions: vec![part("orders", 0, &[1, 2, 3])],
+            ..Snapshot::default()
+        };
+        let r = summarize(4, Some(&plain), Some(&[]), vec![]);
+        assert_eq!(
+            r.brokers_needed,
+            (3, "topic orders has replication factor 3".into())
+        );
+        // Unknown: the answer is incomplete, never "empty".
+        let mut blind = part("audit", 0, &[1, 2]);
+        blind.min_isr = MinIsr::Unknown("not authorized".into());
+        let snap = Snapshot {
+            partitions: vec![blind],
+            ..Snapshot::default()
+        };
+        let r = summarize(4, Some(&snap), Some(&[]), vec![]);
+        assert!(!r.empty());
+        assert!(r.unreadable[0].contains("audit"), "{:?}", r.unreadable);
     }
 }

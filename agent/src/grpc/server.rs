@@ -205,6 +205,8 @@ impl Agent for AgentService {
                 .collect(),
             max_replication_factor: r.max_replication_factor.0,
             max_replication_factor_topic: r.max_replication_factor.1,
+            brokers_needed: r.brokers_needed.0,
+            brokers_needed_reason: r.brokers_needed.1,
             unreadable: r.unreadable,
         }))
     }

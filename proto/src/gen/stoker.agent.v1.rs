@@ -316,6 +316,15 @@ pub struct DescribeReplicasResponse {
     /// the broker must not be taken for empty.
     #[prost(string, repeated, tag = "7")]
     pub unreadable: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The fewest brokers the cluster's topics need: the largest replication factor, or
+    /// min.insync.replicas + 1 for a topic whose min.insync.replicas is 2 or more (so that
+    /// acks=all writes go on while one broker restarts), whichever is larger. 0 from an
+    /// agent that does not say (then max_replication_factor is the need).
+    #[prost(int32, tag = "8")]
+    pub brokers_needed: i32,
+    /// Why, in words ("topic orders has replication factor 3").
+    #[prost(string, tag = "9")]
+    pub brokers_needed_reason: ::prost::alloc::string::String,
 }
 /// Kafka's own broker states (org.apache.kafka.metadata.BrokerState).
 #[allow(clippy::all)]

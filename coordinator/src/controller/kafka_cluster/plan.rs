@@ -1702,6 +1702,28 @@ mod tests {
                 .any(|w| w.object.key().kind == Kind::KafkaRebalance),
             "nothing moves"
         );
+        // Enough brokers for every replication factor, not for a topic's
+        // min.insync.replicas + 1.
+        let (c, observed) = removing_two(
+            Ok(stoker_proto::agent::v1::DescribeReplicasResponse {
+                max_replication_factor: 2,
+                brokers_needed: 3,
+                brokers_needed_reason: "topic payments has min.insync.replicas 2, so it needs 3 brokers to take acks=all writes while one restarts".into(),
+                ..replicas(&["orders-0"], 1)
+            }),
+            true,
+        );
+        let p = plan(&c, &observed);
+        let removing = &p.status.scaling.as_ref().expect("scaling").removing[0];
+        assert_eq!(removing.state, crate::crd::v1alpha1::RemovalState::Blocked);
+        assert!(
+            removing
+                .message
+                .contains("payments has min.insync.replicas 2")
+                && removing.message.contains("min.insync.replicas"),
+            "{}",
+            removing.message
+        );
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! from it are drained first and deleted only once their own agent reports, from live
 //! metadata and their log dirs, that they hold no replica of any topic (internal ones
 //! included). Rules:
-//! - a removal that would leave fewer brokers than a topic's replication factor, or
-//!   that removes a controller, is refused before anything moves;
+//! - a removal that would leave fewer brokers than a topic's replication factor (or
+//!   than its min.insync.replicas + 1, where that is 2 or more), or that removes a
+//!   controller, is refused before anything moves;
 //! - without Cruise Control, a broker that holds replicas is never removed: the
 //!   refusal names its partitions;
 //! - with Cruise Control, a `KafkaRebalance` in mode `RemoveBrokers` moves them; one
@@ -167,6 +168,23 @@ impl Keep {
     }
 }
 
+/// The fewest brokers the cluster's topics need, and why, from an agent's report (an
+/// agent that does not say gives the largest replication factor alone).
+fn needed(report: &DescribeReplicasResponse) -> (usize, String) {
+    let rf = (
+        usize::try_from(report.max_replication_factor).unwrap_or(0),
+        format!(
+            "topic {} has replication factor {}",
+            report.max_replication_factor_topic, report.max_replication_factor
+        ),
+    );
+    let stated = (
+        usize::try_from(report.brokers_needed).unwrap_or(0),
+        report.brokers_needed_reason.clone(),
+    );
+    if stated.0 > rf.0 { stated } else { rf }
+}
+
 /// A draining broker's next step from what its agent reported: None when it is empty
 /// and may go.
 #[allow(clippy::too_many_arguments)]
@@ -187,11 +205,10 @@ fn drain(
         )));
     }
     let held = holdings(report)?;
-    let needed = usize::try_from(report.max_replication_factor).unwrap_or(0);
+    let (needed, why) = needed(report);
     if needed > brokers_after {
         return Keep::blocked(format!(
-            "removing it leaves {brokers_after} broker(s), but topic {} has replication factor {needed}; put the broker back in spec.brokers or lower that topic's replication factor",
-            report.max_replication_factor_topic
+            "removing it leaves {brokers_after} broker(s), but {why}; put the broker back in spec.brokers, or lower that topic's replication factor or min.insync.replicas"
         ));
     }
     if !has_cc {
