@@ -77,22 +77,11 @@ fn replicas_per_broker(env: &Env, bootstrap: &str) -> BTreeMap<i32, usize> {
 
 async fn set_brokers(env: &Env, ids: &[i32]) {
     let mut kc = cluster();
-    let template = kc.spec.brokers[0].clone();
-    let controller = kc
-        .spec
-        .brokers
-        .iter()
-        .find(|b| b.id == 100)
-        .cloned()
-        .expect("controller 100");
-    kc.spec.brokers = ids
-        .iter()
-        .map(|&id| stoker_coordinator::crd::v1alpha1::Broker {
-            id,
-            ..template.clone()
-        })
-        .chain([controller])
-        .collect();
+    let read_only_config = kc.spec.brokers[0].read_only_config.clone();
+    with_brokers(
+        &mut kc,
+        ids.iter().map(|&id| (id, read_only_config.clone())),
+    );
     let patch = serde_json::json!({"spec": {"brokers": kc.spec.brokers}});
     env.clusters
         .patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&patch))
@@ -252,17 +241,34 @@ async fn brokers_scale_up_and_down_through_cruise_control_without_losing_a_recor
             .expect("get")
             .is_none()
     );
+    // Its PVC kept, and nothing acknowledged was lost or duplicated.
+    kept_and_nothing_lost(
+        &env,
+        &format!("{CLUSTER}-3-storage-kafka-logs"),
+        producer,
+        &bootstrap,
+        &phase,
+    )
+    .await;
+    env.stop().await;
+}
+
+/// A scaling test's closing checks: the claim `pvc` of what was removed is kept
+/// (`pvcDeletionPolicy: Retain`), the producer ran through it all with no send failed,
+/// and every record it had acknowledged is consumed exactly once.
+async fn kept_and_nothing_lost(
+    env: &Env,
+    pvc: &str,
+    producer: tokio::task::JoinHandle<std::process::Output>,
+    bootstrap: &str,
+    phase: &impl Fn(&str),
+) {
     let pvcs: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
         kube::Api::namespaced(env.clusters.clone().into_client(), NS);
     assert!(
-        pvcs.get_opt(&format!("{CLUSTER}-3-storage-kafka-logs"))
-            .await
-            .expect("get")
-            .is_some(),
-        "its PVC is kept (pvcDeletionPolicy: Retain)"
+        pvcs.get_opt(pvc).await.expect("get").is_some(),
+        "its PVC {pvc} is kept (pvcDeletionPolicy: Retain)"
     );
-
-    // Nothing acknowledged was lost or duplicated.
     let output = producer.await.expect("producer task");
     let out = String::from_utf8_lossy(&output.stdout).into_owned();
     let (acked, failed) = producer_results(&out);
@@ -270,10 +276,9 @@ async fn brokers_scale_up_and_down_through_cruise_control_without_losing_a_recor
         "sends acknowledged {}, failed {failed}",
         acked.len()
     ));
-    assert!(acked.len() > 10_000, "the producer ran through the scaling");
-    assert_consumed_once(&env.runtime, &bootstrap, TOPIC, &acked);
+    assert!(acked.len() > 10_000, "the producer ran through it all");
+    assert_consumed_once(&env.runtime, bootstrap, TOPIC, &acked);
     assert_eq!(failed, 0, "no send failed");
-    env.stop().await;
 }
 
 /// `cluster()` with Cruise Control's capacity derived from the brokers' disks (the
@@ -489,28 +494,13 @@ async fn a_disk_added_gets_replicas_and_a_disk_removed_loses_none() {
         unavailable.trim().is_empty(),
         "partitions offline: {unavailable}"
     );
-    let pvcs: kube::Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
-        kube::Api::namespaced(env.clusters.clone().into_client(), NS);
-    assert!(
-        pvcs.get_opt(&format!("{CLUSTER}-1-storage-kafka-logs-2"))
-            .await
-            .expect("get")
-            .is_some(),
-        "its PVC is kept (pvcDeletionPolicy: Retain)"
-    );
-
-    let output = producer.await.expect("producer task");
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (acked, failed) = producer_results(&out);
-    phase(&format!(
-        "sends acknowledged {}, failed {failed}",
-        acked.len()
-    ));
-    assert!(
-        acked.len() > 10_000,
-        "the producer ran through the disk changes"
-    );
-    assert_consumed_once(&env.runtime, &bootstrap, TOPIC, &acked);
-    assert_eq!(failed, 0, "no send failed");
+    kept_and_nothing_lost(
+        &env,
+        &format!("{CLUSTER}-1-storage-kafka-logs-2"),
+        producer,
+        &bootstrap,
+        &phase,
+    )
+    .await;
     env.stop().await;
 }

@@ -490,6 +490,18 @@ pub fn two_rack_cluster(per_rack: i32) -> KafkaCluster {
     kc.spec
         .rolling_upgrade_config
         .concurrent_broker_restart_count_per_rack = per_rack;
+    with_brokers(
+        &mut kc,
+        RACKS
+            .into_iter()
+            .map(|(id, rack)| (id, format!("broker.rack={rack}\n"))),
+    );
+    kc
+}
+
+/// `kc`'s brokers become one per `(id, readOnlyConfig)`, each like its first broker, and
+/// controller 100 after them.
+pub fn with_brokers(kc: &mut KafkaCluster, brokers: impl IntoIterator<Item = (i32, String)>) {
     let template = kc.spec.brokers[0].clone();
     let controller = kc
         .spec
@@ -498,17 +510,16 @@ pub fn two_rack_cluster(per_rack: i32) -> KafkaCluster {
         .find(|b| b.id == 100)
         .cloned()
         .expect("controller 100");
-    kc.spec.brokers = RACKS
+    kc.spec.brokers = brokers
         .into_iter()
-        .map(|(id, rack)| {
+        .map(|(id, read_only_config)| {
             let mut b = template.clone();
             b.id = id;
-            b.read_only_config = format!("broker.rack={rack}\n");
+            b.read_only_config = read_only_config;
             b
         })
         .chain([controller])
         .collect();
-    kc
 }
 
 /// Changes a static key of every broker (`queued.max.requests`, in the example's
