@@ -106,6 +106,13 @@ pub fn moving(message: &str) -> bool {
     .any(|m| message.contains(m))
 }
 
+/// Whether Cruise Control's `message` says no proposal can meet its hard goals as the
+/// cluster is (its `OptimizationFailureException`: too little capacity for the brokers
+/// left, too few racks, ...). Asking again changes nothing until the cluster does.
+pub fn unattainable(message: &str) -> bool {
+    message.contains("OptimizationFailureException")
+}
+
 /// A movement Cruise Control is asked to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {

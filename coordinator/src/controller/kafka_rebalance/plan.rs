@@ -6,6 +6,8 @@
 //!   cannot be reached, the task waits and says so — that costs no attempt;
 //! - a refused or failed attempt is retried after a backoff (30 s doubling, at most
 //!   10 min), until `maxAttempts`, then the task is `Failed` with Cruise Control's message;
+//!   one whose proposal cannot meet Cruise Control's hard goals (too little capacity
+//!   left, say) fails at once: nothing moved, and asking again cannot help;
 //! - a task Cruise Control no longer knows (it restarted) is lost, said in a Warning
 //!   Event, and asked again; it is never taken for done;
 //! - `Completed` from `user_tasks` counts only once the executor shows no task in
@@ -412,6 +414,21 @@ fn attempt_failed(
 ) -> Next {
     let max = spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS);
     st.task_id = None;
+    if crate::cruise_control::client::unattainable(&why) {
+        // Nothing was moved, and asking again cannot help while the cluster is as it is.
+        st.state = Some(RebalanceState::Failed);
+        st.message = Some(format!(
+            "Cruise Control finds no proposal that meets its hard goals, so nothing was moved: {why}. Add capacity (brokers, disks) or correct capacityConfig, or ask for less (fewer brokers to remove); then delete this KafkaRebalance to have it asked again"
+        ));
+        st.finished_at = Some(now.to_string());
+        st.next_attempt_at = None;
+        let note = Note::warning(
+            "Failed",
+            "Rebalancing",
+            format!("{name}: {}", st.message.clone().unwrap_or_default()),
+        );
+        return settle(st, vec![note], None);
+    }
     if st.attempts >= max {
         st.state = Some(RebalanceState::Failed);
         st.message = Some(format!("gave up after {} attempt(s): {why}", st.attempts));
@@ -911,6 +928,30 @@ mod tests {
             next("kf-add-3", &s, &st, None, &facts(WAIT.as_secs() as i64)),
             Next::Submit(..)
         ));
+    }
+
+    #[test]
+    fn a_proposal_cruise_control_cannot_make_fails_at_once_and_says_what_to_do() {
+        let s = spec(RebalanceMode::RemoveBrokers, &[2, 3]);
+        let st = status_of(outcome(
+            "kf-remove-2",
+            &s,
+            &KafkaRebalanceStatus::default(),
+            None,
+            Answer::Submitted(Err(CcError::Refused {
+                what: "remove_broker [2, 3]".into(),
+                status: 500,
+                message: "com.linkedin.kafka.cruisecontrol.exception.OptimizationFailureException: [DiskCapacityGoal] Insufficient capacity for disk (Utilization 1200.00, Allowed Capacity 800.00, Threshold: 0.80).".into(),
+            })),
+            t(0),
+        ));
+        assert_eq!(st.state, Some(RebalanceState::Failed), "no retry: {st:?}");
+        let m = st.message.unwrap_or_default();
+        assert!(
+            m.contains("Insufficient capacity") && m.contains("nothing was moved"),
+            "{m}"
+        );
+        assert!(m.contains("fewer brokers to remove"), "{m}");
     }
 
     #[test]
