@@ -108,6 +108,12 @@ fn verb(method: &Method, uri: &Uri, named: bool, content_type: Option<&str>) -> 
 /// each counted in `metrics`.
 pub async fn connect(metrics: RequestMetrics) -> Result<Client, Error> {
     let config = Config::infer().await.map_err(Error::Infer)?;
+    connect_with(config, metrics)
+}
+
+/// A client from `config`, at most [`MAX_IN_FLIGHT`] requests at once, each counted in
+/// `metrics`.
+pub fn connect_with(config: Config, metrics: RequestMetrics) -> Result<Client, Error> {
     let client = ClientBuilder::try_from(config)
         .map_err(Error::Build)?
         .with_layer(&ConcurrencyLimitLayer::new(MAX_IN_FLIGHT))

@@ -24,32 +24,6 @@ use support::*;
 
 const TOPIC: &str = "orders";
 
-/// The example with Cruise Control sampling in 10 s windows (the example's 30 s ones
-/// would only make the test slower).
-fn cluster() -> KafkaCluster {
-    let mut kc = example_cluster();
-    let cc = kc
-        .spec
-        .cruise_control_config
-        .as_mut()
-        .expect("the example has cruiseControlConfig");
-    cc.config = Some(
-        [
-            "metric.sampling.interval.ms=10000",
-            "partition.metrics.window.ms=10000",
-            "num.partition.metrics.windows=2",
-            "min.samples.per.partition.metrics.window=1",
-            "broker.metrics.window.ms=10000",
-            "num.broker.metrics.windows=2",
-            "min.samples.per.broker.metrics.window=1",
-            "metadata.max.age.ms=10000",
-            "execution.progress.check.interval.ms=5000",
-        ]
-        .join("\n"),
-    );
-    kc
-}
-
 /// Replicas per broker of every topic (internal ones included), from Kafka's own tool.
 fn replicas_per_broker(env: &Env, bootstrap: &str) -> BTreeMap<i32, usize> {
     let out = kafka_tool(
@@ -75,25 +49,11 @@ fn replicas_per_broker(env: &Env, bootstrap: &str) -> BTreeMap<i32, usize> {
     per
 }
 
-async fn set_brokers(env: &Env, ids: &[i32]) {
-    let mut kc = cluster();
-    let read_only_config = kc.spec.brokers[0].read_only_config.clone();
-    with_brokers(
-        &mut kc,
-        ids.iter().map(|&id| (id, read_only_config.clone())),
-    );
-    let patch = serde_json::json!({"spec": {"brokers": kc.spec.brokers}});
-    env.clusters
-        .patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .expect("patch spec.brokers");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_scale_up_and_down_through_cruise_control_without_losing_a_record() {
     let t0 = Instant::now();
     let phase = |what: &str| println!("[{:>6.1}s] {what}", t0.elapsed().as_secs_f64());
-    let mut env = Env::start_with(cluster()).await;
+    let mut env = Env::start_with(cruise_control_cluster()).await;
     phase("3 brokers and a controller Ready");
     let bootstrap = format!("{CLUSTER}-all-broker.{NS}.svc.cluster.local:9092");
     create_topic(&env.runtime, &bootstrap, TOPIC, 6, 3, 2);
@@ -103,7 +63,7 @@ async fn brokers_scale_up_and_down_through_cruise_control_without_losing_a_recor
     let (_work, producer) = start_producer(&env.runtime, &bootstrap, TOPIC, 60_000, 150);
 
     // 3 → 4.
-    set_brokers(&env, &[0, 1, 2, 3]).await;
+    set_brokers(&env.clusters, &[0, 1, 2, 3]).await;
     let deadline = Instant::now() + Duration::from_secs(420);
     let mut last = String::new();
     loop {
@@ -158,7 +118,7 @@ async fn brokers_scale_up_and_down_through_cruise_control_without_losing_a_recor
     );
 
     // 4 → 3, with the coordinator killed twice along the way.
-    set_brokers(&env, &[0, 1, 2]).await;
+    set_brokers(&env.clusters, &[0, 1, 2]).await;
     let broker3 = format!("{CLUSTER}-3");
     let deadline = Instant::now() + Duration::from_secs(420);
     let mut kills = 0;
@@ -281,10 +241,10 @@ async fn kept_and_nothing_lost(
     assert_eq!(failed, 0, "no send failed");
 }
 
-/// `cluster()` with Cruise Control's capacity derived from the brokers' disks (the
+/// `cruise_control_cluster()` with Cruise Control's capacity derived from the brokers' disks (the
 /// example gives one DISK for every broker, which a broker with two disks cannot use).
 fn jbod_cluster() -> KafkaCluster {
-    let mut kc = cluster();
+    let mut kc = cruise_control_cluster();
     if let Some(cc) = kc.spec.cruise_control_config.as_mut() {
         cc.capacity_config = None;
     }

@@ -204,6 +204,8 @@ pub struct Env {
     pub controller: tokio::task::JoinHandle<()>,
     pub clusters: Api<KafkaCluster>,
     pub pods: Api<Pod>,
+    /// The coordinator's own client (counted when asked, see [`Env::start_counted`]).
+    coordinator_client: kube::Client,
     // Dropped last.
     _plane: ControlPlane,
 }
@@ -222,9 +224,33 @@ impl Env {
 
     /// `kc`, applied and Ready.
     pub async fn start_with(kc: KafkaCluster) -> Self {
+        Self::start_counted(kc, None).await
+    }
+
+    /// `kc`, applied and Ready; with `requests`, every request the coordinator sends the
+    /// API server is counted there (`stoker_kube_requests_total`, as in production).
+    pub async fn start_counted(
+        kc: KafkaCluster,
+        requests: Option<stoker_coordinator::kube_client::RequestMetrics>,
+    ) -> Self {
         let KubeEnv { plane, client } = KubeEnv::start(&[NS])
             .await
             .expect("control plane with CRDs");
+        let coordinator_client = match requests {
+            None => client.clone(),
+            Some(metrics) => {
+                let kubeconfig =
+                    kube::config::Kubeconfig::read_from(plane.kubeconfig()).expect("kubeconfig");
+                let config = kube::Config::from_custom_kubeconfig(
+                    kubeconfig,
+                    &kube::config::KubeConfigOptions::default(),
+                )
+                .await
+                .expect("config");
+                stoker_coordinator::kube_client::connect_with(config, metrics)
+                    .expect("a counted client")
+            }
+        };
 
         let runtime = PodRuntime::start(
             client.clone(),
@@ -250,7 +276,7 @@ impl Env {
         .await
         .expect("runtime");
 
-        let (token, controller) = start_coordinator(&client);
+        let (token, controller) = start_coordinator(&coordinator_client);
 
         let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
         let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
@@ -265,6 +291,7 @@ impl Env {
             controller,
             clusters,
             pods,
+            coordinator_client,
             _plane: plane,
         }
     }
@@ -275,7 +302,7 @@ impl Env {
         self.token.cancel();
         let old = std::mem::replace(&mut self.controller, tokio::spawn(async {}));
         let _ = old.await;
-        let (token, controller) = start_coordinator(&self.clusters.clone().into_client());
+        let (token, controller) = start_coordinator(&self.coordinator_client);
         self.token = token;
         self.controller = controller;
     }
@@ -286,7 +313,7 @@ impl Env {
         self.controller.abort();
         let old = std::mem::replace(&mut self.controller, tokio::spawn(async {}));
         let _ = old.await;
-        let (token, controller) = start_coordinator(&self.clusters.clone().into_client());
+        let (token, controller) = start_coordinator(&self.coordinator_client);
         self.token = token;
         self.controller = controller;
     }
@@ -588,4 +615,50 @@ pub fn start_producer(
     );
     let producer = tokio::task::spawn_blocking(move || cmd.output().expect("run the producer"));
     (work, producer)
+}
+
+/// The example with Cruise Control sampling in 10 s windows (the example's 30 s ones
+/// would only make a test slower).
+pub fn cruise_control_cluster() -> KafkaCluster {
+    let mut kc = example_cluster();
+    let cc = kc
+        .spec
+        .cruise_control_config
+        .as_mut()
+        .expect("the example has cruiseControlConfig");
+    cc.config = Some(
+        [
+            "metric.sampling.interval.ms=10000",
+            "partition.metrics.window.ms=10000",
+            "num.partition.metrics.windows=2",
+            "min.samples.per.partition.metrics.window=1",
+            "broker.metrics.window.ms=10000",
+            "num.broker.metrics.windows=2",
+            "min.samples.per.broker.metrics.window=1",
+            "metadata.max.age.ms=10000",
+            "execution.progress.check.interval.ms=5000",
+        ]
+        .join("\n"),
+    );
+    kc
+}
+
+/// Sets `spec.brokers` of the cluster to `ids` (each like the example's first broker)
+/// and controller 100.
+pub async fn set_brokers(clusters: &Api<KafkaCluster>, ids: &[i32]) {
+    let mut kc = cruise_control_cluster();
+    let read_only_config = kc.spec.brokers[0].read_only_config.clone();
+    with_brokers(
+        &mut kc,
+        ids.iter().map(|&id| (id, read_only_config.clone())),
+    );
+    let patch = serde_json::json!({"spec": {"brokers": kc.spec.brokers}});
+    clusters
+        .patch(
+            CLUSTER,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("patch spec.brokers");
 }
