@@ -2,7 +2,7 @@
 //! Pods (a `stoker-agent` native sidecar beside each Kafka), serves clients through
 //! its advertised listeners, survives a SIGKILLed broker, and a broker Pod deleted by
 //! hand goes through the agent's preStop safety wait; a claim a Pod uses is bound and
-//! grows with its request.
+//! grows with its request; a force-deleted Pod of a Deployment is replaced and runs.
 
 mod support;
 
@@ -106,11 +106,14 @@ async fn the_example_cluster_runs_serves_clients_and_survives_a_killed_and_a_del
 
 /// What a kubelet would say about a Pod it cannot run: a waiting reason and a message
 /// per container, never a silent hang.
-/// A control plane (namespace `ns`) with the local runtime as its one node, and nothing
-/// else.
-async fn bare_runtime(ns: &str) -> (ControlPlane, kube::Client, PodRuntime) {
+/// A control plane (namespace `ns`; kube-controller-manager only when asked) with the
+/// local runtime as its one node, and nothing else.
+async fn bare_runtime(
+    ns: &str,
+    controller_manager: bool,
+) -> (ControlPlane, kube::Client, PodRuntime) {
     let plane = ControlPlane::start_with(stoker_testenv::control_plane::ControlPlaneOptions {
-        controller_manager: false,
+        controller_manager,
     })
     .await
     .expect("control plane");
@@ -138,7 +141,7 @@ async fn bare_runtime(ns: &str) -> (ControlPlane, kube::Client, PodRuntime) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_in_use_is_bound_and_grows_when_its_request_does() {
-    let (_plane, client, _runtime) = bare_runtime("disks").await;
+    let (_plane, client, _runtime) = bare_runtime("disks", false).await;
     let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
     classes
         .create(
@@ -209,8 +212,63 @@ async fn a_claim_in_use_is_bound_and_grows_when_its_request_does() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_force_deleted_pod_of_a_deployment_is_replaced_and_runs() {
+    let (_plane, client, _runtime) = bare_runtime("apps", true).await;
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(client.clone(), "apps");
+    deployments
+        .create(
+            &PostParams::default(),
+            &serde_yaml::from_str(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      automountServiceAccountToken: false\n      containers: [{name: main, image: \"kafka:4.1.1\", command: [sleep, \"300\"], ports: [{containerPort: 8090}]}]\n",
+            )
+            .expect("deployment"),
+        )
+        .await
+        .expect("deployment created");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "apps");
+    let running = |not: Option<String>| {
+        let pods = pods.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let list = pods.list(&Default::default()).await.expect("pods").items;
+                if let Some(p) = list.iter().find(|p| {
+                    p.metadata.name != not
+                        && p.metadata.deletion_timestamp.is_none()
+                        && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+                }) {
+                    return p.metadata.name.clone().expect("a name");
+                }
+                let phases: Vec<_> = list
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.metadata.name.clone(),
+                            p.status.as_ref().and_then(|s| s.phase.clone()),
+                            p.spec.as_ref().and_then(|s| s.node_name.clone()),
+                        )
+                    })
+                    .collect();
+                assert!(
+                    Instant::now() < deadline,
+                    "no running Pod but {not:?}: {phases:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    };
+    let first = running(None).await;
+    pods.delete(&first, &DeleteParams::default().grace_period(0))
+        .await
+        .expect("force delete");
+    let second = running(Some(first.clone())).await;
+    assert_ne!(first, second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_the_runtime_cannot_run_say_why() {
-    let (_plane, client, _runtime) = bare_runtime("bad").await;
+    let (_plane, client, _runtime) = bare_runtime("bad", false).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "bad");
     let pod = |name: &str, extra: &str| -> Pod {
         serde_yaml::from_str(&format!(
