@@ -234,7 +234,7 @@ pub fn step(meta: &ClusterMeta, cluster: &ValidatedCluster, observed: &Observed)
             })
             .collect();
         for m in adding {
-            adding_disk(meta, observed, b.id, m, has_cc, now, &mut out);
+            adding_disk(meta, cluster, observed, b.id, m, now, &mut out);
         }
     }
     out
@@ -358,7 +358,7 @@ fn removing(
             kept.push((m, state, message, before));
         }
         if has_cc && view.is_none() {
-            let mut spec = rebalance_spec(meta, RebalanceMode::RemoveDisks);
+            let mut spec = rebalance_spec(meta, cluster, RebalanceMode::RemoveDisks);
             spec.disks = to_empty
                 .into_iter()
                 .map(|mount_path| BrokerDisk {
@@ -397,15 +397,15 @@ fn removing(
 /// One added disk of broker `id`.
 fn adding_disk(
     meta: &ClusterMeta,
+    cluster: &ValidatedCluster,
     observed: &Observed,
     id: i32,
     m: &str,
-    has_cc: bool,
     now: &str,
     out: &mut Outcome,
 ) {
     let before = previous_change(observed, id, m, DiskChangeKind::Adding);
-    if !has_cc {
+    if cluster.cruise_control.is_none() {
         out.notes.push(Note::normal(
             "DiskAdded",
             "Scaling",
@@ -445,7 +445,7 @@ fn adding_disk(
             None,
         ),
         None => {
-            let mut spec = rebalance_spec(meta, RebalanceMode::Rebalance);
+            let mut spec = rebalance_spec(meta, cluster, RebalanceMode::Rebalance);
             spec.rebalance_disk = true;
             out.rebalances
                 .push(owned_rebalance(meta, name.clone(), spec));

@@ -1733,6 +1733,9 @@ mod tests {
         let mut new = spec.brokers[0].clone();
         new.id = 3;
         spec.brokers.push(new);
+        if let Some(cc) = spec.cruise_control_config.as_mut() {
+            cc.replication_throttle = Some(5_000_000);
+        }
         let c = validate(&spec).expect("valid");
         let p = plan(&c, &observed);
         assert_eq!(
@@ -1754,6 +1757,11 @@ mod tests {
             .map(|w| w.object.key().name)
             .collect();
         assert_eq!(created, ["kf-kafka-add-3"]);
+        let throttle = p.writes.iter().find_map(|w| match &w.object {
+            Object::KafkaRebalance(r) => r.spec.replication_throttle,
+            _ => None,
+        });
+        assert_eq!(throttle, Some(5_000_000), "the cluster's throttle is asked");
         // Without Cruise Control it simply joins.
         let mut plain = spec.clone();
         plain.cruise_control_config = None;

@@ -84,7 +84,17 @@ pub fn owned_rebalance(
 }
 
 /// A spec for `mode` with nothing else set but the cluster and the TTL.
-pub fn rebalance_spec(meta: &ClusterMeta, mode: RebalanceMode) -> KafkaRebalanceSpec {
+pub fn rebalance_spec(
+    meta: &ClusterMeta,
+    cluster: &ValidatedCluster,
+    mode: RebalanceMode,
+) -> KafkaRebalanceSpec {
+    // Cruise Control's remove_disks moves within a broker and takes no throttle.
+    let replication_throttle = cluster
+        .cruise_control
+        .as_ref()
+        .and_then(|cc| cc.replication_throttle)
+        .filter(|_| mode != RebalanceMode::RemoveDisks);
     KafkaRebalanceSpec {
         cluster_ref: ClusterRef {
             name: meta.name.clone(),
@@ -96,7 +106,7 @@ pub fn rebalance_spec(meta: &ClusterMeta, mode: RebalanceMode) -> KafkaRebalance
         rebalance_disk: false,
         goals: Vec::new(),
         skip_hard_goal_check: false,
-        replication_throttle: None,
+        replication_throttle,
         concurrent_partition_movements_per_broker: None,
         stop: false,
         max_attempts: None,
@@ -104,8 +114,13 @@ pub fn rebalance_spec(meta: &ClusterMeta, mode: RebalanceMode) -> KafkaRebalance
     }
 }
 
-fn rebalance(meta: &ClusterMeta, mode: RebalanceMode, id: i32) -> KafkaRebalance {
-    let mut spec = rebalance_spec(meta, mode);
+fn rebalance(
+    meta: &ClusterMeta,
+    cluster: &ValidatedCluster,
+    mode: RebalanceMode,
+    id: i32,
+) -> KafkaRebalance {
+    let mut spec = rebalance_spec(meta, cluster, mode);
     spec.brokers = vec![id];
     owned_rebalance(meta, rebalance_name(meta, mode, id), spec)
 }
@@ -190,10 +205,10 @@ fn needed(report: &DescribeReplicasResponse) -> (usize, String) {
 #[allow(clippy::too_many_arguments)]
 fn drain(
     meta: &ClusterMeta,
+    cluster: &ValidatedCluster,
     id: i32,
     report: &DescribeReplicasResponse,
     brokers_after: usize,
-    has_cc: bool,
     observed: &Observed,
     new: bool,
     out: &mut Outcome,
@@ -211,7 +226,7 @@ fn drain(
             "removing it leaves {brokers_after} broker(s), but {why}; put the broker back in spec.brokers, or lower that topic's replication factor or min.insync.replicas"
         ));
     }
-    if !has_cc {
+    if cluster.cruise_control.is_none() {
         return Keep::blocked(format!(
             "it still holds {held}, and without Cruise Control (spec.cruiseControlConfig) Stoker cannot move them; configure Cruise Control, or put broker {id} back in spec.brokers"
         ));
@@ -220,7 +235,7 @@ fn drain(
     Some(match observed.rebalances.get(&name) {
         None => {
             out.rebalances
-                .push(rebalance(meta, RebalanceMode::RemoveBrokers, id));
+                .push(rebalance(meta, cluster, RebalanceMode::RemoveBrokers, id));
             if new {
                 out.notes.push(Note::normal(
                     "DrainingBroker",
@@ -314,7 +329,7 @@ pub fn step(
         match view.map(|v| v.state) {
             None if ready.get(&id).copied().unwrap_or(false) => {
                 out.rebalances
-                    .push(rebalance(meta, RebalanceMode::AddBrokers, id));
+                    .push(rebalance(meta, cluster, RebalanceMode::AddBrokers, id));
                 still_adding.push(id);
             }
             None => still_adding.push(id),
@@ -355,10 +370,10 @@ pub fn step(
             match observed.replicas.get(&id) {
                 Some(Ok(report)) => drain(
                     meta,
+                    cluster,
                     id,
                     report,
                     brokers_after,
-                    has_cc,
                     observed,
                     before.is_none(),
                     &mut out,

@@ -458,6 +458,7 @@ fn validate_cruise_control(
         resources: cc.resource_requirements.clone(),
         topic_partitions: cc.topic_config.as_ref().map_or(12, |t| t.partitions),
         topic_replication_factor: cc.topic_config.as_ref().map(|t| t.replication_factor),
+        replication_throttle: cc.replication_throttle,
     })
 }
 

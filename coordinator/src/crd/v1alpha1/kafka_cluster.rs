@@ -327,6 +327,12 @@ pub struct CruiseControlConfig {
     /// The `__CruiseControlMetrics` topic the brokers' reporters create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_config: Option<CruiseControlTopicConfig>,
+    /// Replication throttle, in bytes/s, for the KafkaRebalances the coordinator creates
+    /// itself (brokers added or removed, disks balanced); unset: none. Cruise Control
+    /// spends about 10 s per broker after each batch confirming the throttle's removal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub replication_throttle: Option<i64>,
 }
 
 /// The `__CruiseControlMetrics` topic.

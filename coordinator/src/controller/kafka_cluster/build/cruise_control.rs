@@ -166,6 +166,8 @@ pub struct ValidatedCruiseControl {
     pub topic_partitions: i32,
     /// Its replication factor (None: 3, or fewer brokers).
     pub topic_replication_factor: Option<i32>,
+    /// The throttle of the coordinator's own KafkaRebalances, bytes/s.
+    pub replication_throttle: Option<i64>,
 }
 
 /// `<cluster>-cruisecontrol-svc`.
