@@ -325,6 +325,12 @@ pub fn next(
     if state == RebalanceState::Running
         && let Some(id) = st.task_id.clone()
     {
+        if let Some(at) = parse(st.next_attempt_at.as_ref())
+            && facts.now < at
+        {
+            let left = Duration::try_from(at.duration_since(facts.now)).unwrap_or(POLL);
+            return settle(st, Vec::new(), Some(left.max(Duration::from_secs(1))));
+        }
         return Next::Poll(id);
     }
     if let Err(why) = &facts.cruise_control {
@@ -458,8 +464,32 @@ fn attempt_failed(
     settle(st, vec![note], Some(delay))
 }
 
-/// The new status after Cruise Control answered.
+/// The new status after Cruise Control answered. A task still running is asked about
+/// again no sooner than its requeue (`nextAttemptAt`), however often the resource is
+/// woken meanwhile: every progress it records is a status write that wakes it.
 pub fn outcome(
+    name: &str,
+    spec: &KafkaRebalanceSpec,
+    status: &KafkaRebalanceStatus,
+    generation: Option<i64>,
+    answer: Answer,
+    now: Timestamp,
+) -> Next {
+    let mut next = answered(name, spec, status, generation, answer, now);
+    if let Next::Settle {
+        status,
+        requeue: Some(after),
+        ..
+    } = &mut next
+        && status.state == Some(RebalanceState::Running)
+    {
+        status.next_attempt_at =
+            Some((now + SignedDuration::try_from(*after).unwrap_or_default()).to_string());
+    }
+    next
+}
+
+fn answered(
     name: &str,
     spec: &KafkaRebalanceSpec,
     status: &KafkaRebalanceStatus,
@@ -895,6 +925,56 @@ mod tests {
     }
 
     #[test]
+    fn a_running_task_is_polled_no_sooner_than_its_requeue_however_often_it_is_woken() {
+        let s = spec(RebalanceMode::AddBrokers, &[3]);
+        let running = KafkaRebalanceStatus {
+            state: Some(RebalanceState::Running),
+            task_id: Some("task-1".into()),
+            attempts: 1,
+            ..KafkaRebalanceStatus::default()
+        };
+        for answer in [
+            Answer::Polled(Ok((
+                Some(task(TaskStatus::InExecution)),
+                executor("INTER_BROKER_REPLICA_MOVEMENT_TASK_IN_PROGRESS"),
+            ))),
+            Answer::Polled(Err(CcError::Busy {
+                message: "There are already 5 active user tasks".into(),
+            })),
+        ] {
+            let st = status_of(outcome("kf-add-3", &s, &running, None, answer, t(0)));
+            assert_eq!(st.state, Some(RebalanceState::Running));
+            // Woken by its own status write a moment later: not asked yet.
+            assert!(
+                matches!(
+                    next("kf-add-3", &s, &st, None, &facts(1)),
+                    Next::Settle { .. }
+                ),
+                "{st:?}"
+            );
+            assert!(matches!(
+                next("kf-add-3", &s, &st, None, &facts(WAIT.as_secs() as i64)),
+                Next::Poll(_)
+            ));
+        }
+        // A stop is not held back.
+        let st = status_of(outcome(
+            "kf-add-3",
+            &s,
+            &running,
+            None,
+            Answer::Polled(Ok((
+                Some(task(TaskStatus::InExecution)),
+                executor("INTER_BROKER_REPLICA_MOVEMENT_TASK_IN_PROGRESS"),
+            ))),
+            t(0),
+        ));
+        let mut stop = facts(1);
+        stop.stop = true;
+        assert_eq!(next("kf-add-3", &s, &st, None, &stop), Next::Stop);
+    }
+
+    #[test]
     fn a_task_cruise_control_ended_because_partitions_were_moving_waits_and_is_asked_again() {
         let s = spec(RebalanceMode::AddBrokers, &[3]);
         let running = KafkaRebalanceStatus {
@@ -1007,8 +1087,13 @@ mod tests {
                 .as_deref()
                 .is_some_and(|r| r.contains("dryrun=false"))
         );
-        assert_eq!(
+        // Followed every POLL, not sooner.
+        assert!(matches!(
             next("r", &s, &st, None, &facts(1)),
+            Next::Settle { .. }
+        ));
+        assert_eq!(
+            next("r", &s, &st, None, &facts(POLL.as_secs() as i64)),
             Next::Poll("task-1".into())
         );
         let moving = status_of(outcome(

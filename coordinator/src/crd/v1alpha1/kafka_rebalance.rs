@@ -195,7 +195,8 @@ pub struct KafkaRebalanceStatus {
     /// Times Cruise Control lost the task (it restarted) and it was asked again.
     #[serde(default)]
     pub lost_tasks: i32,
-    /// Not before this time is the next attempt made (RFC 3339).
+    /// Not before this time is Cruise Control asked again: the next attempt, or the next
+    /// look at the running task (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<String>,
     /// When the current attempt started (RFC 3339).
