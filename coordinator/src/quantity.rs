@@ -28,9 +28,34 @@ pub fn bytes(quantity: &str) -> Option<f64> {
     Some(n * factor)
 }
 
+/// `bytes` written back as a quantity: in the largest binary unit that divides it
+/// (`2Gi`, `1536Mi`), else as whole bytes (rounded up, so a size never shrinks).
+pub fn format(bytes: f64) -> String {
+    let n = bytes.ceil().max(0.0) as u64;
+    for (unit, factor) in [
+        ("Ti", 1u64 << 40),
+        ("Gi", 1 << 30),
+        ("Mi", 1 << 20),
+        ("Ki", 1 << 10),
+    ] {
+        if n >= factor && n.is_multiple_of(factor) {
+            return format!("{}{unit}", n / factor);
+        }
+    }
+    n.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_written_in_the_largest_unit_that_divides_them() {
+        assert_eq!(format(2.0 * 1024.0 * 1024.0 * 1024.0), "2Gi");
+        assert_eq!(format(1536.0 * 1024.0 * 1024.0), "1536Mi");
+        assert_eq!(format(1e9), "1000000000");
+        assert_eq!(bytes(&format(11e9)), Some(11e9));
+    }
 
     #[test]
     fn decimal_binary_and_exponent_forms_are_read() {

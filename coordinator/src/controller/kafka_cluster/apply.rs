@@ -315,7 +315,10 @@ pub async fn write_status(
     if &previous == status {
         return Ok(());
     }
-    let stored = resource_status::write(&state.ctx.client, kc, status)
+    // `alerting` is the alert receiver's: never sent, so never owned and never reverted.
+    let mut body = status.clone();
+    body.alerting = None;
+    let stored = resource_status::write(&state.ctx.client, kc, &body)
         .await
         .map_err(|source| Error::Kube {
             action: "patch status of",

@@ -388,7 +388,8 @@ impl Memory {
 }
 
 /// The status as last written: this coordinator is the only writer of a cluster's
-/// status, so what it wrote last is newer than a cached copy that predates the write
+/// status (its alert receiver writes `alerting` alone, which the reconcile never
+/// writes), so what it wrote last is newer than a cached copy that predates the write
 /// (a Pod event can bring the next pass first, and a stale status would forget the
 /// broker a roll restarts).
 pub fn previous_status(kc: &KafkaCluster, memory: &Memory) -> KafkaClusterStatus {

@@ -301,6 +301,9 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
     if let Some(capacity) = cruise_control.as_ref().and_then(|c| c.capacity.as_deref()) {
         disks_in_capacity(capacity, &brokers)?;
     }
+    if let Some(a) = spec.alert_manager_config.as_ref() {
+        validate_alert_manager(a)?;
+    }
 
     Ok(ValidatedCluster {
         brokers,
@@ -321,6 +324,31 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         roll: spec.rolling_upgrade_config.clone(),
         cruise_control,
     })
+}
+
+/// The alert guards must be readable: a limit that cannot be read would be no limit.
+fn validate_alert_manager(a: &crate::crd::v1alpha1::AlertManagerConfig) -> Result<(), InvalidSpec> {
+    if let Some(size) = a.max_disk_size.as_deref()
+        && crate::quantity::bytes(size).is_none_or(|b| b <= 0.0)
+    {
+        return Err(invalid(
+            "InvalidAlertManagerConfig",
+            format!(
+                "spec.alertManagerConfig.maxDiskSize {size:?} is not a size; write a quantity such as 500Gi"
+            ),
+        ));
+    }
+    if let (Some(down), Some(up)) = (a.down_scale_limit, a.up_scale_limit)
+        && up < down
+    {
+        return Err(invalid(
+            "InvalidAlertManagerConfig",
+            format!(
+                "spec.alertManagerConfig.upScaleLimit {up} is below downScaleLimit {down}; the upper limit must be at least the lower one"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A broker with several disks needs its DISK capacity per log dir (Cruise Control's

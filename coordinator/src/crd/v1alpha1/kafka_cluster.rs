@@ -85,6 +85,37 @@ pub struct KafkaClusterSpec {
     /// `Delete` deletes them once the broker is gone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pvc_deletion_policy: Option<PvcDeletionPolicy>,
+    /// Whether and how far alerts may scale this cluster (the alert receiver's guards);
+    /// unset: alerts never change it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_manager_config: Option<AlertManagerConfig>,
+}
+
+/// The guards of alert-driven scaling. An alert acts only on a cluster that has this,
+/// only while the cluster runs with nothing else under way, and never beyond its limits.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertManagerConfig {
+    /// `downScale` is refused when the cluster has this many brokers or fewer (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub down_scale_limit: Option<i32>,
+    /// `upScale` is refused when the cluster has this many brokers or more; unset: no
+    /// limit below the schema's 256 entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub up_scale_limit: Option<i32>,
+    /// The largest disk `addPvc` creates or `resizePvc` grows to (a quantity, e.g.
+    /// `500Gi`); unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_disk_size: Option<String>,
+    /// Seconds after an action during which no alert acts on this cluster (default 600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub cooldown_seconds: Option<i64>,
+    /// Decide and report (Events, metrics) but change nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 /// What happens to a removed broker's PVCs.
@@ -390,6 +421,42 @@ pub struct KafkaClusterStatus {
     /// The cluster's Cruise Control, when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cruise_control: Option<CruiseControlStatus>,
+    /// What alerts did to the cluster (written by the alert receiver, so that dedup and
+    /// cooldown survive coordinator restarts and hold across replicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerting: Option<AlertingStatus>,
+}
+
+/// The alert receiver's record of a cluster.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertingStatus {
+    /// The latest action an alert took; the cooldown runs from its `at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_action: Option<AlertAction>,
+    /// The alerts that acted, newest last (at most 20, none older than a week): a
+    /// notification of one of them again is a replay and does not act again within
+    /// the cooldown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub handled: Vec<AlertAction>,
+}
+
+/// One change an alert made.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertAction {
+    /// The alert's name (`alertname`).
+    pub alert: String,
+    /// The alert's fingerprint (its labels' hash).
+    pub fingerprint: String,
+    /// When the alert started firing (its `startsAt`).
+    pub starts_at: String,
+    /// The command (`upScale`, `downScale`, `addPvc`, `resizePvc`).
+    pub command: String,
+    /// What changed, in words.
+    pub change: String,
+    /// When (RFC 3339).
+    pub at: String,
 }
 
 /// Brokers joining or leaving.
