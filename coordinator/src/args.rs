@@ -43,6 +43,26 @@ pub struct RunArgs {
     /// when more than one replica runs.
     #[arg(long, env = "STOKER_COORDINATOR_LEADER_ELECTION")]
     pub leader_election: bool,
+    /// The alert receiver's address (Alertmanager's webhook, Prometheus's alert push).
+    /// It starts only with a token file or `--alerts-unauthenticated`.
+    #[arg(
+        long,
+        env = "STOKER_COORDINATOR_ALERTS_ADDR",
+        default_value = "0.0.0.0:9001"
+    )]
+    pub alerts_addr: SocketAddr,
+    /// A file holding the bearer token alert senders must present (re-read on every
+    /// request, so a rotated Secret needs no restart).
+    #[arg(
+        long,
+        env = "STOKER_COORDINATOR_ALERTS_TOKEN_FILE",
+        conflicts_with = "alerts_unauthenticated"
+    )]
+    pub alerts_token_file: Option<std::path::PathBuf>,
+    /// Run the alert receiver without authentication (anyone who reaches the port can
+    /// scale clusters that opted in; for a private test setup only).
+    #[arg(long, env = "STOKER_COORDINATOR_ALERTS_UNAUTHENTICATED")]
+    pub alerts_unauthenticated: bool,
     /// Log format.
     #[arg(long, env = "STOKER_COORDINATOR_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     pub log_format: String,
@@ -81,5 +101,21 @@ mod tests {
             .expect_err("rejected");
         assert!(err.use_stderr());
         assert!(err.to_string().contains("--log-format"));
+    }
+
+    #[test]
+    fn the_receiver_is_either_authenticated_or_explicitly_not() {
+        let err = Args::try_parse_from([
+            "stoker-coordinator",
+            "run",
+            "--alerts-token-file",
+            "/t",
+            "--alerts-unauthenticated",
+        ])
+        .expect_err("rejected");
+        assert!(
+            err.to_string().contains("--alerts-unauthenticated"),
+            "{err}"
+        );
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod admin;
 pub mod agents;
+pub mod alerts;
 pub mod args;
 pub mod context;
 pub mod controller;
@@ -89,6 +90,35 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
 
     let requests = kube_client::RequestMetrics::new(&state.registry);
     let client = kube_client::connect(requests.clone()).await?;
+    let alerts_task = match alerts::receiver::auth_from(
+        a.alerts_token_file.clone(),
+        a.alerts_unauthenticated,
+    ) {
+        Some(auth) => {
+            let receiver = alerts::receiver::Receiver::new(client.clone(), auth, &state.registry);
+            let listener = tokio::net::TcpListener::bind(a.alerts_addr)
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "failed to bind the alert receiver to {}: {e}",
+                        a.alerts_addr
+                    )
+                })?;
+            info!(addr = %a.alerts_addr, authenticated = !a.alerts_unauthenticated, "Alert receiver listening");
+            Some(tokio::spawn(
+                axum::serve(listener, alerts::receiver::router(receiver))
+                    .with_graceful_shutdown(token.clone().cancelled_owned())
+                    .into_future()
+                    .instrument(info_span!("alerts")),
+            ))
+        }
+        None => {
+            info!(
+                "Alert receiver off: give --alerts-token-file (or --alerts-unauthenticated) to turn it on"
+            );
+            None
+        }
+    };
     let check_token = token.clone();
     let check_state = state.clone();
     let checker = tokio::spawn(
@@ -186,6 +216,9 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
     let _ = controller_task.await;
     let _ = checker.await;
     let _ = admin_task.await;
+    if let Some(t) = alerts_task {
+        let _ = t.await;
+    }
     match failed {
         Some(msg) => Err(anyhow::anyhow!(msg)),
         None => Ok(()),

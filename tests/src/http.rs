@@ -25,9 +25,23 @@ pub async fn request(
     path: &str,
     json_body: Option<&str>,
 ) -> std::io::Result<Response> {
+    request_with(addr, method, path, &[], json_body).await
+}
+
+/// As [`request`], with extra `headers` (e.g. `Authorization`).
+pub async fn request_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    json_body: Option<&str>,
+) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect(addr).await?;
     let body = json_body.unwrap_or("");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        req.push_str(&format!("{name}: {value}\r\n"));
+    }
     if json_body.is_some() {
         req.push_str("Content-Type: application/json\r\n");
     }
