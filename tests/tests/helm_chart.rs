@@ -126,6 +126,31 @@ async fn the_chart_installs_and_its_rbac_runs_the_coordinator() {
         Some("true"),
         "two replicas elect a leader"
     );
+    // The alert receiver is on, authenticated by a generated token in a Secret.
+    let token_file = env
+        .iter()
+        .find(|e| e.name == "STOKER_COORDINATOR_ALERTS_TOKEN_FILE")
+        .and_then(|e| e.value.clone())
+        .expect("the receiver's token file is set");
+    assert!(token_file.starts_with("/var/run/stoker/alert-receiver/"));
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(admin.clone(), RELEASE_NS)
+        .get("stoker-coordinator-alert-receiver")
+        .await
+        .expect("the token Secret");
+    let token = secret
+        .data
+        .and_then(|d| d.get("token").cloned())
+        .expect("a token");
+    assert_eq!(token.0.len(), 48, "a long random token");
+    let service = Api::<k8s_openapi::api::core::v1::Service>::namespaced(admin.clone(), RELEASE_NS)
+        .get("stoker-coordinator-alert-receiver")
+        .await
+        .expect("the receiver's Service");
+    let port = service
+        .spec
+        .and_then(|s| s.ports)
+        .and_then(|p| p.first().map(|p| p.port));
+    assert_eq!(port, Some(9001));
 
     // Act as the chart's ServiceAccount.
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), RELEASE_NS);

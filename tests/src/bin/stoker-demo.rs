@@ -191,6 +191,9 @@ async fn main() -> anyhow::Result<()> {
 
     step("starting the coordinator");
     let coordinator_admin = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let alert_receiver = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let alert_token = state.join("alert-receiver-token");
+    std::fs::write(&alert_token, stoker_testenv::control_plane::random_hex(24)?)?;
     // Run where Service names resolve (the runtime's hosts file), as in a cluster.
     let mut cmd = runtime.client_command(coordinator_bin);
     cmd.args(["run", "--agent-image", AGENT_IMAGE])
@@ -198,7 +201,9 @@ async fn main() -> anyhow::Result<()> {
         .env(
             "STOKER_COORDINATOR_ADMIN_ADDR",
             coordinator_admin.to_string(),
-        );
+        )
+        .env("STOKER_COORDINATOR_ALERTS_ADDR", alert_receiver.to_string())
+        .env("STOKER_COORDINATOR_ALERTS_TOKEN_FILE", &alert_token);
     let mut coordinator =
         ManagedProcess::spawn("coordinator", cmd, &state.join("coordinator.log"))?;
     for _ in 0..100 {
@@ -259,6 +264,8 @@ async fn main() -> anyhow::Result<()> {
     writeln!(env, "HOSTS_FILE={}", runtime.hosts_path().display())?;
     writeln!(env, "KAFKA_HOME={}", kafka_home()?.display())?;
     writeln!(env, "COORDINATOR_ADMIN=http://{coordinator_admin}")?;
+    writeln!(env, "ALERT_RECEIVER=http://{alert_receiver}/alerts")?;
+    writeln!(env, "ALERT_TOKEN_FILE={}", alert_token.display())?;
     writeln!(env, "RUNTIME_DIR={}", runtime.root().display())?;
     writeln!(env, "CONTROL_PLANE_DIR={}", plane.work_dir().display())?;
     writeln!(env, "READY_SECONDS={:.1}", to_ready.as_secs_f64())?;
