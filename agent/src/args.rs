@@ -55,6 +55,11 @@ pub struct RunArgs {
     /// /metrics; empty disables the pass-through.
     #[arg(long, env = "STOKER_AGENT_JMX_EXPORTER_URL", default_value = "")]
     pub jmx_exporter_url: String,
+    /// The JMX exporter javaagent jar in the agent's image, copied into `--output-dir`
+    /// (as `jmx_prometheus_javaagent.jar`) before Kafka starts, so Kafka's
+    /// `-javaagent` finds it whatever its own image holds; empty: no copy.
+    #[arg(long, env = "STOKER_AGENT_JMX_EXPORTER_JAR", default_value = "")]
+    pub jmx_exporter_jar: PathBuf,
     /// How often the JMX exporter is sampled (each sample is served by /metrics until
     /// the next; a scrape never waits for the exporter).
     #[arg(long, env = "STOKER_AGENT_JMX_INTERVAL", default_value = "10s", value_parser = parse_duration)]

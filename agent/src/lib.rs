@@ -154,6 +154,13 @@ async fn try_start(a: &RunArgs) -> anyhow::Result<Arc<Running>> {
         )?);
     }
     let secrets = facts::read_secrets(&config)?;
+    if !a.jmx_exporter_jar.as_os_str().is_empty() {
+        output::copy_atomically(
+            &a.jmx_exporter_jar,
+            &a.output_dir,
+            stoker_proto::JMX_EXPORTER_JAR_FILE,
+        )?;
+    }
     let hash = write_rendered(&config, &doc, &facts, &secrets, &a.output_dir)?;
     info!(
         broker_id = config.broker.broker_id,

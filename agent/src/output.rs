@@ -43,9 +43,77 @@ pub fn write_atomically(
     Ok(())
 }
 
+/// A failed copy.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The source could not be read.
+    #[error("failed to read {path}")]
+    Read {
+        /// The source.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The copy could not be written.
+    #[error(transparent)]
+    Write(#[from] WriteError),
+}
+
+/// Copies `src` to `dir/name` atomically, unless `dir/name` already holds the same
+/// bytes (a restarted agent leaves a file Kafka may have open alone).
+pub fn copy_atomically(src: &Path, dir: &Path, name: &str) -> Result<(), CopyError> {
+    let path = dir.join(name);
+    let bytes = std::fs::read(src).map_err(|source| CopyError::Read {
+        path: src.to_path_buf(),
+        source,
+    })?;
+    if std::fs::read(&path).is_ok_and(|have| have == bytes) {
+        return Ok(());
+    }
+    let err = |source| WriteError {
+        path: path.clone(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp).map_err(err)?;
+    file.set_permissions(std::fs::Permissions::from_mode(0o644))
+        .map_err(err)?;
+    file.write_all(&bytes).map_err(err)?;
+    file.sync_all().map_err(err)?;
+    drop(file);
+    std::fs::rename(&tmp, &path).map_err(err)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_copy_is_made_once_and_a_missing_source_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("agent.jar");
+        std::fs::write(&src, b"PK jar").expect("source");
+        let out = dir.path().join("out");
+        copy_atomically(&src, &out, "x.jar").expect("first copy");
+        let first = std::fs::metadata(out.join("x.jar")).expect("copied");
+        copy_atomically(&src, &out, "x.jar").expect("second copy");
+        let second = std::fs::metadata(out.join("x.jar")).expect("still there");
+        assert_eq!(std::fs::read(out.join("x.jar")).expect("read"), b"PK jar");
+        assert_eq!(
+            first.modified().expect("mtime"),
+            second.modified().expect("mtime"),
+            "identical bytes are not rewritten"
+        );
+        let e = copy_atomically(&dir.path().join("missing.jar"), &out, "y.jar")
+            .expect_err("no source");
+        assert_eq!(
+            e.to_string(),
+            format!("failed to read {}", dir.path().join("missing.jar").display())
+        );
+    }
 
     #[test]
     fn replaces_the_file_and_leaves_no_temp_behind() {

@@ -35,6 +35,11 @@ pub const OPERATOR_OWNED_KEYS: &[&str] = &[
     "metadata.log.dir",
 ];
 
+/// The file name under which the agent copies the JMX exporter javaagent its image
+/// carries into the folder it shares with Kafka; the coordinator points Kafka's
+/// `-javaagent` there.
+pub const JMX_EXPORTER_JAR_FILE: &str = "jmx_prometheus_javaagent.jar";
+
 /// The hash of a desired-config document that both sides compare: the first 16 hex
 /// digits of SHA-256 over its JSON form (maps are `BTreeMap`s, so the form is
 /// canonical). Secret values never enter it: the document only names their files.

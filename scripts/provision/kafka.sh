@@ -9,7 +9,9 @@ DEST="$STOKER_CACHE/kafka-$KAFKA_VERSION"
 M2="$STOKER_CACHE/m2"
 POM="$STOKER_ROOT/tests/infra/kafka-runtime.pom"
 JARS_KEY="$KAFKA_VERSION+$(sha256sum < "$POM" | cut -c1-12)"
-STAMP="$JARS_KEY+jmx$JMX_EXPORTER_VERSION+$(cat "$STOKER_ROOT"/tests/infra/kafka-bin/* "$STOKER_ROOT"/tests/infra/kafka-config/* | sha256sum | cut -c1-12)"
+# The JMX exporter rules are the ones the coordinator ships to broker Pods.
+JMX_RULES="$STOKER_ROOT/coordinator/assets/kafka-jmx-exporter.yml"
+STAMP="$JARS_KEY+jmx$JMX_EXPORTER_VERSION+$(cat "$STOKER_ROOT"/tests/infra/kafka-bin/* "$STOKER_ROOT"/tests/infra/kafka-config/* "$JMX_RULES" | sha256sum | cut -c1-12)"
 
 provision_kafka() {
     if stamp_ok "$DEST/.stamp" "$STAMP"; then
@@ -38,6 +40,7 @@ provision_kafka() {
         "add org.apache.logging.log4j:log4j-core to tests/infra/kafka-runtime.pom"
     cp "$STOKER_ROOT"/tests/infra/kafka-bin/* "$tmp/bin/" && chmod +x "$tmp"/bin/*.sh
     cp "$STOKER_ROOT"/tests/infra/kafka-config/* "$tmp/config/"
+    cp "$JMX_RULES" "$tmp/config/kafka-metrics.yml"
     ln -s "jmx_prometheus_javaagent-$JMX_EXPORTER_VERSION.jar" "$tmp/agents/jmx_prometheus_javaagent.jar"
     echo "$JARS_KEY" > "$tmp/.jars"
     echo "$STAMP" > "$tmp/.stamp"

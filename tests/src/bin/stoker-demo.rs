@@ -174,6 +174,7 @@ async fn main() -> anyhow::Result<()> {
             images: ImageMap {
                 kafka_home: kafka_home()?,
                 agent_bin: PathBuf::from(agent_bin),
+                agent_jmx_exporter_jar: kafka_home()?.join("agents/jmx_prometheus_javaagent.jar"),
                 cruise_control_home: stoker_testenv::CruiseControl::home()?,
             },
             api_server: Some((host, port?)),

@@ -18,6 +18,8 @@ pub struct ImageMap {
     pub kafka_home: PathBuf,
     /// The built `stoker-agent` binary.
     pub agent_bin: PathBuf,
+    /// The JMX exporter javaagent jar the agent's image carries.
+    pub agent_jmx_exporter_jar: PathBuf,
     /// Cruise Control laid out like an image's `/opt/cruise-control`.
     pub cruise_control_home: PathBuf,
 }
@@ -28,6 +30,8 @@ pub const KAFKA_HOME_IN_IMAGE: &str = "/opt/kafka";
 pub const CRUISE_CONTROL_HOME_IN_IMAGE: &str = "/opt/cruise-control";
 /// Where the agent's binary lives in its image (`Dockerfile.agent`).
 pub const AGENT_BIN_IN_IMAGE: &str = "/usr/local/bin/stoker-agent";
+/// Where the agent's image carries the JMX exporter javaagent (`Dockerfile.agent`).
+pub const AGENT_JMX_JAR_IN_IMAGE: &str = "/usr/share/stoker/jmx_prometheus_javaagent.jar";
 
 /// An image as local files: what to bind-mount into the container, and its entrypoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +71,13 @@ pub fn map_image(image: &str, images: &ImageMap) -> Result<MappedImage, String> 
             cmd: vec![],
         }),
         "stoker-agent" => Ok(MappedImage {
-            mounts: vec![(images.agent_bin.clone(), AGENT_BIN_IN_IMAGE.to_owned())],
+            mounts: vec![
+                (images.agent_bin.clone(), AGENT_BIN_IN_IMAGE.to_owned()),
+                (
+                    images.agent_jmx_exporter_jar.clone(),
+                    AGENT_JMX_JAR_IN_IMAGE.to_owned(),
+                ),
+            ],
             entrypoint: vec![AGENT_BIN_IN_IMAGE.to_owned()],
             cmd: vec!["run".to_owned()],
         }),
@@ -454,6 +464,7 @@ mod tests {
         ImageMap {
             kafka_home: "/cache/kafka".into(),
             agent_bin: "/target/stoker-agent".into(),
+            agent_jmx_exporter_jar: "/cache/kafka/agents/jmx_prometheus_javaagent.jar".into(),
             cruise_control_home: "/cache/cruise-control".into(),
         }
     }

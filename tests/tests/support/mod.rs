@@ -259,6 +259,7 @@ impl Env {
                 images: ImageMap {
                     kafka_home: kafka_home(),
                     agent_bin: workspace_binary("stoker-agent").expect("agent binary"),
+                    agent_jmx_exporter_jar: kafka_home().join("agents/jmx_prometheus_javaagent.jar"),
                     cruise_control_home: stoker_testenv::CruiseControl::home()
                         .expect("cruise control provisioned"),
                 },

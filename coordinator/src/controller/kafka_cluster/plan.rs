@@ -388,6 +388,11 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         }
     }
 
+    stamp!(
+        w,
+        ConfigMap,
+        build::jmx_exporter::config_map(&meta, &cluster.monitoring)
+    );
     if let Some(cc) = cluster.cruise_control.as_ref().filter(|cc| cc.deploy) {
         let (cm, cm_hash) = build::stamped(build::cruise_control::config_map(&meta, cluster, cc));
         w.add(Object::ConfigMap(cm), &cm_hash);
@@ -978,7 +983,21 @@ mod tests {
             .expect("Services");
         assert!(last_service < first_pod, "Services before Pods: {kinds:?}");
         assert_eq!(kinds.iter().filter(|k| **k == Kind::Pod).count(), 4);
-        assert_eq!(kinds.iter().filter(|k| **k == Kind::ConfigMap).count(), 4);
+        // One per broker, and the JMX exporter's rules before any Pod mounts them.
+        let config_maps: Vec<String> = p
+            .writes
+            .iter()
+            .map(|w| w.object.key())
+            .filter(|k| k.kind == Kind::ConfigMap)
+            .map(|k| k.name)
+            .collect();
+        assert_eq!(config_maps.len(), 5, "{config_maps:?}");
+        let rules = p
+            .writes
+            .iter()
+            .position(|w| w.object.key().name == "kf-kafka-jmx-exporter")
+            .expect("the JMX exporter's rules");
+        assert!(rules < first_pod, "rules before Pods: {kinds:?}");
         assert_eq!(kinds[0], Kind::ServiceAccount);
         assert_eq!(p.status.ready_brokers.as_deref(), Some("0/4"));
         assert_eq!(p.status.state, Some(ClusterState::Reconciling));

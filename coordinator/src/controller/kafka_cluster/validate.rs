@@ -8,12 +8,15 @@ use stoker_proto::OPERATOR_OWNED_KEYS;
 
 use k8s_openapi::api::core::v1::EnvVar;
 
-use super::build::cruise_control::{
-    DEFAULT_IMAGE as DEFAULT_CC_IMAGE, OWNED_KEYS as CC_OWNED_KEYS, ValidatedCruiseControl,
+use super::build::{
+    cruise_control::{
+        DEFAULT_IMAGE as DEFAULT_CC_IMAGE, OWNED_KEYS as CC_OWNED_KEYS, ValidatedCruiseControl,
+    },
+    jmx_exporter::{self, JarSource, ValidatedMonitoring},
 };
 use crate::crd::v1alpha1::{
     Broker, BrokerConfig, CruiseControlConfig, DisruptionBudget, InternalListener,
-    KafkaClusterSpec, PvcDeletionPolicy, RollingUpgradeConfig, StorageConfig,
+    KafkaClusterSpec, MonitoringConfig, PvcDeletionPolicy, RollingUpgradeConfig, StorageConfig,
 };
 
 /// A spec that cannot be reconciled, and why.
@@ -123,6 +126,8 @@ pub struct ValidatedCluster {
     pub roll: RollingUpgradeConfig,
     /// Cruise Control, when the spec has `cruiseControlConfig`.
     pub cruise_control: Option<ValidatedCruiseControl>,
+    /// The brokers' JMX exporter.
+    pub monitoring: ValidatedMonitoring,
 }
 
 /// The Kafka image used when neither the broker nor the cluster names one.
@@ -304,6 +309,7 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
     if let Some(a) = spec.alert_manager_config.as_ref() {
         validate_alert_manager(a)?;
     }
+    let monitoring = validate_monitoring(spec.monitoring_config.as_ref())?;
 
     Ok(ValidatedCluster {
         brokers,
@@ -323,7 +329,57 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         pvc_deletion_policy: spec.pvc_deletion_policy.unwrap_or_default(),
         roll: spec.rolling_upgrade_config.clone(),
         cruise_control,
+        monitoring,
     })
+}
+
+/// Where the JMX exporter comes from and its rules. Paths go into Kafka's `-javaagent`
+/// option, so they must be absolute and free of its separators.
+fn validate_monitoring(m: Option<&MonitoringConfig>) -> Result<ValidatedMonitoring, InvalidSpec> {
+    let Some(m) = m else {
+        return Ok(ValidatedMonitoring::default());
+    };
+    let bad = |message: String| invalid("InvalidMonitoringConfig", message);
+    if m.cc_jmx_exporter_config.is_some() {
+        return Err(bad(
+            "spec.monitoringConfig.cCJMXExporterConfig is set, but Stoker does not export Cruise Control's JMX metrics yet; remove it (Cruise Control's state is in the KafkaCluster's status.cruiseControl)".into(),
+        ));
+    }
+    let path = match m.path_to_jar.as_deref() {
+        None => None,
+        Some(p) if p.starts_with('/') && !p.contains(['=', ':', ' ', '\t', '\n', '$']) => {
+            Some(p.to_owned())
+        }
+        Some(p) => {
+            return Err(bad(format!(
+                "spec.monitoringConfig.pathToJar {:?} must be an absolute path without spaces, '=', ':' or '$' (it goes into Kafka's -javaagent option)",
+                truncate(p)
+            )));
+        }
+    };
+    let jar = match (m.jmx_image.as_deref(), path) {
+        (Some(image), _) if image.trim().is_empty() || image.contains(char::is_whitespace) => {
+            return Err(bad(format!(
+                "spec.monitoringConfig.jmxImage {:?} is not an image reference; name the image that holds the JMX exporter jar, or remove jmxImage to use the one in Stoker's agent image",
+                truncate(image)
+            )));
+        }
+        (Some(image), path) => JarSource::Image {
+            image: image.to_owned(),
+            path: path.unwrap_or_else(|| jmx_exporter::DEFAULT_IMAGE_JAR.to_owned()),
+        },
+        (None, Some(path)) => JarSource::KafkaImage(path),
+        (None, None) => JarSource::Agent,
+    };
+    let config = match m.kafka_jmx_exporter_config.as_deref() {
+        Some(text) => {
+            jmx_exporter::check_config("spec.monitoringConfig.kafkaJMXExporterConfig", text)
+                .map_err(bad)?;
+            text.to_owned()
+        }
+        None => jmx_exporter::DEFAULT_RULES.to_owned(),
+    };
+    Ok(ValidatedMonitoring { jar, config })
 }
 
 /// The alert guards must be readable: a limit that cannot be read would be no limit.
@@ -814,6 +870,88 @@ mod tests {
             });
             assert!(validate(&spec).is_ok(), "{ok}");
         }
+    }
+
+    #[test]
+    fn monitoring_says_where_the_exporter_comes_from_and_refuses_what_cannot_work() {
+        let mut spec = example_spec();
+        assert_eq!(
+            validate(&spec).expect("valid").monitoring,
+            ValidatedMonitoring::default(),
+            "unset: the agent's jar and Stoker's rules"
+        );
+        let with = |m: MonitoringConfig| {
+            let mut spec = example_spec();
+            spec.monitoring_config = Some(m);
+            validate(&spec)
+        };
+        let koperator = with(MonitoringConfig {
+            jmx_image: Some("example/jmx-javaagent:1.5.0".into()),
+            ..MonitoringConfig::default()
+        })
+        .expect("Koperator's jmxImage");
+        assert_eq!(
+            koperator.monitoring.jar,
+            JarSource::Image {
+                image: "example/jmx-javaagent:1.5.0".into(),
+                path: "/jmx_prometheus_javaagent.jar".into()
+            }
+        );
+        let in_kafka = with(MonitoringConfig {
+            path_to_jar: Some("/opt/kafka/libs/jmx_prometheus_javaagent.jar".into()),
+            kafka_jmx_exporter_config: Some("rules:\n- pattern: '.*'\n".into()),
+            ..MonitoringConfig::default()
+        })
+        .expect("a jar in the Kafka image, own rules");
+        assert_eq!(
+            in_kafka.monitoring.jar,
+            JarSource::KafkaImage("/opt/kafka/libs/jmx_prometheus_javaagent.jar".into())
+        );
+        assert_eq!(in_kafka.monitoring.config, "rules:\n- pattern: '.*'\n");
+
+        for (m, says) in [
+            (
+                MonitoringConfig {
+                    cc_jmx_exporter_config: Some("rules: []".into()),
+                    ..MonitoringConfig::default()
+                },
+                "cCJMXExporterConfig",
+            ),
+            (
+                MonitoringConfig {
+                    path_to_jar: Some("relative.jar".into()),
+                    ..MonitoringConfig::default()
+                },
+                "pathToJar",
+            ),
+            (
+                MonitoringConfig {
+                    path_to_jar: Some("/a.jar=9999".into()),
+                    ..MonitoringConfig::default()
+                },
+                "pathToJar",
+            ),
+            (
+                MonitoringConfig {
+                    jmx_image: Some(" ".into()),
+                    ..MonitoringConfig::default()
+                },
+                "jmxImage",
+            ),
+            (
+                MonitoringConfig {
+                    kafka_jmx_exporter_config: Some("hostPort: x:1\n".into()),
+                    ..MonitoringConfig::default()
+                },
+                "hostPort",
+            ),
+        ] {
+            let e = with(m).expect_err(says);
+            assert_eq!(e.reason, "InvalidMonitoringConfig");
+            assert!(e.message.contains(says), "{says}: {}", e.message);
+        }
+        spec.monitoring_config = Some(MonitoringConfig::default());
+        assert!(validate(&spec).is_ok(), "an empty monitoringConfig is the default");
     }
 
     #[test]

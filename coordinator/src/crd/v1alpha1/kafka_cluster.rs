@@ -89,6 +89,43 @@ pub struct KafkaClusterSpec {
     /// unset: alerts never change it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alert_manager_config: Option<AlertManagerConfig>,
+    /// Kafka's JMX metrics: every broker runs the Prometheus JMX exporter, and its agent
+    /// serves the series on its own `/metrics` with the labels `kafka_cr`, `namespace`
+    /// and `brokerId`. Unset: the exporter from the agent's image with Stoker's rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring_config: Option<MonitoringConfig>,
+}
+
+/// Where the brokers' JMX exporter comes from and what it exports (Koperator's field
+/// names). With neither `jmxImage` nor `pathToJar`, the agent copies the exporter its
+/// own image carries into the Pod, so any Kafka image works.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringConfig {
+    /// An image holding the JMX exporter javaagent jar at `pathToJar`: an init
+    /// container copies it into the Pod (Koperator's way; the image needs `cp`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jmx_image: Option<String>,
+    /// The jar's path: in `jmxImage` when that is set (default
+    /// `/jmx_prometheus_javaagent.jar`), otherwise in the Kafka image itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_to_jar: Option<String>,
+    /// The exporter's YAML config (its `rules`), replacing Stoker's. Changes are
+    /// picked up by the running exporter: no broker restarts.
+    #[serde(
+        default,
+        rename = "kafkaJMXExporterConfig",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kafka_jmx_exporter_config: Option<String>,
+    /// Not supported: Cruise Control's own JMX metrics are not exported yet. The
+    /// schema accepts it only so validation can say so.
+    #[serde(
+        default,
+        rename = "cCJMXExporterConfig",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cc_jmx_exporter_config: Option<String>,
 }
 
 /// The guards of alert-driven scaling. An alert acts only on a cluster that has this,

@@ -1,9 +1,10 @@
 //! Builders: pure functions from a [`ValidatedCluster`] to the Kubernetes objects of
 //! each broker (ConfigMap with the agent's desired config, PVCs, Pod) and of the
-//! cluster (Services, PodDisruptionBudget). No I/O; `apply` writes what they return.
+//! cluster (Services, PodDisruptionBudget, the JMX exporter's rules, Cruise Control). No I/O; `apply` writes what they return.
 
 pub mod config;
 pub mod cruise_control;
+pub mod jmx_exporter;
 pub mod pod;
 pub mod rbac;
 pub mod services;

@@ -21,6 +21,7 @@ use super::{
     AGENT_ADMIN_PORT, AGENT_GRPC_PORT, ANNOTATION_MOUNT_PATH, ClusterMeta, DESIRED_CONFIG_DIR,
     KAFKA_HOME, LABEL_CLUSTER, RENDERED_DIR, broker_labels, broker_name,
     config::DESIRED_CONFIG_KEY,
+    jmx_exporter::{self, JMX_EXPORTER_PORT, JarSource},
 };
 use crate::controller::kafka_cluster::validate::{ValidatedBroker, ValidatedCluster};
 
@@ -155,6 +156,37 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
         read_only: Some(true),
         ..VolumeMount::default()
     }];
+    // The JMX exporter: its rules (a folder mount, so an edit reaches the running
+    // exporter), and the jar copied out of a `jmxImage` when that is its source.
+    let monitoring = &cluster.monitoring;
+    volumes.push(Volume {
+        name: jmx_exporter::CONFIG_VOLUME.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: jmx_exporter::config_map_name(meta),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    });
+    kafka_mounts.push(VolumeMount {
+        name: jmx_exporter::CONFIG_VOLUME.into(),
+        mount_path: jmx_exporter::JMX_CONFIG_DIR.into(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    });
+    let copy_jar = monitoring.copy_container();
+    if copy_jar.is_some() {
+        volumes.push(Volume {
+            name: jmx_exporter::COPIED_JAR_VOLUME.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Volume::default()
+        });
+        kafka_mounts.push(VolumeMount {
+            name: jmx_exporter::COPIED_JAR_VOLUME.into(),
+            mount_path: jmx_exporter::COPIED_JAR_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
     let mut agent_mounts = vec![
         VolumeMount {
             name: "desired-config".into(),
@@ -226,7 +258,17 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
             "STOKER_AGENT_SHUTDOWN_TIMEOUT",
             format!("{}s", (grace - AGENT_SHUTDOWN_MARGIN_SECONDS).max(10)),
         ),
+        env(
+            "STOKER_AGENT_JMX_EXPORTER_URL",
+            format!("http://$(POD_IP):{JMX_EXPORTER_PORT}/metrics"),
+        ),
     ]);
+    if monitoring.jar == JarSource::Agent {
+        agent_env.push(env(
+            "STOKER_AGENT_JMX_EXPORTER_JAR",
+            jmx_exporter::AGENT_IMAGE_JAR,
+        ));
+    }
     let agent = Container {
         name: "stoker-agent".into(),
         image: Some(meta.agent_image.clone()),
@@ -271,6 +313,7 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
         format!("-Dlog4j2.configurationFile=file:{RENDERED_DIR}/log4j2.properties"),
     ));
     kafka_env.push(env("CLUSTER_ID", meta.cluster_id.clone()));
+    let kafka_env = jmx_exporter::with_javaagent(kafka_env, monitoring);
     let start = format!(
         "set -e\n{KAFKA_HOME}/bin/kafka-storage.sh format --ignore-formatted -t \"$CLUSTER_ID\" -c {RENDERED_DIR}/server.properties\nexec {KAFKA_HOME}/bin/kafka-server-start.sh {RENDERED_DIR}/server.properties\n"
     );
@@ -348,7 +391,9 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
         spec: Some(PodSpec {
             hostname: meta.headless.then(|| name.clone()),
             subdomain: meta.headless.then(|| format!("{}-headless", meta.name)),
-            init_containers: Some(vec![agent]),
+            // The jar copy (a plain init container) runs after the agent has started:
+            // both are done before Kafka starts.
+            init_containers: Some([Some(agent), copy_jar].into_iter().flatten().collect()),
             containers: vec![kafka],
             volumes: Some(volumes),
             restart_policy: Some("Always".into()),
@@ -373,6 +418,86 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::controller::kafka_cluster::{
+        build::jmx_exporter::ValidatedMonitoring, test_support::example_spec, validate::validate,
+    };
+
+    fn meta() -> ClusterMeta {
+        ClusterMeta {
+            name: "kf-kafka".into(),
+            namespace: "kafka".into(),
+            owner: Default::default(),
+            cluster_id: "id".into(),
+            headless: false,
+            agent_image: "stoker-agent:dev".into(),
+        }
+    }
+
+    fn env_of<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+        c.env
+            .iter()
+            .flatten()
+            .rfind(|e| e.name == name)
+            .and_then(|e| e.value.as_deref())
+    }
+
+    #[test]
+    fn every_broker_runs_the_jmx_exporter_and_its_agent_samples_it() {
+        let cluster = validate(&example_spec()).expect("valid");
+        let pod = broker_pod(&meta(), &cluster, &cluster.brokers[&0]);
+        let spec = pod.spec.expect("spec");
+        let kafka = &spec.containers[0];
+        assert_eq!(
+            env_of(kafka, "KAFKA_OPTS"),
+            Some(cluster.monitoring.javaagent().as_str())
+        );
+        assert!(
+            kafka
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == "/etc/jmx-exporter"),
+            "the rules are mounted"
+        );
+        let agent = &spec.init_containers.as_ref().expect("agent")[0];
+        assert_eq!(
+            env_of(agent, "STOKER_AGENT_JMX_EXPORTER_URL"),
+            Some("http://$(POD_IP):9020/metrics")
+        );
+        assert_eq!(
+            env_of(agent, "STOKER_AGENT_JMX_EXPORTER_JAR"),
+            Some("/usr/share/stoker/jmx_prometheus_javaagent.jar"),
+            "the agent copies the jar its image carries"
+        );
+        assert_eq!(spec.init_containers.as_ref().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn a_jmx_image_is_copied_by_an_init_container_and_the_agent_copies_nothing() {
+        let mut cluster = validate(&example_spec()).expect("valid");
+        cluster.monitoring = ValidatedMonitoring {
+            jar: JarSource::Image {
+                image: "example/jmx-javaagent:1".into(),
+                path: "/jmx_prometheus_javaagent.jar".into(),
+            },
+            ..ValidatedMonitoring::default()
+        };
+        let spec = broker_pod(&meta(), &cluster, &cluster.brokers[&0])
+            .spec
+            .expect("spec");
+        let inits = spec.init_containers.expect("init containers");
+        assert_eq!(inits.len(), 2);
+        assert_eq!(inits[0].name, "stoker-agent");
+        assert_eq!(inits[1].name, "jmx-exporter");
+        assert_eq!(env_of(&inits[0], "STOKER_AGENT_JMX_EXPORTER_JAR"), None);
+        assert!(
+            spec.containers[0]
+                .volume_mounts
+                .iter()
+                .flatten()
+                .any(|m| m.mount_path == "/opt/jmx-exporter" && m.read_only == Some(true))
+        );
+    }
 
     #[test]
     fn a_disk_is_named_after_its_mount_path_and_two_paths_never_share_a_name() {
