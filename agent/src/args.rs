@@ -60,6 +60,11 @@ pub struct RunArgs {
     /// `-javaagent` finds it whatever its own image holds; empty: no copy.
     #[arg(long, env = "STOKER_AGENT_JMX_EXPORTER_JAR", default_value = "")]
     pub jmx_exporter_jar: PathBuf,
+    /// The cluster's stop Lease (in the Pod's namespace): the preStop check is made
+    /// holding it, so two brokers never pass their checks at once; empty: no lock (an
+    /// agent outside Kubernetes).
+    #[arg(long, env = "STOKER_AGENT_STOP_LEASE", default_value = "")]
+    pub stop_lease: String,
     /// How often the JMX exporter is sampled (each sample is served by /metrics until
     /// the next; a scrape never waits for the exporter).
     #[arg(long, env = "STOKER_AGENT_JMX_INTERVAL", default_value = "10s", value_parser = parse_duration)]

@@ -2,13 +2,15 @@
 //! restarts the broker) and the preStop wait (the kubelet's hook, for every other
 //! disruption: `kubectl delete pod`, a node drain). Both read the cluster as the broker
 //! sees it now and apply [`safety`]'s rules; anything that cannot be read makes the
-//! answer unsafe, with what could not be read.
+//! answer unsafe, with what could not be read. The preStop check is made holding the
+//! cluster's [stop lock](crate::stop_lock), so two brokers never pass it at once.
 
 use std::time::Duration;
 
 use crate::{
     safety::{self, StopDecision},
-    state::{Running, Shared, error_chain},
+    state::{HeldLock, Running, Shared, error_chain},
+    stop_lock::{self, Claim, StopLock},
 };
 
 /// How often the preStop wait asks again.
@@ -21,8 +23,11 @@ pub enum StopAnswer {
     Decided(StopDecision),
     /// A controller may not stop: too few other voters are caught up.
     Quorum(String),
-    /// A fact the rules need could not be read at all (the metadata, the quorum): why.
+    /// A fact the rules need could not be read at all (the metadata, the quorum, the
+    /// stop lock): why.
     Unknown(String),
+    /// Another broker is stopping (it holds the stop lock): who.
+    Locked(String),
 }
 
 impl StopAnswer {
@@ -35,7 +40,7 @@ impl StopAnswer {
     pub fn reason(&self) -> String {
         match self {
             Self::Decided(d) => d.reason(),
-            Self::Quorum(why) | Self::Unknown(why) => why.clone(),
+            Self::Quorum(why) | Self::Unknown(why) | Self::Locked(why) => why.clone(),
         }
     }
 
@@ -43,7 +48,7 @@ impl StopAnswer {
     pub fn unreadable(&self) -> Vec<String> {
         match self {
             Self::Decided(d) => d.unreadable.clone(),
-            Self::Quorum(_) => Vec::new(),
+            Self::Quorum(_) | Self::Locked(_) => Vec::new(),
             Self::Unknown(why) => vec![why.clone()],
         }
     }
@@ -120,28 +125,48 @@ impl Running {
 }
 
 /// The preStop wait: turns not-ready, then waits until stopping the broker is safe, at
-/// most the shutdown timeout or until a second SIGTERM. Returns what happened, in
-/// words (the kubelet proceeds to SIGTERM in every case).
+/// most the shutdown timeout or until a second SIGTERM. With a stop lock, each check is
+/// made holding it, and a safe answer keeps it while the broker stops. Returns what
+/// happened, in words (the kubelet proceeds to SIGTERM in every case).
 pub async fn prestop(shared: &Shared) -> String {
     shared.begin_shutdown("preStop hook");
     let Some(running) = shared.running().cloned() else {
         return "the broker never started; nothing to protect\n".into();
     };
+    let lock = match shared.stop_lock.get() {
+        None => None,
+        Some(r) => Some(
+            StopLock::in_cluster(&r.namespace, &r.name, &r.me)
+                .await
+                .map_err(|e| error_chain(&e)),
+        ),
+    };
     let started = tokio::time::Instant::now();
     let deadline = started + shared.shutdown_timeout;
     loop {
-        let answer = running.safe_to_stop(&[]).await;
+        let (answer, held) = check_holding(&running, lock.as_ref()).await;
         if answer.safe() {
             let waited = started.elapsed();
+            if let Some(lock) = held {
+                keep(shared, lock).await;
+            }
             tracing::info!(
                 waited_ms = u64::try_from(waited.as_millis()).unwrap_or(u64::MAX),
                 "Safe to stop; letting Kafka shut down"
             );
             return format!("safe to stop after {waited:?}\n");
         }
+        if let Some(lock) = held
+            && let Err(e) = lock.release().await
+        {
+            // It expires on its own; the next check takes it over then.
+            tracing::warn!(error = %error_chain(&e), "Could not give the stop Lease back");
+        }
         // A broker that no longer serves has nothing left to protect: its replicas
         // are already out of every ISR.
-        if matches!(answer, StopAnswer::Unknown(_)) && running.observation().reachable.is_err() {
+        if matches!(answer, StopAnswer::Unknown(_) | StopAnswer::Locked(_))
+            && running.observation().reachable.is_err()
+        {
             tracing::info!(reason = %answer.reason(), "Broker unreachable; nothing left to protect");
             return "the broker is not serving; nothing to protect\n".into();
         }
@@ -161,6 +186,68 @@ pub async fn prestop(shared: &Shared) -> String {
         tokio::select! {
             () = tokio::time::sleep(PRESTOP_POLL) => {}
             () = shared.force_notify.notified() => {}
+        }
+    }
+}
+
+/// One check: takes the stop lock first when there is one (a lock that cannot be read
+/// is an unsafe answer), then evaluates the rules. Returns the lock when it is held.
+async fn check_holding(
+    running: &Running,
+    lock: Option<&Result<StopLock, String>>,
+) -> (StopAnswer, Option<StopLock>) {
+    let held = match lock {
+        None => None,
+        Some(Err(why)) => {
+            return (
+                StopAnswer::Unknown(format!("cannot use the cluster's stop Lease: {why}")),
+                None,
+            );
+        }
+        Some(Ok(lock)) => match lock.take().await {
+            Ok(Claim::Free) => Some(lock.clone()),
+            Ok(Claim::HeldBy { holder, until }) => {
+                return (
+                    StopAnswer::Locked(format!(
+                        "broker Pod {holder} is stopping: it holds the stop Lease {} (until {until} unless renewed)",
+                        lock.name()
+                    )),
+                    None,
+                );
+            }
+            Err(e) => return (StopAnswer::Unknown(error_chain(&e)), None),
+        },
+    };
+    (running.safe_to_stop(&[]).await, held)
+}
+
+/// Keeps `lock` while the broker stops: renewed in the background until released.
+async fn keep(shared: &Shared, lock: StopLock) {
+    let renewing = lock.clone();
+    let renewal = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(stop_lock::RENEW_EVERY).await;
+            if let Err(e) = renewing.take().await {
+                tracing::warn!(error = %error_chain(&e), "Could not renew the stop Lease");
+            }
+        }
+    });
+    let mut held = shared.held_lock.lock().await;
+    if let Some(old) = held.replace(HeldLock { lock, renewal }) {
+        old.renewal.abort();
+    }
+}
+
+/// Gives the stop lock back if this agent holds it (its broker has stopped).
+pub async fn release_stop_lock(shared: &Shared) {
+    let Some(held) = shared.held_lock.lock().await.take() else {
+        return;
+    };
+    held.renewal.abort();
+    match held.lock.release().await {
+        Ok(()) => tracing::info!(lease = %held.lock.name(), "Gave the stop Lease back"),
+        Err(e) => {
+            tracing::warn!(error = %error_chain(&e), "Could not give the stop Lease back; it expires on its own")
         }
     }
 }

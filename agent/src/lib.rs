@@ -30,6 +30,7 @@ pub mod replicas;
 pub mod safety;
 pub mod shutdown;
 pub mod state;
+pub mod stop_lock;
 pub mod telemetry;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
@@ -215,6 +216,16 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
         }
     };
     shared.set_running(running.clone());
+    if !a.stop_lease.is_empty() {
+        // try_start read these already; they are there.
+        let facts = facts::pod_facts_from_env(|k| std::env::var(k).ok())?;
+        info!(lease = %a.stop_lease, namespace = %facts.namespace, "Stops are checked under the cluster's stop Lease");
+        shared.set_stop_lock(state::StopLockRef {
+            namespace: facts.namespace,
+            name: a.stop_lease.clone(),
+            me: facts.pod_name,
+        });
+    }
 
     let grpc_addr = a.grpc_addr;
     let grpc_token = token.clone();
@@ -236,6 +247,9 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
     let first = signals.recv().await;
     info!(signal = first, "Stopping");
     shutdown::drain(&shared, &running, &mut signals, a.shutdown_timeout).await;
+    // Kafka has stopped: its replicas are out of every ISR, which the next broker's
+    // check will see, so the stop lock can go.
+    guard::release_stop_lock(&shared).await;
     token.cancel();
     observer.abort();
     if let Ok(Err(e)) = grpc_task.await {

@@ -66,6 +66,31 @@ pub struct Shared {
     pub jmx: Option<JmxSource>,
     /// Its last sample.
     pub(crate) jmx_sample: RwLock<Option<JmxSample>>,
+    /// The cluster's stop lock, when the agent runs in Kubernetes with one.
+    pub(crate) stop_lock: OnceLock<StopLockRef>,
+    /// The stop lock while this agent holds it (its broker is stopping), and the task
+    /// that renews it.
+    pub(crate) held_lock: tokio::sync::Mutex<Option<HeldLock>>,
+}
+
+/// Which Lease is the cluster's stop lock, and who this agent is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StopLockRef {
+    /// The Lease's namespace (the Pod's).
+    pub namespace: String,
+    /// The Lease's name.
+    pub name: String,
+    /// This agent's identity: its Pod's name.
+    pub me: String,
+}
+
+/// The stop lock while held.
+#[derive(Debug)]
+pub struct HeldLock {
+    /// The lock.
+    pub lock: crate::stop_lock::StopLock,
+    /// Renews it until aborted.
+    pub renewal: tokio::task::JoinHandle<()>,
 }
 
 impl Shared {
@@ -81,7 +106,14 @@ impl Shared {
             shutdown_timeout,
             jmx,
             jmx_sample: RwLock::new(None),
+            stop_lock: OnceLock::new(),
+            held_lock: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Makes the preStop check take `lock` first (set once, at start-up).
+    pub fn set_stop_lock(&self, lock: StopLockRef) {
+        let _ = self.stop_lock.set(lock);
     }
 
     /// The running state, once the config is rendered.

@@ -1,8 +1,9 @@
 //! End to end on the local Pod runtime: the example KafkaCluster becomes real broker
 //! Pods (a `stoker-agent` native sidecar beside each Kafka), serves clients through
-//! its advertised listeners, survives a SIGKILLed broker, and a broker Pod deleted by
-//! hand goes through the agent's preStop safety wait; a claim a Pod uses is bound and
-//! grows with its request; a force-deleted Pod of a Deployment is replaced and runs.
+//! its advertised listeners, survives a SIGKILLed broker, and two broker Pods deleted by
+//! hand at once go through the agents' preStop safety wait one after the other (the
+//! cluster's stop Lease) with no partition below min ISR; a claim a Pod uses is bound and grows with its request; a force-deleted Pod of a
+//! Deployment is replaced and runs.
 
 mod support;
 
@@ -69,36 +70,63 @@ async fn the_example_cluster_runs_serves_clients_and_survives_a_killed_and_a_del
     wait_cluster_ready(clusters, pods, "after SIGKILL").await;
     consume_all(runtime, &bootstrap, "e2e", "e2e-2", 1000);
 
-    // A broker Pod deleted by hand: the preStop hook waits until stopping is safe, the
-    // Pod goes, and the coordinator brings it back with its data (the claim outlives it).
-    let pod = format!("{CLUSTER}-2");
-    let uid = pods.get(&pod).await.expect("pod").metadata.uid;
-    pods.delete(&pod, &DeleteParams::default())
-        .await
-        .expect("delete the Pod");
-    let deadline = Instant::now() + Duration::from_secs(180);
+    // Two broker Pods deleted by hand at the same instant (`e2e` has RF 3, min ISR 2:
+    // the two may not be down together). Each agent's preStop check is right alone, but
+    // made at the same moment both would pass; under the cluster's stop Lease one goes
+    // first and the other waits until it is back in the ISR. Both come back with their
+    // data (their claims outlive them), and no partition falls below min ISR.
+    let both = [format!("{CLUSTER}-1"), format!("{CLUSTER}-2")];
+    let mut uids = Vec::new();
+    for pod in &both {
+        uids.push(pods.get(pod).await.expect("pod").metadata.uid);
+    }
+    let dp = DeleteParams::default();
+    let (a, b) = tokio::join!(pods.delete(&both[0], &dp), pods.delete(&both[1], &dp));
+    a.expect("delete broker 1's Pod");
+    b.expect("delete broker 2's Pod");
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut lowest_isr = usize::MAX;
     loop {
-        if let Some(p) = pods.get_opt(&pod).await.expect("get")
-            && p.metadata.uid != uid
-        {
+        if let Some(m) = min_isr(pods, "e2e").await {
+            lowest_isr = lowest_isr.min(m);
+        }
+        let mut back = 0;
+        for (pod, uid) in both.iter().zip(&uids) {
+            if let Some(p) = pods.get_opt(pod).await.expect("get")
+                && p.metadata.uid != *uid
+            {
+                back += 1;
+            }
+        }
+        if back == 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "the deleted Pod never came back");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(Instant::now() < deadline, "the deleted Pods never came back");
+        tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    let agent_log = std::fs::read_to_string(runtime.container_log(NS, &pod, "stoker-agent"))
-        .expect("agent log");
+    let logs: Vec<String> = both
+        .iter()
+        .map(|pod| {
+            std::fs::read_to_string(runtime.container_log(NS, pod, "stoker-agent"))
+                .expect("agent log")
+        })
+        .collect();
+    for (pod, log) in both.iter().zip(&logs) {
+        assert!(
+            log.contains("Safe to stop; letting Kafka shut down"),
+            "{pod}'s preStop hook went through the agent's safety wait:\n{}",
+            log.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        );
+    }
     assert!(
-        agent_log.contains("Safe to stop; letting Kafka shut down"),
-        "the preStop hook went through the agent's safety wait:\n{}",
-        agent_log
-            .lines()
-            .rev()
-            .take(20)
-            .collect::<Vec<_>>()
-            .join("\n")
+        logs.iter().any(|l| l.contains("holds the stop Lease")),
+        "one agent waited for the other's stop"
     );
-    wait_cluster_ready(clusters, pods, "after deleting a Pod").await;
+    wait_cluster_ready(clusters, pods, "after deleting two Pods").await;
+    assert!(
+        lowest_isr >= 2,
+        "a partition of e2e fell below min ISR 2 while two brokers were deleted: {lowest_isr}"
+    );
     consume_all(runtime, &bootstrap, "e2e", "e2e-3", 1000);
 
     env.stop().await;
@@ -678,5 +706,6 @@ async fn brokers_of_one_rack_restart_together_when_the_roll_allows_it() {
     assert_consumed_once(&env.runtime, &bootstrap, "racks", &acked);
     assert_eq!(failed, 0, "no send failed");
     assert!(lowest_isr >= 1, "a partition went offline: {lowest_isr}");
+
     env.stop().await;
 }

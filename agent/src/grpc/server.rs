@@ -139,7 +139,7 @@ impl Agent for AgentService {
                     min_insync_replicas: b.partition.min_isr.or_unknown(),
                 })
                 .collect(),
-            StopAnswer::Quorum(_) | StopAnswer::Unknown(_) => Vec::new(),
+            StopAnswer::Quorum(_) | StopAnswer::Unknown(_) | StopAnswer::Locked(_) => Vec::new(),
         };
         let response = SafeToStopResponse {
             broker: Some(running.broker.clone()),

@@ -13,7 +13,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service,
 use k8s_openapi::api::{
     apps::v1::Deployment,
     policy::v1::PodDisruptionBudget,
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    coordination::v1::Lease,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
     Api, Resource, ResourceExt,
@@ -115,6 +116,9 @@ async fn write(state: &State, ns: &str, w: Write) -> Result<(ObjectKey, Applied)
         Object::ClusterRoleBinding(o) => {
             apply_one(Api::<ClusterRoleBinding>::all(client), o, rv).await
         }
+        Object::Role(o) => apply_one(Api::<Role>::namespaced(client, ns), o, rv).await,
+        Object::RoleBinding(o) => apply_one(Api::<RoleBinding>::namespaced(client, ns), o, rv).await,
+        Object::Lease(o) => create_one(Api::<Lease>::namespaced(client, ns), o).await,
         Object::Service(o) => apply_one(Api::<Service>::namespaced(client, ns), o, rv).await,
         Object::ConfigMap(o) => apply_one(Api::<ConfigMap>::namespaced(client, ns), o, rv).await,
         Object::PersistentVolumeClaim(o) => {
@@ -151,6 +155,9 @@ async fn delete(state: &State, ns: &str, key: &ObjectKey) -> Result<bool, Error>
         Kind::ServiceAccount => one(Api::<ServiceAccount>::namespaced(c, ns), name).await,
         Kind::ClusterRole => one(Api::<ClusterRole>::all(c), name).await,
         Kind::ClusterRoleBinding => one(Api::<ClusterRoleBinding>::all(c), name).await,
+        Kind::Role => one(Api::<Role>::namespaced(c, ns), name).await,
+        Kind::RoleBinding => one(Api::<RoleBinding>::namespaced(c, ns), name).await,
+        Kind::Lease => one(Api::<Lease>::namespaced(c, ns), name).await,
         Kind::Service => one(Api::<Service>::namespaced(c, ns), name).await,
         Kind::ConfigMap => one(Api::<ConfigMap>::namespaced(c, ns), name).await,
         Kind::PersistentVolumeClaim => {

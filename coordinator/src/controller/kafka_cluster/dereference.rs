@@ -16,7 +16,8 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    coordination::v1::Lease,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
     Resource, ResourceExt,
@@ -57,6 +58,12 @@ pub enum Kind {
     ClusterRole,
     /// ClusterRoleBinding (cluster-scoped).
     ClusterRoleBinding,
+    /// Role (the agents' stop Lease).
+    Role,
+    /// RoleBinding.
+    RoleBinding,
+    /// Lease (the cluster's stop lock).
+    Lease,
     /// Service.
     Service,
     /// ConfigMap.
@@ -80,6 +87,9 @@ impl Kind {
             Self::ServiceAccount => "ServiceAccount",
             Self::ClusterRole => "ClusterRole",
             Self::ClusterRoleBinding => "ClusterRoleBinding",
+            Self::Role => "Role",
+            Self::RoleBinding => "RoleBinding",
+            Self::Lease => "Lease",
             Self::Service => "Service",
             Self::ConfigMap => "ConfigMap",
             Self::PersistentVolumeClaim => "PersistentVolumeClaim",
@@ -287,6 +297,12 @@ pub struct OwnedStores {
     pub bindings: Store<ClusterRoleBinding>,
     /// The agents' ClusterRole.
     pub roles: Store<ClusterRole>,
+    /// The agents' per-cluster Roles (the stop Lease).
+    pub namespaced_roles: Store<Role>,
+    /// Their RoleBindings.
+    pub role_bindings: Store<RoleBinding>,
+    /// The clusters' stop Leases.
+    pub leases: Store<Lease>,
     /// Cruise Control Deployments.
     pub deployments: Store<Deployment>,
     /// Cruise Control Pods (their addresses).
@@ -322,6 +338,16 @@ impl OwnedStores {
             && ready.8.is_ok()
             && ready.9.is_ok()
             && ready.10.is_ok()
+            && self.agent_rbac_ready().await
+    }
+
+    async fn agent_rbac_ready(&self) -> bool {
+        let ready = futures::join!(
+            self.namespaced_roles.wait_until_ready(),
+            self.role_bindings.wait_until_ready(),
+            self.leases.wait_until_ready(),
+        );
+        ready.0.is_ok() && ready.1.is_ok() && ready.2.is_ok()
     }
 }
 
@@ -509,6 +535,24 @@ pub async fn observe(
             ObjectKey::new(Kind::ClusterRole, r.name_any()),
             existing_of(&r),
         );
+    }
+    for r in stores.namespaced_roles.state() {
+        if in_ns(r.namespace()) && ours(r.labels()) {
+            existing.insert(ObjectKey::new(Kind::Role, r.name_any()), existing_of(&r));
+        }
+    }
+    for b in stores.role_bindings.state() {
+        if in_ns(b.namespace()) && ours(b.labels()) {
+            existing.insert(
+                ObjectKey::new(Kind::RoleBinding, b.name_any()),
+                existing_of(&b),
+            );
+        }
+    }
+    for l in stores.leases.state() {
+        if in_ns(l.namespace()) && ours(l.labels()) {
+            existing.insert(ObjectKey::new(Kind::Lease, l.name_any()), existing_of(&l));
+        }
     }
     for a in stores.service_accounts.state() {
         if in_ns(a.namespace()) {

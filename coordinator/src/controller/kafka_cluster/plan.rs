@@ -26,7 +26,8 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    coordination::v1::Lease,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::ResourceExt;
 use stoker_proto::agent::v1::DesiredConfig;
@@ -76,6 +77,12 @@ pub enum Object {
     ClusterRole(ClusterRole),
     /// The cluster's ClusterRoleBinding.
     ClusterRoleBinding(ClusterRoleBinding),
+    /// The agents' Role in the cluster's namespace (its stop Lease).
+    Role(Role),
+    /// Its RoleBinding.
+    RoleBinding(RoleBinding),
+    /// The cluster's stop Lease (created only: the agents hold and renew it).
+    Lease(Lease),
     /// A Service.
     Service(Service),
     /// A broker's ConfigMap.
@@ -99,6 +106,9 @@ impl Object {
             Self::ServiceAccount(o) => (Kind::ServiceAccount, o.name_any()),
             Self::ClusterRole(o) => (Kind::ClusterRole, o.name_any()),
             Self::ClusterRoleBinding(o) => (Kind::ClusterRoleBinding, o.name_any()),
+            Self::Role(o) => (Kind::Role, o.name_any()),
+            Self::RoleBinding(o) => (Kind::RoleBinding, o.name_any()),
+            Self::Lease(o) => (Kind::Lease, o.name_any()),
             Self::Service(o) => (Kind::Service, o.name_any()),
             Self::ConfigMap(o) => (Kind::ConfigMap, o.name_any()),
             Self::PersistentVolumeClaim(o) => (Kind::PersistentVolumeClaim, o.name_any()),
@@ -115,6 +125,7 @@ impl Object {
         matches!(
             self,
             Self::ServiceAccount(_)
+                | Self::Lease(_)
                 | Self::PersistentVolumeClaim(_)
                 | Self::Pod(_)
                 | Self::KafkaRebalance(_)
@@ -379,6 +390,10 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         ClusterRoleBinding,
         build::agent_cluster_role_binding(&meta, cluster)
     );
+    // The stop lock, and the agents' right to it, before any Pod that takes it.
+    stamp!(w, Lease, build::stop_lease(&meta));
+    stamp!(w, Role, build::agent_role(&meta));
+    stamp!(w, RoleBinding, build::agent_role_binding(&meta, cluster));
     if meta.headless {
         stamp!(w, Service, build::headless_service(&meta, cluster));
     } else {
@@ -872,6 +887,9 @@ mod tests {
             Object::ServiceAccount(o) => o.annotations(),
             Object::ClusterRole(o) => o.annotations(),
             Object::ClusterRoleBinding(o) => o.annotations(),
+            Object::Role(o) => o.annotations(),
+            Object::RoleBinding(o) => o.annotations(),
+            Object::Lease(o) => o.annotations(),
             Object::Service(o) => o.annotations(),
             Object::ConfigMap(o) => o.annotations(),
             Object::PersistentVolumeClaim(o) => o.annotations(),

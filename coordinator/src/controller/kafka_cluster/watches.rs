@@ -9,7 +9,8 @@ use k8s_openapi::api::{
         ConfigMap, Container, PersistentVolumeClaim, Pod, PodSpec, Service, ServiceAccount,
     },
     policy::v1::PodDisruptionBudget,
-    rbac::v1::{ClusterRole, ClusterRoleBinding},
+    coordination::v1::Lease,
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -139,6 +140,30 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
     .modify(slim)
     .reflect(writer)
     .touched_objects();
+    let (namespaced_roles, writer) = reflector::store();
+    let ns_role_events = watcher(Api::<Role>::all(client.clone()), labelled.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .touched_objects();
+    let (role_bindings, writer) = reflector::store();
+    let role_binding_events = watcher(Api::<RoleBinding>::all(client.clone()), labelled.clone())
+        .default_backoff()
+        .modify(slim)
+        .reflect(writer)
+        .touched_objects();
+    // The agents renew their cluster's stop Lease every few seconds while a broker
+    // stops; only its existence matters to a pass, so its spec is dropped and its
+    // changes wake nothing (it is not `owns`: renewals would trigger passes).
+    let (leases, writer) = reflector::store();
+    let lease_events = watcher(Api::<Lease>::all(client.clone()), labelled.clone())
+        .default_backoff()
+        .modify(|l: &mut Lease| {
+            slim(l);
+            l.spec = None;
+        })
+        .reflect(writer)
+        .touched_objects();
 
     let (deployments, writer) = reflector::store();
     let deployment_events = watcher(Api::<Deployment>::all(client.clone()), labelled.clone())
@@ -178,6 +203,9 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
         pdbs,
         bindings,
         roles,
+        namespaced_roles,
+        role_bindings,
+        leases,
         deployments,
         rebalances,
         cruise_control_pods,
@@ -190,6 +218,8 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
         .owns_stream(svc_events)
         .owns_stream(sa_events)
         .owns_stream(pdb_events)
+        .owns_stream(ns_role_events)
+        .owns_stream(role_binding_events)
         .watches_stream(pvc_events, |pvc: PersistentVolumeClaim| {
             let name = pvc.labels().get(LABEL_CLUSTER)?.clone();
             Some(ObjectRef::new(&name).within(&pvc.namespace()?))
@@ -207,6 +237,7 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
             Some(ObjectRef::new(&name).within(&p.namespace()?))
         })
         // The shared ClusterRole triggers nothing; it is watched to be cached.
-        .watches_stream(role_events, |_: ClusterRole| None);
+        .watches_stream(role_events, |_: ClusterRole| None)
+        .watches_stream(lease_events, |_: Lease| None);
     (controller, stores)
 }

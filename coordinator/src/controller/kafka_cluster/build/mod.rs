@@ -15,8 +15,8 @@ pub use config::{desired_config, desired_config_map};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 pub use pod::{broker_pod, broker_pvcs, pvc_name};
 pub use rbac::{
-    agent_cluster_role, agent_cluster_role_binding, binding_name, default_service_account_name,
-    service_accounts,
+    agent_cluster_role, agent_cluster_role_binding, agent_role, agent_role_binding, binding_name,
+    default_service_account_name, service_accounts, stop_lease, stop_lease_name,
 };
 pub use services::{
     advertised_host, all_broker_service, broker_service, headless_service, pod_disruption_budget,

@@ -258,6 +258,7 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
             "STOKER_AGENT_SHUTDOWN_TIMEOUT",
             format!("{}s", (grace - AGENT_SHUTDOWN_MARGIN_SECONDS).max(10)),
         ),
+        env("STOKER_AGENT_STOP_LEASE", super::stop_lease_name(meta)),
         env(
             "STOKER_AGENT_JMX_EXPORTER_URL",
             format!("http://$(POD_IP):{JMX_EXPORTER_PORT}/metrics"),
