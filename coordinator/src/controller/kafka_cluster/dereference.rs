@@ -278,6 +278,43 @@ pub struct Observed {
     pub now: String,
 }
 
+/// The brokers on their way out of the cluster, whose agents must show they hold
+/// nothing before they go: those removed from the spec that still drain (their last
+/// entry is in the status, so their Pod is kept or made again), those a past pass was
+/// removing, and any Pod or ConfigMap of a broker the spec does not have. Once a removal
+/// deleted a broker's Pod, ConfigMap and status entry, its terminating Pod is on its way
+/// out: it never makes the broker draining again. Pure.
+pub fn draining_brokers(
+    cluster: &ValidatedCluster,
+    pods: &BTreeMap<i32, PodView>,
+    config_maps: &BTreeSet<i32>,
+    previous: &KafkaClusterStatus,
+) -> BTreeSet<i32> {
+    let unknown = |id: &i32| !cluster.brokers.contains_key(id);
+    let left_over = |id: &i32| pods.get(id).is_some_and(|p| !p.terminating) || config_maps.contains(id);
+    let running_pods = pods
+        .iter()
+        .filter(|(_, p)| !p.terminating)
+        .map(|(id, _)| *id);
+    cluster
+        .brokers
+        .values()
+        .filter(|b| b.draining)
+        .map(|b| b.id)
+        .chain(running_pods.chain(config_maps.iter().copied()).filter(unknown))
+        .chain(
+            previous
+                .scaling
+                .iter()
+                .flat_map(|s| s.removing.iter().map(|r| r.broker))
+                .filter(|id| match cluster.brokers.get(id) {
+                    Some(b) => b.draining,
+                    None => left_over(id),
+                }),
+        )
+        .collect()
+}
+
 /// The reflector stores of every kind the controller writes (filled by its watches).
 #[derive(Clone)]
 pub struct OwnedStores {
@@ -598,25 +635,7 @@ pub async fn observe(
     .await;
 
     let previous = previous_status(kc, memory);
-    let draining: BTreeSet<i32> = cluster
-        .brokers
-        .values()
-        .filter(|b| b.draining)
-        .map(|b| b.id)
-        .chain(
-            pods.keys()
-                .chain(config_maps.iter())
-                .copied()
-                .filter(|id| !cluster.brokers.contains_key(id)),
-        )
-        .chain(
-            previous
-                .scaling
-                .iter()
-                .flat_map(|s| s.removing.iter().map(|r| r.broker))
-                .filter(|id| cluster.brokers.get(id).is_none_or(|b| b.draining)),
-        )
-        .collect();
+    let draining = draining_brokers(cluster, &pods, &config_maps, &previous);
     // What each draining broker, and each broker with a disk on its way out, holds,
     // from its own agent (never guessed).
     let asked: BTreeSet<i32> = draining
@@ -771,4 +790,83 @@ pub async fn ask_safe_to_stop(
 /// The store key of a namespaced object.
 pub fn key_in<K: Resource<DynamicType = ()>>(name: &str, namespace: &str) -> ObjectRef<K> {
     ObjectRef::new(name).within(namespace)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        controller::kafka_cluster::{test_support::example_spec, validate::validate},
+        crd::v1alpha1::{BrokerRemoval, RemovalState, ScalingStatus},
+    };
+
+    fn pod(terminating: bool) -> PodView {
+        PodView {
+            name: "p".into(),
+            phase: Some("Running".into()),
+            ip: None,
+            ready: !terminating,
+            terminating,
+            hash: None,
+            mount_paths: BTreeSet::new(),
+        }
+    }
+
+    fn was_removing(id: i32) -> KafkaClusterStatus {
+        KafkaClusterStatus {
+            scaling: Some(ScalingStatus {
+                removing: vec![BrokerRemoval {
+                    broker: id,
+                    state: RemovalState::Draining,
+                    ..BrokerRemoval::default()
+                }],
+                ..ScalingStatus::default()
+            }),
+            ..KafkaClusterStatus::default()
+        }
+    }
+
+    #[test]
+    fn a_removed_brokers_terminating_pod_does_not_make_it_draining_again() {
+        // Broker 7 is in no spec; a pass removed it: Pod terminating, ConfigMap gone.
+        let cluster = validate(&example_spec()).expect("valid");
+        let pods = BTreeMap::from([(7, pod(true))]);
+        let none = BTreeSet::new();
+        assert!(draining_brokers(&cluster, &pods, &none, &was_removing(7)).is_empty());
+        assert!(
+            draining_brokers(&cluster, &BTreeMap::new(), &none, &was_removing(7)).is_empty(),
+            "nothing left of it: the removal is over"
+        );
+    }
+
+    #[test]
+    fn anything_left_of_a_broker_the_spec_lacks_keeps_it_draining() {
+        let cluster = validate(&example_spec()).expect("valid");
+        let none = BTreeSet::new();
+        // A running Pod of an unknown broker, or its ConfigMap (its Pod died mid-drain).
+        let running = BTreeMap::from([(7, pod(false))]);
+        assert_eq!(
+            draining_brokers(&cluster, &running, &none, &KafkaClusterStatus::default()),
+            BTreeSet::from([7])
+        );
+        let config = BTreeSet::from([7]);
+        assert_eq!(
+            draining_brokers(&cluster, &BTreeMap::new(), &config, &was_removing(7)),
+            BTreeSet::from([7])
+        );
+        // A broker back in the spec is not draining, whatever a past pass thought.
+        assert!(
+            draining_brokers(&cluster, &BTreeMap::new(), &none, &was_removing(0)).is_empty()
+        );
+        // One re-added from its last entry (still draining) stays so with no Pod at all:
+        // its Pod is made again.
+        let mut with_draining = cluster.clone();
+        if let Some(b) = with_draining.brokers.get_mut(&2) {
+            b.draining = true;
+        }
+        assert_eq!(
+            draining_brokers(&with_draining, &BTreeMap::new(), &none, &was_removing(2)),
+            BTreeSet::from([2])
+        );
+    }
 }
