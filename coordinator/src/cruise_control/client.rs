@@ -113,6 +113,13 @@ pub fn unattainable(message: &str) -> bool {
     message.contains("OptimizationFailureException")
 }
 
+/// Whether Cruise Control's `message` says a broker it was asked about is not in its
+/// metadata (`IllegalArgumentException: Broker [3] does not exist.`): for a broker just
+/// added, its metadata has not caught up yet (it refreshes every `metadata.max.age.ms`).
+pub fn unknown_broker(message: &str) -> bool {
+    message.contains("IllegalArgumentException") && message.contains("does not exist")
+}
+
 /// A movement Cruise Control is asked to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Operation {

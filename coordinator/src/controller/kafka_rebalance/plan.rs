@@ -560,6 +560,21 @@ fn answered(
             settle(st, vec![note], Some(POLL))
         }
         Answer::Submitted(Err(e)) if e.is_transient() => wait_to_ask(st, e.to_string(), now),
+        // A broker added a moment ago that Cruise Control's metadata does not show yet:
+        // it will, within its metadata refresh; not a failed attempt.
+        Answer::Submitted(Err(CcError::Refused { message, .. }))
+            if spec.mode == RebalanceMode::AddBrokers
+                && crate::cruise_control::client::unknown_broker(&message) =>
+        {
+            wait_to_ask(
+                st,
+                format!(
+                    "Cruise Control does not know broker(s) {:?} yet (its metadata refreshes every metadata.max.age.ms): {message}",
+                    spec.brokers
+                ),
+                now,
+            )
+        }
         Answer::Submitted(Err(e)) => {
             st.attempts += 1;
             attempt_failed(name, spec, st, e.to_string(), now)
@@ -1032,6 +1047,30 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("fewer brokers to remove"), "{m}");
+    }
+
+    #[test]
+    fn a_new_broker_cruise_control_does_not_know_yet_is_waited_for_not_failed() {
+        let s = spec(RebalanceMode::AddBrokers, &[101]);
+        let st = status_of(outcome(
+            "kf-add-101",
+            &s,
+            &KafkaRebalanceStatus::default(),
+            None,
+            Answer::Submitted(Err(CcError::Refused {
+                what: "add_broker [101]".into(),
+                status: 500,
+                message: "com.linkedin.kafka.cruisecontrol.exception.KafkaCruiseControlException: java.lang.IllegalArgumentException: Broker [101] does not exist.".into(),
+            })),
+            t(0),
+        ));
+        assert_eq!(st.state, Some(RebalanceState::Waiting));
+        assert_eq!(st.attempts, 0, "not an attempt: {st:?}");
+        assert_eq!(st.next_attempt_at, Some(t(15).to_string()));
+        assert!(
+            st.message
+                .is_some_and(|m| m.contains("does not know broker(s) [101] yet")),
+        );
     }
 
     #[test]
