@@ -163,10 +163,10 @@ pub async fn prestop(shared: &Shared) -> String {
             tracing::warn!(error = %error_chain(&e), "Could not give the stop Lease back");
         }
         // A broker that no longer serves has nothing left to protect: its replicas
-        // are already out of every ISR.
-        if matches!(answer, StopAnswer::Unknown(_) | StopAnswer::Locked(_))
-            && running.observation().reachable.is_err()
-        {
+        // are already out of every ISR. Only a listener that refuses connections now
+        // says so; a slow answer or an old observation does not (fail closed), and a
+        // busy stop lock says nothing about this broker.
+        if matches!(answer, StopAnswer::Unknown(_)) && !running.serving_now().await {
             tracing::info!(reason = %answer.reason(), "Broker unreachable; nothing left to protect");
             return "the broker is not serving; nothing to protect\n".into();
         }
@@ -187,6 +187,24 @@ pub async fn prestop(shared: &Shared) -> String {
             () = tokio::time::sleep(PRESTOP_POLL) => {}
             () = shared.force_notify.notified() => {}
         }
+    }
+}
+
+impl Running {
+    /// Whether the broker's listener accepts connections right now: false only when
+    /// the connection is refused (nothing listens); a time-out or any other error
+    /// counts as serving.
+    pub async fn serving_now(&self) -> bool {
+        accepts_connections(self.client.addr()).await
+    }
+}
+
+/// False only when a connection to `addr` is refused.
+async fn accepts_connections(addr: &str) -> bool {
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
+    {
+        Ok(Err(e)) => e.kind() != std::io::ErrorKind::ConnectionRefused,
+        Ok(Ok(_)) | Err(_) => true,
     }
 }
 
@@ -249,5 +267,23 @@ pub async fn release_stop_lock(shared: &Shared) {
         Err(e) => {
             tracing::warn!(error = %error_chain(&e), "Could not give the stop Lease back; it expires on its own")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_a_refused_connection_counts_as_not_serving() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let open = listener.local_addr().expect("address").to_string();
+        assert!(accepts_connections(&open).await);
+        drop(listener);
+        assert!(!accepts_connections(&open).await, "nothing listens any more");
+        // An address nobody answers for is no proof of anything: serving, fail closed.
+        assert!(accepts_connections("not-a-host.invalid:9092").await);
     }
 }
