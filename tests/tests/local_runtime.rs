@@ -2,7 +2,10 @@
 //! Pods (a `stoker-agent` native sidecar beside each Kafka), serves clients through
 //! its advertised listeners, survives a SIGKILLed broker, and two broker Pods deleted by
 //! hand at once go through the agents' preStop safety wait one after the other (the
-//! cluster's stop Lease) with no partition below min ISR; a claim a Pod uses is bound and grows with its request; a force-deleted Pod of a
+//! cluster's stop Lease) with no partition below min ISR; a removal the topics cannot take
+//! (replication factor, min.insync.replicas, no Cruise Control) is refused naming why;
+//! a claim a Pod uses is bound and grows with its request; a Pod whose port another
+//! process holds on every address waits for it, and a force-deleted Pod of a
 //! Deployment is replaced and runs.
 
 mod support;
@@ -243,19 +246,35 @@ async fn a_claim_in_use_is_bound_and_grows_when_its_request_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_force_deleted_pod_of_a_deployment_is_replaced_and_runs() {
     let (_plane, client, _runtime) = bare_runtime("apps", true).await;
+    // A process bound to the port on every address (as Cruise Control's web server is,
+    // on 0.0.0.0) keeps the Pod from an address until it lets go: the runtime waits
+    // and retries, as a kubelet retries a sandbox, and the Pod then runs.
+    let holder = std::net::TcpListener::bind("0.0.0.0:0").expect("bind a port");
+    let port = holder.local_addr().expect("address").port();
     let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
         Api::namespaced(client.clone(), "apps");
     deployments
         .create(
             &PostParams::default(),
-            &serde_yaml::from_str(
-                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      automountServiceAccountToken: false\n      containers: [{name: main, image: \"kafka:4.1.1\", command: [sleep, \"300\"], ports: [{containerPort: 8090}]}]\n",
-            )
+            &serde_yaml::from_str(&format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: 1\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      automountServiceAccountToken: false\n      containers: [{{name: main, image: \"kafka:4.1.1\", command: [sleep, \"300\"], ports: [{{containerPort: {port}}}]}}]\n",
+            ))
             .expect("deployment"),
         )
         .await
         .expect("deployment created");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "apps");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let waiting = pods.list(&Default::default()).await.expect("pods").items;
+    assert!(
+        !waiting.is_empty()
+            && waiting
+                .iter()
+                .all(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_none()),
+        "no Pod got an address while its port was held on every address: {:?}",
+        waiting.iter().map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone())).collect::<Vec<_>>()
+    );
+    drop(holder);
     let running = |not: Option<String>| {
         let pods = pods.clone();
         async move {

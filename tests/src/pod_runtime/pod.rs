@@ -1056,11 +1056,34 @@ pub(crate) async fn supervise(
         .flat_map(|c| c.ports.iter().flatten())
         .filter_map(|p| u16::try_from(p.container_port).ok())
         .collect();
-    let ip = match free_loopback_addr(&ports) {
-        Ok(ip) => ip,
-        Err(e) => {
-            warn!(pod = %pod.name_any(), error = %e, "No address for the Pod");
-            return;
+    // A kubelet retries a sandbox it cannot make. Here that is an address whose ports
+    // are free: a process bound to 0.0.0.0 (Cruise Control's web server) holds its
+    // port on every address until it has died, and the replacement of a force-deleted
+    // Pod can come before that.
+    let ip = loop {
+        match free_loopback_addr(&ports) {
+            Ok(ip) => break ip,
+            Err(e) => {
+                warn!(pod = %pod.name_any(), error = %e, "No address for the Pod yet; retrying");
+                match tokio::time::timeout(Duration::from_secs(1), rx.recv()).await {
+                    Ok(Some(PodEvent::Gone) | None) => return,
+                    Ok(Some(PodEvent::Changed(p))) if p.metadata.deletion_timestamp.is_some() => {
+                        // Nothing of it ever ran: finish the deletion, as a kubelet would.
+                        let api: kube::Api<Pod> = kube::Api::namespaced(
+                            ctx.client.clone(),
+                            &p.namespace().unwrap_or_default(),
+                        );
+                        let _ = api
+                            .delete(
+                                &p.name_any(),
+                                &kube::api::DeleteParams::default().grace_period(0),
+                            )
+                            .await;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
         }
     };
     let mut pod = pod;
