@@ -193,6 +193,19 @@ pub async fn run(kc: &KafkaCluster, state: &State, plan: Plan) -> Result<(), Err
     for key in &plan.deletes {
         delete(state, &ns, key).await?;
     }
+    for (name, seen) in &plan.goals_reached {
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            crate::crd::v1alpha1::GOAL_REACHED_ANNOTATION: seen,
+        }}});
+        Api::<KafkaRebalance>::namespaced(state.ctx.client.clone(), &ns)
+            .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(kube_err(
+                "annotate",
+                &ObjectKey::new(Kind::KafkaRebalance, name.clone()),
+            ))?;
+        info!(rebalance = %name, seen = %seen, "Marked a KafkaRebalance's goal reached");
+    }
     for r in &plan.resizes {
         resize(kc, state, &ns, r).await?;
     }

@@ -213,6 +213,8 @@ pub struct RebalanceView {
     pub state: RebalanceState,
     /// Its message.
     pub message: String,
+    /// The coordinator already marked its goal reached (it finishes it).
+    pub goal_reached: bool,
 }
 
 /// What the pass saw of the cluster's Cruise Control.
@@ -691,6 +693,9 @@ pub async fn observe(
             (
                 r.name_any(),
                 RebalanceView {
+                    goal_reached: r
+                        .annotations()
+                        .contains_key(crate::crd::v1alpha1::GOAL_REACHED_ANNOTATION),
                     mode: r.spec.mode,
                     brokers: r.spec.brokers.clone(),
                     state: st.state.unwrap_or_default(),

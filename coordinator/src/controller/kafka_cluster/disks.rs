@@ -48,6 +48,9 @@ pub struct Outcome {
     /// Objects to delete: finished KafkaRebalances to be asked again, PVCs of forgotten
     /// disks under `pvcDeletionPolicy: Delete`.
     pub delete: Vec<ObjectKey>,
+    /// Unfinished KafkaRebalances whose every disk was shown empty: done (name, what
+    /// was shown).
+    pub goals_reached: Vec<(String, String)>,
     /// Disk changes still under way (the `scaling.disks` status).
     pub changes: Vec<DiskChange>,
     /// Events.
@@ -294,6 +297,21 @@ fn removing(
     }
     let mut rebalance = None;
     let to_empty: Vec<String> = holding.iter().map(|(m, ..)| m.clone()).collect();
+    if holding.is_empty() {
+        // Every disk it was emptying shows no replica: its task is done, whatever
+        // Cruise Control (lost, restarted) says of it.
+        let name = remove_disks_name(meta, id);
+        if observed
+            .rebalances
+            .get(&name)
+            .is_some_and(|v| !finished(v.state) && !v.goal_reached)
+        {
+            out.goals_reached.push((
+                name,
+                format!("broker {id}'s agent shows the log dirs of its removed disks hold no replica"),
+            ));
+        }
+    }
     if !holding.is_empty() {
         let name = remove_disks_name(meta, id);
         let view = observed.rebalances.get(&name);

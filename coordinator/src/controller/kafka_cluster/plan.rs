@@ -188,6 +188,9 @@ pub struct Plan {
     pub removals: Vec<Removal>,
     /// Other objects to delete (finished KafkaRebalances to be asked again).
     pub deletes: Vec<ObjectKey>,
+    /// Unfinished KafkaRebalances whose broker or disk was shown empty by its agent:
+    /// marked done (name, what was shown).
+    pub goals_reached: Vec<(String, String)>,
     /// Claims to grow.
     pub resizes: Vec<claims::Resize>,
     /// Agents to send their broker's desired config.
@@ -209,6 +212,7 @@ impl Plan {
             writes: Vec::new(),
             removals: Vec::new(),
             deletes: Vec::new(),
+            goals_reached: Vec::new(),
             resizes: Vec::new(),
             reconfigure: Vec::new(),
             restarts: Vec::new(),
@@ -734,6 +738,11 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         writes: w.out,
         removals,
         deletes: scaled.delete.into_iter().chain(disked.delete).collect(),
+        goals_reached: scaled
+            .goals_reached
+            .into_iter()
+            .chain(disked.goals_reached)
+            .collect(),
         resizes: claimed.resizes,
         reconfigure,
         restarts: rolled
@@ -1295,6 +1304,39 @@ mod tests {
             Kind::PersistentVolumeClaim,
             "kf-kafka-2-storage-kafka-logs"
         )));
+        assert!(p.goals_reached.is_empty(), "no KafkaRebalance to settle");
+    }
+
+    #[test]
+    fn a_drain_whose_broker_is_shown_empty_settles_its_unfinished_rebalance() {
+        let (c, mut observed) = removing_two(Ok(replicas(&[], 0)), true);
+        let view = |state, goal_reached| crate::controller::kafka_cluster::dereference::RebalanceView {
+            goal_reached,
+            mode: crate::crd::v1alpha1::RebalanceMode::RemoveBrokers,
+            brokers: vec![2],
+            state,
+            message: String::new(),
+        };
+        // Cruise Control lost the task (it restarted); the agent shows broker 2 empty.
+        observed.rebalances.insert(
+            "kf-kafka-remove-2".into(),
+            view(crate::crd::v1alpha1::RebalanceState::Running, false),
+        );
+        let p = plan(&c, &observed);
+        assert_eq!(p.removals.len(), 1);
+        assert_eq!(p.goals_reached.len(), 1);
+        assert_eq!(p.goals_reached[0].0, "kf-kafka-remove-2");
+        assert!(p.goals_reached[0].1.contains("holds no replica"), "{:?}", p.goals_reached);
+        // Marked once; a finished one is left alone.
+        for (state, marked) in [
+            (crate::crd::v1alpha1::RebalanceState::Running, true),
+            (crate::crd::v1alpha1::RebalanceState::Completed, false),
+        ] {
+            observed
+                .rebalances
+                .insert("kf-kafka-remove-2".into(), view(state, marked));
+            assert!(plan(&c, &observed).goals_reached.is_empty());
+        }
     }
 
     #[test]
@@ -1365,6 +1407,7 @@ mod tests {
         observed.rebalances.insert(
             "kf-kafka-remove-2".into(),
             crate::controller::kafka_cluster::dereference::RebalanceView {
+                goal_reached: false,
                 mode: crate::crd::v1alpha1::RebalanceMode::RemoveBrokers,
                 brokers: vec![2],
                 state: crate::crd::v1alpha1::RebalanceState::Completed,
@@ -1602,6 +1645,7 @@ mod tests {
         observed.rebalances.insert(
             "kf-kafka-remove-disks-1".into(),
             crate::controller::kafka_cluster::dereference::RebalanceView {
+                goal_reached: false,
                 mode: crate::crd::v1alpha1::RebalanceMode::RemoveDisks,
                 brokers: vec![],
                 state: crate::crd::v1alpha1::RebalanceState::Completed,
@@ -1615,6 +1659,21 @@ mod tests {
                 Kind::KafkaRebalance,
                 "kf-kafka-remove-disks-1"
             )]
+        );
+        // Still running (Cruise Control lost it, say), and the agent shows the disk
+        // empty: the disk is unmounted and the task marked done.
+        if let Some(v) = observed.rebalances.get_mut("kf-kafka-remove-disks-1") {
+            v.state = crate::crd::v1alpha1::RebalanceState::Running;
+        }
+        observed.replicas.insert(1, Ok(dir_report(0)));
+        let p = plan(&c, &observed);
+        assert!(broker_one_restarts(&p), "unmounted by a restart");
+        assert_eq!(
+            p.goals_reached
+                .iter()
+                .map(|(n, _)| n.as_str())
+                .collect::<Vec<_>>(),
+            ["kf-kafka-remove-disks-1"]
         );
     }
 
@@ -1698,6 +1757,7 @@ mod tests {
         observed.rebalances.insert(
             "kf-kafka-rebalance-disks-1".into(),
             crate::controller::kafka_cluster::dereference::RebalanceView {
+                goal_reached: false,
                 mode: crate::crd::v1alpha1::RebalanceMode::Rebalance,
                 brokers: vec![],
                 state: crate::crd::v1alpha1::RebalanceState::Completed,

@@ -46,6 +46,8 @@ pub struct Outcome {
     pub delete: Vec<ObjectKey>,
     /// Draining brokers proven empty: remove them now.
     pub remove: Vec<i32>,
+    /// Their unfinished KafkaRebalances: done (name, what was shown).
+    pub goals_reached: Vec<(String, String)>,
     /// Events.
     pub notes: Vec<Note>,
     /// Why removals are blocked, one line per broker (the `ScaleDownBlocked` condition).
@@ -388,6 +390,13 @@ pub fn step(
         };
         let Some(keep) = decision else {
             out.remove.push(id);
+            let (name, view) = rebalance_of(RebalanceMode::RemoveBrokers, id);
+            if view.is_some_and(|v| !v.state.finished() && !v.goal_reached) {
+                out.goals_reached.push((
+                    name,
+                    format!("broker {id} holds no replica of any topic (its agent read the metadata and its log dirs)"),
+                ));
+            }
             continue;
         };
         if keep.state == RemovalState::Blocked {

@@ -25,7 +25,7 @@ use self::plan::{Answer, Facts, Next};
 use super::{ReconcileError, cluster_ref, object_key, resource_status};
 use crate::{
     context::Context,
-    crd::v1alpha1::{KafkaCluster, KafkaRebalance, STOP_ANNOTATION},
+    crd::v1alpha1::{GOAL_REACHED_ANNOTATION, KafkaCluster, KafkaRebalance, STOP_ANNOTATION},
     cruise_control::{self, CcError, CruiseControl, types::TaskStatus},
 };
 
@@ -217,6 +217,7 @@ pub async fn reconcile(kr: Arc<KafkaRebalance>, state: Arc<State>) -> Result<Act
                 .annotations()
                 .get(STOP_ANNOTATION)
                 .is_some_and(|v| v == "true"),
+        goal_reached: kr.annotations().get(GOAL_REACHED_ANNOTATION).cloned(),
     };
     let generation = kr.metadata.generation;
     let mut step = plan::next(&name, &kr.spec, &status, generation, &facts);

@@ -53,6 +53,8 @@ pub struct Facts {
     pub ahead: Option<String>,
     /// A stop was asked for (spec or annotation).
     pub stop: bool,
+    /// The coordinator has shown the goal reached (its annotation): what it saw.
+    pub goal_reached: Option<String>,
 }
 
 /// What to do now.
@@ -304,6 +306,26 @@ pub fn next(
             }
             Ok(()) => {}
         }
+    }
+    // The broker or disk this task was emptying has been shown empty by its own agent:
+    // the operation is done. Never inferred from Cruise Control (a lost or restarted
+    // task says nothing); Cruise Control's batch in flight is left to finish.
+    if let Some(seen) = &facts.goal_reached {
+        st.state = Some(RebalanceState::Completed);
+        st.finished_at = Some(facts.now.to_string());
+        st.next_attempt_at = None;
+        st.message = Some(match st.task_id.as_deref() {
+            Some(id) => format!("{seen}; Cruise Control's task {id} is no longer followed"),
+            None => seen.clone(),
+        });
+        let note = Note::normal(
+            "Completed",
+            "Rebalancing",
+            format!("{name}: {}", st.message.clone().unwrap_or_default()),
+        );
+        return settle(st, vec![note], spec.ttl_seconds_after_finished.map(|t| {
+            Duration::from_secs(u64::try_from(t).unwrap_or(0))
+        }));
     }
     if facts.stop {
         if state == RebalanceState::Running {
@@ -828,6 +850,7 @@ mod tests {
             cruise_control: Ok(()),
             ahead: None,
             stop: false,
+            goal_reached: None,
         }
     }
 
@@ -1047,6 +1070,30 @@ mod tests {
             "{m}"
         );
         assert!(m.contains("fewer brokers to remove"), "{m}");
+    }
+
+    #[test]
+    fn a_goal_the_coordinator_saw_reached_completes_the_task_whatever_cruise_control_says() {
+        let s = spec(RebalanceMode::RemoveDisks, &[1]);
+        let running = KafkaRebalanceStatus {
+            state: Some(RebalanceState::Running),
+            task_id: Some("t-1".into()),
+            lost_tasks: 1,
+            ..KafkaRebalanceStatus::default()
+        };
+        let mut f = facts(0);
+        f.goal_reached = Some("every disk it empties shows no replica".into());
+        let st = status_of(next("kf-remove-disks-1", &s, &running, None, &f));
+        assert_eq!(st.state, Some(RebalanceState::Completed));
+        assert_eq!(
+            st.message.as_deref(),
+            Some("every disk it empties shows no replica; Cruise Control's task t-1 is no longer followed")
+        );
+        // Without the coordinator's word, a task Cruise Control lost is asked about.
+        assert!(matches!(
+            next("kf-remove-disks-1", &s, &running, None, &facts(0)),
+            Next::Poll(_)
+        ));
     }
 
     #[test]

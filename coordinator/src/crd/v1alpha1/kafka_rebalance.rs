@@ -13,6 +13,11 @@ use super::{ClusterRef, Condition};
 /// Annotation that stops a running rebalance (`kafka.stoker.io/stop: "true"`), as
 /// `spec.stop` does.
 pub const STOP_ANNOTATION: &str = "kafka.stoker.io/stop";
+/// Annotation the coordinator sets on a KafkaRebalance it created once the broker or
+/// disk it was emptying has been shown empty by that broker's own agent: the
+/// operation is done, whatever Cruise Control's task (lost, restarted) says. Its
+/// value says what was shown.
+pub const GOAL_REACHED_ANNOTATION: &str = "kafka.stoker.io/goal-reached";
 
 /// The task.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
