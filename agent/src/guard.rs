@@ -201,8 +201,7 @@ impl Running {
 
 /// False only when a connection to `addr` is refused.
 async fn accepts_connections(addr: &str) -> bool {
-    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await
-    {
+    match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await {
         Ok(Err(e)) => e.kind() != std::io::ErrorKind::ConnectionRefused,
         Ok(Ok(_)) | Err(_) => true,
     }
@@ -282,7 +281,10 @@ mod tests {
         let open = listener.local_addr().expect("address").to_string();
         assert!(accepts_connections(&open).await);
         drop(listener);
-        assert!(!accepts_connections(&open).await, "nothing listens any more");
+        assert!(
+            !accepts_connections(&open).await,
+            "nothing listens any more"
+        );
         // An address nobody answers for is no proof of anything: serving, fail closed.
         assert!(accepts_connections("not-a-host.invalid:9092").await);
     }

@@ -107,11 +107,14 @@ mod tests {
             second.modified().expect("mtime"),
             "identical bytes are not rewritten"
         );
-        let e = copy_atomically(&dir.path().join("missing.jar"), &out, "y.jar")
-            .expect_err("no source");
+        let e =
+            copy_atomically(&dir.path().join("missing.jar"), &out, "y.jar").expect_err("no source");
         assert_eq!(
             e.to_string(),
-            format!("failed to read {}", dir.path().join("missing.jar").display())
+            format!(
+                "failed to read {}",
+                dir.path().join("missing.jar").display()
+            )
         );
     }
 

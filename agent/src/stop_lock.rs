@@ -226,9 +226,7 @@ mod tests {
             spec: Some(LeaseSpec {
                 holder_identity: holder.map(str::to_owned),
                 lease_duration_seconds: Some(LEASE_SECONDS),
-                renew_time: Some(MicroTime(
-                    now - SignedDuration::from_secs(renewed_secs_ago),
-                )),
+                renew_time: Some(MicroTime(now - SignedDuration::from_secs(renewed_secs_ago))),
                 ..LeaseSpec::default()
             }),
             ..Lease::default()
@@ -259,7 +257,11 @@ mod tests {
     fn a_lease_its_holder_stopped_renewing_may_be_taken_over() {
         let now = Timestamp::now();
         assert_eq!(
-            claim(&lease(Some("kf-2"), i64::from(LEASE_SECONDS) + 1), "kf-1", now),
+            claim(
+                &lease(Some("kf-2"), i64::from(LEASE_SECONDS) + 1),
+                "kf-1",
+                now
+            ),
             Claim::Free
         );
         let mut never = lease(Some("kf-2"), 0);

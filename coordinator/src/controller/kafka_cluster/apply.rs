@@ -12,8 +12,8 @@ use futures::future::join_all;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount};
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    policy::v1::PodDisruptionBudget,
     coordination::v1::Lease,
+    policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
@@ -117,7 +117,9 @@ async fn write(state: &State, ns: &str, w: Write) -> Result<(ObjectKey, Applied)
             apply_one(Api::<ClusterRoleBinding>::all(client), o, rv).await
         }
         Object::Role(o) => apply_one(Api::<Role>::namespaced(client, ns), o, rv).await,
-        Object::RoleBinding(o) => apply_one(Api::<RoleBinding>::namespaced(client, ns), o, rv).await,
+        Object::RoleBinding(o) => {
+            apply_one(Api::<RoleBinding>::namespaced(client, ns), o, rv).await
+        }
         Object::Lease(o) => create_one(Api::<Lease>::namespaced(client, ns), o).await,
         Object::Service(o) => apply_one(Api::<Service>::namespaced(client, ns), o, rv).await,
         Object::ConfigMap(o) => apply_one(Api::<ConfigMap>::namespaced(client, ns), o, rv).await,

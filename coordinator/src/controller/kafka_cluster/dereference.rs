@@ -14,9 +14,9 @@ use std::{
 use futures::future::join_all;
 use k8s_openapi::api::{
     apps::v1::Deployment,
+    coordination::v1::Lease,
     core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
-    coordination::v1::Lease,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
@@ -293,7 +293,8 @@ pub fn draining_brokers(
     previous: &KafkaClusterStatus,
 ) -> BTreeSet<i32> {
     let unknown = |id: &i32| !cluster.brokers.contains_key(id);
-    let left_over = |id: &i32| pods.get(id).is_some_and(|p| !p.terminating) || config_maps.contains(id);
+    let left_over =
+        |id: &i32| pods.get(id).is_some_and(|p| !p.terminating) || config_maps.contains(id);
     let running_pods = pods
         .iter()
         .filter(|(_, p)| !p.terminating)
@@ -303,7 +304,11 @@ pub fn draining_brokers(
         .values()
         .filter(|b| b.draining)
         .map(|b| b.id)
-        .chain(running_pods.chain(config_maps.iter().copied()).filter(unknown))
+        .chain(
+            running_pods
+                .chain(config_maps.iter().copied())
+                .filter(unknown),
+        )
         .chain(
             previous
                 .scaling
@@ -860,9 +865,7 @@ mod tests {
             BTreeSet::from([7])
         );
         // A broker back in the spec is not draining, whatever a past pass thought.
-        assert!(
-            draining_brokers(&cluster, &BTreeMap::new(), &none, &was_removing(0)).is_empty()
-        );
+        assert!(draining_brokers(&cluster, &BTreeMap::new(), &none, &was_removing(0)).is_empty());
         // One re-added from its last entry (still draining) stays so with no Pod at all:
         // its Pod is made again.
         let mut with_draining = cluster.clone();

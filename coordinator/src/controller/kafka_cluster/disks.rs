@@ -308,7 +308,9 @@ fn removing(
         {
             out.goals_reached.push((
                 name,
-                format!("broker {id}'s agent shows the log dirs of its removed disks hold no replica"),
+                format!(
+                    "broker {id}'s agent shows the log dirs of its removed disks hold no replica"
+                ),
             ));
         }
     }

@@ -24,9 +24,9 @@ use std::{collections::BTreeMap, time::Duration};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
+    coordination::v1::Lease,
     core::v1::{ConfigMap, ObjectReference, PersistentVolumeClaim, Pod, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
-    coordination::v1::Lease,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::ResourceExt;
@@ -1310,13 +1310,14 @@ mod tests {
     #[test]
     fn a_drain_whose_broker_is_shown_empty_settles_its_unfinished_rebalance() {
         let (c, mut observed) = removing_two(Ok(replicas(&[], 0)), true);
-        let view = |state, goal_reached| crate::controller::kafka_cluster::dereference::RebalanceView {
-            goal_reached,
-            mode: crate::crd::v1alpha1::RebalanceMode::RemoveBrokers,
-            brokers: vec![2],
-            state,
-            message: String::new(),
-        };
+        let view =
+            |state, goal_reached| crate::controller::kafka_cluster::dereference::RebalanceView {
+                goal_reached,
+                mode: crate::crd::v1alpha1::RebalanceMode::RemoveBrokers,
+                brokers: vec![2],
+                state,
+                message: String::new(),
+            };
         // Cruise Control lost the task (it restarted); the agent shows broker 2 empty.
         observed.rebalances.insert(
             "kf-kafka-remove-2".into(),
@@ -1326,7 +1327,11 @@ mod tests {
         assert_eq!(p.removals.len(), 1);
         assert_eq!(p.goals_reached.len(), 1);
         assert_eq!(p.goals_reached[0].0, "kf-kafka-remove-2");
-        assert!(p.goals_reached[0].1.contains("holds no replica"), "{:?}", p.goals_reached);
+        assert!(
+            p.goals_reached[0].1.contains("holds no replica"),
+            "{:?}",
+            p.goals_reached
+        );
         // Marked once; a finished one is left alone.
         for (state, marked) in [
             (crate::crd::v1alpha1::RebalanceState::Running, true),

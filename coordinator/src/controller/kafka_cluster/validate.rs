@@ -951,7 +951,10 @@ mod tests {
             assert!(e.message.contains(says), "{says}: {}", e.message);
         }
         spec.monitoring_config = Some(MonitoringConfig::default());
-        assert!(validate(&spec).is_ok(), "an empty monitoringConfig is the default");
+        assert!(
+            validate(&spec).is_ok(),
+            "an empty monitoringConfig is the default"
+        );
     }
 
     #[test]

@@ -5,11 +5,11 @@
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
+    coordination::v1::Lease,
     core::v1::{
         ConfigMap, Container, PersistentVolumeClaim, Pod, PodSpec, Service, ServiceAccount,
     },
     policy::v1::PodDisruptionBudget,
-    coordination::v1::Lease,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{

@@ -323,9 +323,12 @@ pub fn next(
             "Rebalancing",
             format!("{name}: {}", st.message.clone().unwrap_or_default()),
         );
-        return settle(st, vec![note], spec.ttl_seconds_after_finished.map(|t| {
-            Duration::from_secs(u64::try_from(t).unwrap_or(0))
-        }));
+        return settle(
+            st,
+            vec![note],
+            spec.ttl_seconds_after_finished
+                .map(|t| Duration::from_secs(u64::try_from(t).unwrap_or(0))),
+        );
     }
     if facts.stop {
         if state == RebalanceState::Running {
@@ -1087,7 +1090,9 @@ mod tests {
         assert_eq!(st.state, Some(RebalanceState::Completed));
         assert_eq!(
             st.message.as_deref(),
-            Some("every disk it empties shows no replica; Cruise Control's task t-1 is no longer followed")
+            Some(
+                "every disk it empties shows no replica; Cruise Control's task t-1 is no longer followed"
+            )
         );
         // Without the coordinator's word, a task Cruise Control lost is asked about.
         assert!(matches!(

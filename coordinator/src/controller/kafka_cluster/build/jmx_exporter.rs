@@ -216,7 +216,10 @@ mod tests {
             jar: JarSource::KafkaImage("/opt/kafka/libs/jmx.jar".into()),
             ..ValidatedMonitoring::default()
         };
-        assert!(own.javaagent().starts_with("-javaagent:/opt/kafka/libs/jmx.jar="));
+        assert!(
+            own.javaagent()
+                .starts_with("-javaagent:/opt/kafka/libs/jmx.jar=")
+        );
         let image = ValidatedMonitoring {
             jar: JarSource::Image {
                 image: "example/jmx-javaagent:1".into(),
@@ -233,7 +236,11 @@ mod tests {
                 "/opt/jmx-exporter/jmx_prometheus_javaagent.jar"
             ]
         );
-        assert!(image.javaagent().starts_with("-javaagent:/opt/jmx-exporter/"));
+        assert!(
+            image
+                .javaagent()
+                .starts_with("-javaagent:/opt/jmx-exporter/")
+        );
     }
 
     #[test]
@@ -266,9 +273,12 @@ mod tests {
             ("jmxUrl: service:jmx:rmi:///x\n", "`jmxUrl`"),
             ("rules: {a: 1}\n", "must be a list"),
         ] {
-            let e = check_config("spec.monitoringConfig.kafkaJMXExporterConfig", text)
-                .expect_err(text);
-            assert!(e.contains("spec.monitoringConfig.kafkaJMXExporterConfig"), "{e}");
+            let e =
+                check_config("spec.monitoringConfig.kafkaJMXExporterConfig", text).expect_err(text);
+            assert!(
+                e.contains("spec.monitoringConfig.kafkaJMXExporterConfig"),
+                "{e}"
+            );
             assert!(e.contains(says), "{text}: {e}");
         }
         check_config("f", "lowercaseOutputName: true\nrules:\n- pattern: '.*'\n").expect("valid");
