@@ -11,8 +11,10 @@
 //!   (`stoker_kube_requests_total`, counted by the same client layer as in production);
 //! - Cruise Control's RSS.
 //!
-//! The scaling rebalances carry no `replicationThrottle`, so the rate is the machine's,
-//! not a throttle's.
+//! By default the scaling rebalances carry no `replicationThrottle`, so the rate is the
+//! machine's (and Cruise Control's batch cadence's). With `STOKER_BENCH_THROTTLE=<bytes/s>`
+//! the cluster's `cruiseControlConfig.replicationThrottle` is set, and the bench also
+//! prints the throttle-limited ideal (bytes moved / throttle) and the time against it.
 //!
 //! Run: `cargo bench -p stoker-tests --bench scale_up` (as root, after `scripts/provision`).
 
@@ -98,7 +100,15 @@ fn secs(from: Instant, to: Option<Instant>) -> f64 {
 async fn main() {
     let registry = prometheus::Registry::new();
     let counted = stoker_coordinator::kube_client::RequestMetrics::new(&registry);
-    let env = Env::start_counted(cruise_control_cluster(), Some(counted)).await;
+    let throttle: Option<i64> = std::env::var("STOKER_BENCH_THROTTLE").ok().map(|v| {
+        v.parse()
+            .expect("STOKER_BENCH_THROTTLE is bytes per second")
+    });
+    let mut kc = cruise_control_cluster();
+    if let Some(cc) = kc.spec.cruise_control_config.as_mut() {
+        cc.replication_throttle = throttle;
+    }
+    let env = Env::start_counted(kc, Some(counted)).await;
     let bootstrap = format!("{CLUSTER}-all-broker.{NS}.svc.cluster.local:9092");
     create_topic(&env.runtime, &bootstrap, TOPIC, 12, 2, 1);
     kafka_tool(
@@ -215,6 +225,14 @@ async fn main() {
         moved_mb / executing,
         last.proposal.as_ref().map_or(0, |p| p.replica_movements)
     );
+    if let Some(t) = throttle {
+        let ideal = moved_mb * 1e6 / t as f64;
+        println!(
+            "  throttle {:.2} MB/s: ideal (moved / throttle) {ideal:>7.1} s; executing took {:.2}x that",
+            t as f64 / 1e6,
+            executing / ideal
+        );
+    }
     println!("  coordinator API requests             {requests_used:>7.0} for the whole operation");
     println!("  Cruise Control RSS                   {cc_rss:>7.0} MiB");
     env.stop().await;

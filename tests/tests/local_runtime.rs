@@ -104,7 +104,10 @@ async fn the_example_cluster_runs_serves_clients_and_survives_a_killed_and_a_del
         if back == 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "the deleted Pods never came back");
+        assert!(
+            Instant::now() < deadline,
+            "the deleted Pods never came back"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let logs: Vec<String> = both
@@ -131,6 +134,46 @@ async fn the_example_cluster_runs_serves_clients_and_survives_a_killed_and_a_del
         "a partition of e2e fell below min ISR 2 while two brokers were deleted: {lowest_isr}"
     );
     consume_all(runtime, &bootstrap, "e2e", "e2e-3", 1000);
+
+    // A removal the topics cannot take is refused before anything moves, and says
+    // which topic needs the broker: first a replication factor of 3 (of 3 brokers),
+    // then — once `strict` exists, min.insync.replicas 3 — that it needs 4 brokers to
+    // take acks=all writes while one restarts.
+    keep_brokers(clusters, &[0, 1, 100]).await;
+    let why = wait_condition(
+        clusters,
+        "ScaleDownBlocked",
+        &["broker 2", "replication factor 3"],
+    )
+    .await;
+    println!("removal refused: {why}");
+    create_topic(runtime, &bootstrap, "strict", 3, 3, 3);
+    let why = wait_condition(
+        clusters,
+        "ScaleDownBlocked",
+        &["broker 2", "strict", "min.insync.replicas 3"],
+    )
+    .await;
+    println!("removal refused: {why}");
+    let rebalances: Api<stoker_coordinator::crd::v1alpha1::KafkaRebalance> =
+        Api::namespaced(clusters.clone().into_client(), NS);
+    assert!(
+        rebalances
+            .list(&Default::default())
+            .await
+            .expect("list")
+            .items
+            .is_empty(),
+        "nothing was asked to move"
+    );
+    assert!(
+        pods.get_opt(&format!("{CLUSTER}-2"))
+            .await
+            .expect("get")
+            .is_some(),
+        "broker 2 runs on"
+    );
+    assert!(!event_notes(&env, "ScaleDownBlocked").await.is_empty());
 
     env.stop().await;
 }
@@ -272,7 +315,10 @@ async fn a_force_deleted_pod_of_a_deployment_is_replaced_and_runs() {
                 .iter()
                 .all(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_none()),
         "no Pod got an address while its port was held on every address: {:?}",
-        waiting.iter().map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone())).collect::<Vec<_>>()
+        waiting
+            .iter()
+            .map(|p| p.status.as_ref().and_then(|s| s.pod_ip.clone()))
+            .collect::<Vec<_>>()
     );
     drop(holder);
     let running = |not: Option<String>| {
@@ -619,8 +665,10 @@ async fn a_static_change_rolls_the_brokers_one_at_a_time_without_losing_a_record
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_of_one_rack_restart_together_when_the_roll_allows_it() {
-    // Four brokers in two racks (a: 0, 1; b: 2, 3), up to two restarts per rack.
-    let kc = two_rack_cluster(2);
+    // Four brokers in two racks (a: 0, 1; b: 2, 3), up to two restarts per rack; no
+    // Cruise Control.
+    let mut kc = two_rack_cluster(2);
+    kc.spec.cruise_control_config = None;
     let env = Env::start_with(kc).await;
     let (clusters, pods) = (&env.clusters.clone(), &env.pods.clone());
     let racks = RACKS;
@@ -726,5 +774,26 @@ async fn brokers_of_one_rack_restart_together_when_the_roll_allows_it() {
     assert_eq!(failed, 0, "no send failed");
     assert!(lowest_isr >= 1, "a partition went offline: {lowest_isr}");
 
+    // Without Cruise Control a broker that holds replicas is never removed: the removal
+    // is refused, naming what it holds, and the broker runs on.
+    keep_brokers(clusters, &[0, 1, 2, 100]).await;
+    let why = wait_condition(
+        clusters,
+        "ScaleDownBlocked",
+        &[
+            "broker 3",
+            "partition(s) assigned",
+            "without Cruise Control",
+        ],
+    )
+    .await;
+    println!("removal refused: {why}");
+    assert!(
+        pods.get_opt(&format!("{CLUSTER}-3"))
+            .await
+            .expect("get")
+            .is_some(),
+        "broker 3 runs on"
+    );
     env.stop().await;
 }

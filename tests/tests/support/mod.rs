@@ -207,7 +207,7 @@ pub struct Env {
     /// The coordinator's own client (counted when asked, see [`Env::start_counted`]).
     coordinator_client: kube::Client,
     // Dropped last.
-    _plane: ControlPlane,
+    plane: ControlPlane,
 }
 
 /// The KafkaCluster of `deploy/examples/kafkacluster.yaml`.
@@ -259,7 +259,8 @@ impl Env {
                 images: ImageMap {
                     kafka_home: kafka_home(),
                     agent_bin: workspace_binary("stoker-agent").expect("agent binary"),
-                    agent_jmx_exporter_jar: kafka_home().join("agents/jmx_prometheus_javaagent.jar"),
+                    agent_jmx_exporter_jar: kafka_home()
+                        .join("agents/jmx_prometheus_javaagent.jar"),
                     cruise_control_home: stoker_testenv::CruiseControl::home()
                         .expect("cruise control provisioned"),
                 },
@@ -293,8 +294,14 @@ impl Env {
             clusters,
             pods,
             coordinator_client,
-            _plane: plane,
+            plane,
         }
+    }
+
+    /// A kubeconfig of a cluster admin (for clients outside the test, e.g. Prometheus's
+    /// Kubernetes service discovery).
+    pub fn kubeconfig(&self) -> &Path {
+        self.plane.kubeconfig()
     }
 
     /// Stops the coordinator's controller and starts a new one (a coordinator restart:
@@ -618,6 +625,39 @@ pub fn start_producer(
     (work, producer)
 }
 
+/// Kafka's verifiable producer (idempotent, acks=all) sending to `topic` at
+/// `per_second` until stopped with [`stop_producer`]; its output (one JSON event per
+/// send) goes to a log in `work`.
+pub fn spawn_producer(
+    runtime: &PodRuntime,
+    bootstrap: &str,
+    topic: &str,
+    per_second: u32,
+    work: &Path,
+) -> stoker_testenv::ManagedProcess {
+    let mut cmd = verifiable_producer(
+        runtime,
+        bootstrap,
+        topic,
+        100_000_000,
+        per_second,
+        &work.join("producer.properties"),
+    );
+    cmd.stderr(Stdio::null());
+    stoker_testenv::ManagedProcess::spawn("verifiable-producer", cmd, &work.join("producer.log"))
+        .expect("start the verifiable producer")
+}
+
+/// Stops a producer from [`spawn_producer`] (SIGTERM: it closes the producer, so every
+/// send in flight is acknowledged or failed in its output first) and returns the values
+/// it had acknowledged and how many sends failed.
+pub fn stop_producer(
+    producer: &mut stoker_testenv::ManagedProcess,
+) -> (std::collections::BTreeSet<String>, usize) {
+    producer.terminate(Duration::from_secs(30));
+    producer_results(&producer.log_contents())
+}
+
 /// The example with Cruise Control sampling in 10 s windows (the example's 30 s ones
 /// would only make a test slower).
 pub fn cruise_control_cluster() -> KafkaCluster {
@@ -662,4 +702,74 @@ pub async fn set_brokers(clusters: &Api<KafkaCluster>, ids: &[i32]) {
         )
         .await
         .expect("patch spec.brokers");
+}
+
+/// Sets `spec.brokers` of the running cluster to its current entries whose id is in
+/// `ids` (controllers included only if named), as a person editing the spec would.
+pub async fn keep_brokers(clusters: &Api<KafkaCluster>, ids: &[i32]) {
+    let kc = clusters.get(CLUSTER).await.expect("get");
+    let brokers: Vec<_> = kc
+        .spec
+        .brokers
+        .into_iter()
+        .filter(|b| ids.contains(&b.id))
+        .collect();
+    let patch = serde_json::json!({"spec": {"brokers": brokers}});
+    clusters
+        .patch(
+            CLUSTER,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .expect("patch spec.brokers");
+}
+
+/// Waits until the cluster's condition `type_` is True with a message that contains
+/// every one of `words`; returns the message.
+pub async fn wait_condition(clusters: &Api<KafkaCluster>, type_: &str, words: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let kc = clusters.get(CLUSTER).await.expect("get");
+        let found = kc
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_).cloned());
+        if let Some(c) = &found
+            && c.status == "True"
+            && words.iter().all(|w| c.message.contains(w))
+        {
+            return c.message.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "condition {type_} never became True saying {words:?}: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Replicas per broker of every topic (internal ones included), from Kafka's own tool.
+pub fn replicas_per_broker(env: &Env, bootstrap: &str) -> std::collections::BTreeMap<i32, usize> {
+    let out = kafka_tool(
+        &env.runtime,
+        "kafka-topics.sh",
+        &["--bootstrap-server", bootstrap, "--describe"],
+    );
+    let mut per = std::collections::BTreeMap::new();
+    for line in out.lines() {
+        let Some(replicas) = line
+            .split('\t')
+            .find_map(|f| f.trim().strip_prefix("Replicas: "))
+        else {
+            continue;
+        };
+        for r in replicas
+            .split(',')
+            .filter_map(|r| r.trim().parse::<i32>().ok())
+        {
+            *per.entry(r).or_default() += 1;
+        }
+    }
+    per
 }
