@@ -449,9 +449,10 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
     let _ = controller.await;
     let (token, controller, _) = start_controller(client.clone());
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // Brokers 0, 1, 100 and the draining 2; their ConfigMaps and Cruise Control's.
+    // Brokers 0, 1, 100 and the draining 2; their ConfigMaps, Cruise Control's and the
+    // JMX exporter's rules.
     assert_eq!(pods.list(&lp).await.expect("list").items.len(), 4);
-    assert_eq!(cms.list(&lp).await.expect("list").items.len(), 5);
+    assert_eq!(cms.list(&lp).await.expect("list").items.len(), 6);
     let kc = clusters.get("kf-kafka").await.expect("get");
     assert_eq!(
         kc.status.and_then(|s| s.cluster_id),
