@@ -23,43 +23,28 @@ pub struct Args {
 pub enum Command {
     /// Run as the broker Pod's sidecar: render the config, then serve until SIGTERM.
     Run(RunArgs),
+    /// Run beside a Kafka broker Stoker did not build (injected by the coordinator's
+    /// admission webhook): render nothing, serve probes from live metadata, metrics and
+    /// the preStop safety wait.
+    Observe(ObserveArgs),
     /// Render server.properties offline from a desired-config document.
     Render(RenderArgs),
 }
 
-/// Flags of `stoker-agent run`.
+/// What every serving agent takes: its endpoints, the JMX exporter it samples, how it
+/// stops.
 #[derive(Debug, clap::Args)]
-pub struct RunArgs {
+pub struct ServeArgs {
     /// Admin HTTP address (/livez, /readyz, /healthz, /metrics).
     #[arg(long, env = "STOKER_AGENT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
     /// gRPC address (the coordinator's fast path).
     #[arg(long, env = "STOKER_AGENT_GRPC_ADDR", default_value = "0.0.0.0:8081")]
     pub grpc_addr: SocketAddr,
-    /// The desired-config document the coordinator writes into the broker's ConfigMap.
-    #[arg(
-        long,
-        env = "STOKER_AGENT_DESIRED_CONFIG",
-        default_value = "/etc/stoker/desired/config.json"
-    )]
-    pub desired_config: PathBuf,
-    /// Folder shared with the Kafka container that receives server.properties and
-    /// log4j2.properties.
-    #[arg(
-        long,
-        env = "STOKER_AGENT_OUTPUT_DIR",
-        default_value = "/var/run/stoker/kafka"
-    )]
-    pub output_dir: PathBuf,
     /// The JMX exporter's /metrics URL inside the Pod, re-exposed on the agent's
     /// /metrics; empty disables the pass-through.
     #[arg(long, env = "STOKER_AGENT_JMX_EXPORTER_URL", default_value = "")]
     pub jmx_exporter_url: String,
-    /// The JMX exporter javaagent jar in the agent's image, copied into `--output-dir`
-    /// (as `jmx_prometheus_javaagent.jar`) before Kafka starts, so Kafka's
-    /// `-javaagent` finds it whatever its own image holds; empty: no copy.
-    #[arg(long, env = "STOKER_AGENT_JMX_EXPORTER_JAR", default_value = "")]
-    pub jmx_exporter_jar: PathBuf,
     /// The cluster's stop Lease (in the Pod's namespace): the preStop check is made
     /// holding it, so two brokers never pass their checks at once; empty: no lock (an
     /// agent outside Kubernetes).
@@ -76,6 +61,63 @@ pub struct RunArgs {
     /// Log format.
     #[arg(long, env = "STOKER_AGENT_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     pub log_format: String,
+}
+
+/// Flags of `stoker-agent run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Endpoints and stopping.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The desired-config document the coordinator writes into the broker's ConfigMap.
+    #[arg(
+        long,
+        env = "STOKER_AGENT_DESIRED_CONFIG",
+        default_value = "/etc/stoker/desired/config.json"
+    )]
+    pub desired_config: PathBuf,
+    /// Folder shared with the Kafka container that receives server.properties and
+    /// log4j2.properties.
+    #[arg(
+        long,
+        env = "STOKER_AGENT_OUTPUT_DIR",
+        default_value = "/var/run/stoker/kafka"
+    )]
+    pub output_dir: PathBuf,
+    /// The JMX exporter javaagent jar in the agent's image, copied into `--output-dir`
+    /// (as `jmx_prometheus_javaagent.jar`) before Kafka starts, so Kafka's
+    /// `-javaagent` finds it whatever its own image holds; unset: no copy.
+    #[arg(long, env = "STOKER_AGENT_JMX_EXPORTER_JAR")]
+    pub jmx_exporter_jar: Option<PathBuf>,
+}
+
+/// Flags of `stoker-agent observe`: which broker it sits beside.
+#[derive(Debug, clap::Args)]
+pub struct ObserveArgs {
+    /// Endpoints and stopping.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// The Kafka cluster's name (the `kafka_cr` label of the metrics).
+    #[arg(long, env = "STOKER_AGENT_CLUSTER")]
+    pub cluster: String,
+    /// The broker's `node.id`: a number, or `ordinal` for the number that ends the Pod's
+    /// name (a StatefulSet's Pod `kafka-2` is node 2).
+    #[arg(long, env = "STOKER_AGENT_BROKER_ID", default_value = "ordinal")]
+    pub broker_id: String,
+    /// Its KRaft roles: `broker`, `controller` or `broker,controller`.
+    #[arg(long, env = "STOKER_AGENT_ROLES", default_value = "broker")]
+    pub roles: String,
+    /// The port of the broker's listener the agent talks to (plaintext, on the Pod's
+    /// address).
+    #[arg(long, env = "STOKER_AGENT_BROKER_PORT", default_value = "9092")]
+    pub broker_port: u16,
+    /// The port of its controller listener (controllers).
+    #[arg(long, env = "STOKER_AGENT_CONTROLLER_PORT", default_value = "9093")]
+    pub controller_port: u16,
+    /// Its log dirs, comma-separated, if they are mounted in the agent (for the
+    /// clean-shutdown record and disk metrics); unset: none.
+    #[arg(long, env = "STOKER_AGENT_LOG_DIRS", value_delimiter = ',')]
+    pub log_dirs: Vec<PathBuf>,
 }
 
 /// Flags of `stoker-agent render`.
@@ -156,5 +198,18 @@ mod tests {
             .expect_err("an invalid address is rejected");
         assert!(err.use_stderr());
         assert!(err.to_string().contains("--admin-addr"));
+    }
+
+    #[test]
+    fn every_command_starts_with_its_defaults_alone() {
+        // Run with the environment the agent's own tests run in: no STOKER_* set.
+        for command in [&["run"][..], &["observe", "--cluster", "kafka"][..]] {
+            let argv = std::iter::once("stoker-agent").chain(command.iter().copied());
+            let args = Args::try_parse_from(argv)
+                .unwrap_or_else(|e| panic!("{command:?} with defaults: {e}"));
+            if let Command::Run(run) = args.command {
+                assert_eq!(run.jmx_exporter_jar, None, "no jar: no copy");
+            }
+        }
     }
 }

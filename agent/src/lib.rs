@@ -22,6 +22,7 @@ pub mod facts;
 pub mod grpc;
 pub mod guard;
 pub mod observe;
+pub mod observed;
 pub mod output;
 pub mod readiness;
 pub mod reconfigure;
@@ -36,7 +37,7 @@ pub mod telemetry;
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
 pub use args::Args;
-use args::{Command, RenderArgs, RunArgs};
+use args::{Command, ObserveArgs, RenderArgs, RunArgs, ServeArgs};
 use stoker_proto::agent::v1::DesiredConfig;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, error, info, info_span, warn};
@@ -54,26 +55,70 @@ const START_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 fn run(args: Args) -> ExitCode {
     match args.command {
         Command::Render(a) => render_offline(&a),
-        Command::Run(a) => {
-            telemetry::init(&a.log_format);
-            // One thread: a sidecar has little to do, and a small footprint matters more.
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    error!(error = %e, "Failed to start the async runtime");
-                    return ExitCode::FAILURE;
-                }
+        Command::Run(RunArgs {
+            serve,
+            desired_config,
+            output_dir,
+            jmx_exporter_jar,
+        }) => block_on(
+            serve,
+            Start::Render {
+                desired_config,
+                output_dir,
+                jmx_exporter_jar,
+            },
+        ),
+        Command::Observe(a) => {
+            let ObserveArgs { serve, .. } = a;
+            let start = Start::Observe {
+                cluster: a.cluster,
+                broker_id: a.broker_id,
+                roles: a.roles,
+                broker_port: a.broker_port,
+                controller_port: a.controller_port,
+                log_dirs: a.log_dirs,
             };
-            match runtime.block_on(run_agent(a)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    error!(error = %format!("{e:#}"), "Agent failed");
-                    ExitCode::FAILURE
-                }
-            }
+            block_on(serve, start)
+        }
+    }
+}
+
+/// How a serving agent starts: by rendering its broker's config, or beside a broker it
+/// only observes.
+enum Start {
+    Render {
+        desired_config: std::path::PathBuf,
+        output_dir: std::path::PathBuf,
+        jmx_exporter_jar: Option<std::path::PathBuf>,
+    },
+    Observe {
+        cluster: String,
+        broker_id: String,
+        roles: String,
+        broker_port: u16,
+        controller_port: u16,
+        log_dirs: Vec<std::path::PathBuf>,
+    },
+}
+
+fn block_on(serve: ServeArgs, start: Start) -> ExitCode {
+    telemetry::init(&serve.log_format);
+    // One thread: a sidecar has little to do, and a small footprint matters more.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "Failed to start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run_agent(serve, start)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "Agent failed");
+            ExitCode::FAILURE
         }
     }
 }
@@ -142,9 +187,58 @@ fn write_rendered(
     Ok(hash)
 }
 
+/// Starts once (renders, or reads what it observes); on success the agent serves.
+async fn try_start(start: &Start) -> anyhow::Result<Arc<Running>> {
+    match start {
+        Start::Render {
+            desired_config,
+            output_dir,
+            jmx_exporter_jar,
+        } => render_and_start(desired_config, output_dir, jmx_exporter_jar.as_deref()).await,
+        Start::Observe {
+            cluster,
+            broker_id,
+            roles,
+            broker_port,
+            controller_port,
+            log_dirs,
+        } => {
+            let facts = facts::pod_facts_from_env(|k| std::env::var(k).ok())?;
+            let target = observed::target(
+                cluster,
+                &facts.namespace,
+                &facts.pod_name,
+                broker_id,
+                roles,
+                *broker_port,
+                *controller_port,
+                log_dirs,
+            )?;
+            let config = target.config();
+            let doc = DesiredConfig {
+                broker: Some(config.broker.clone()),
+                ..DesiredConfig::default()
+            };
+            info!(
+                broker_id = target.broker_id,
+                cluster = %target.cluster,
+                namespace = %target.namespace,
+                "Observing a broker Stoker did not build; nothing rendered"
+            );
+            let mut running = Running::new(config, &doc, &facts.pod_ip, None);
+            running.observe_only = true;
+            Ok(Arc::new(running))
+        }
+    }
+}
+
 /// Renders once; on success the agent is started.
-async fn try_start(a: &RunArgs) -> anyhow::Result<Arc<Running>> {
-    let (config, doc) = load(&a.desired_config)?;
+async fn render_and_start(
+    desired_config: &std::path::Path,
+    output_dir: &std::path::Path,
+    jmx_exporter_jar: Option<&std::path::Path>,
+) -> anyhow::Result<Arc<Running>> {
+    let (config, doc) = load(desired_config)?;
     let mut facts = facts::pod_facts_from_env(|k| std::env::var(k).ok())?;
     if !config.rack_labels.is_empty() {
         let labels = facts::node_labels(&facts.node_name).await?;
@@ -155,20 +249,16 @@ async fn try_start(a: &RunArgs) -> anyhow::Result<Arc<Running>> {
         )?);
     }
     let secrets = facts::read_secrets(&config)?;
-    if !a.jmx_exporter_jar.as_os_str().is_empty() {
-        output::copy_atomically(
-            &a.jmx_exporter_jar,
-            &a.output_dir,
-            stoker_proto::JMX_EXPORTER_JAR_FILE,
-        )?;
+    if let Some(jar) = jmx_exporter_jar {
+        output::copy_atomically(jar, output_dir, stoker_proto::JMX_EXPORTER_JAR_FILE)?;
     }
-    let hash = write_rendered(&config, &doc, &facts, &secrets, &a.output_dir)?;
+    let hash = write_rendered(&config, &doc, &facts, &secrets, output_dir)?;
     info!(
         broker_id = config.broker.broker_id,
         cluster = %config.broker.cluster,
         namespace = %config.broker.namespace,
         hash = %hash,
-        out = %a.output_dir.display(),
+        out = %output_dir.display(),
         rack = facts.rack.as_deref().unwrap_or(""),
         "Rendered server.properties"
     );
@@ -180,7 +270,7 @@ async fn try_start(a: &RunArgs) -> anyhow::Result<Arc<Running>> {
     )))
 }
 
-async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
+async fn run_agent(a: ServeArgs, start: Start) -> anyhow::Result<()> {
     let jmx = (!a.jmx_exporter_url.is_empty()).then(|| JmxSource {
         url: a.jmx_exporter_url.clone(),
         interval: a.jmx_interval,
@@ -202,11 +292,18 @@ async fn run_agent(a: RunArgs) -> anyhow::Result<()> {
 
     // Render, retrying until the desired config is good; Kafka waits on /startupz.
     let running = loop {
-        match try_start(&a).await {
+        match try_start(&start).await {
             Ok(r) => break r,
             Err(e) => {
                 let msg = format!("{e:#}");
-                error!(error = %msg, "Cannot render the broker config; Kafka will not start until this is fixed");
+                match start {
+                    Start::Render { .. } => {
+                        error!(error = %msg, "Cannot render the broker config; Kafka will not start until it is fixed")
+                    }
+                    Start::Observe { .. } => {
+                        error!(error = %msg, "Cannot name the observed broker; the agent reports not started until it is fixed")
+                    }
+                }
                 shared.set_startup_error(msg);
             }
         }

@@ -194,6 +194,9 @@ pub struct Running {
     pub(crate) in_force: RwLock<InForce>,
     pub(crate) observation: RwLock<Observation>,
     pub(crate) quorum_fetch_timeout_ms: i64,
+    /// Beside a broker Stoker did not build (`stoker-agent observe`): it owns no config,
+    /// so it refuses to reconfigure.
+    pub observe_only: bool,
 }
 
 impl Running {
@@ -248,6 +251,7 @@ impl Running {
             }),
             observation: RwLock::new(Observation::default()),
             quorum_fetch_timeout_ms,
+            observe_only: false,
         }
     }
 

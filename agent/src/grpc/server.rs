@@ -157,6 +157,11 @@ impl Agent for AgentService {
     ) -> Result<Response<ReconfigureResponse>, Status> {
         let req = request.into_inner();
         let running = self.running_for(req.broker.as_ref())?;
+        if running.observe_only {
+            return Err(Status::failed_precondition(
+                "this agent observes a broker Stoker did not build (stoker-agent observe): it owns no config to change; change the broker's own configuration",
+            ));
+        }
         let desired = req.desired.ok_or_else(|| {
             Status::invalid_argument("field `desired` is required: the new desired config")
         })?;
