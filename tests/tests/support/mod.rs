@@ -236,6 +236,19 @@ impl Env {
         let KubeEnv { plane, client } = KubeEnv::start(&[NS])
             .await
             .expect("control plane with CRDs");
+        // Every Pod the coordinator makes must meet Pod Security Standard `restricted`:
+        // the API server's PodSecurity admission refuses any that does not.
+        Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .patch(
+                NS,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(serde_json::json!({"metadata": {"labels": {
+                    "pod-security.kubernetes.io/enforce": "restricted",
+                    "pod-security.kubernetes.io/enforce-version": "latest",
+                }}})),
+            )
+            .await
+            .expect("enforce the restricted Pod Security Standard");
         let coordinator_client = match requests {
             None => client.clone(),
             Some(metrics) => {

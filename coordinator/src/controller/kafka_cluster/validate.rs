@@ -750,6 +750,8 @@ pub fn merge(group: Option<&BrokerConfig>, own: Option<&BrokerConfig>) -> Broker
         termination_grace_period_seconds: o
             .termination_grace_period_seconds
             .or(g.termination_grace_period_seconds),
+        pod_security_context: o.pod_security_context.or(g.pod_security_context),
+        security_context: o.security_context.or(g.security_context),
     }
 }
 

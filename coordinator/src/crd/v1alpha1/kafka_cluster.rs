@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     Affinity, EmptyDirVolumeSource, EnvVar, LocalObjectReference, PersistentVolumeClaimSpec,
-    ResourceRequirements, Toleration,
+    PodSecurityContext, ResourceRequirements, SecurityContext, Toleration,
 };
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -234,6 +234,15 @@ pub struct BrokerConfig {
     /// Pull secrets of the broker Pod.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// The broker Pod's security context (Koperator's field). Unset: Pod Security
+    /// Standard `restricted` — non-root (uid and gid 1000, the `apache/kafka` image's
+    /// user), `fsGroup` 1000 so the user can write its volumes, seccomp `RuntimeDefault`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_security_context: Option<PodSecurityContext>,
+    /// The Kafka container's security context (Koperator's field). Unset: no privilege
+    /// escalation, every capability dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<SecurityContext>,
     /// Grace period of the broker Pod (default 120 s, room for the agent's safety wait).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub termination_grace_period_seconds: Option<i64>,

@@ -448,6 +448,7 @@ pub fn deployment(
             ..EnvVar::default()
         }]),
         resources: cc.resources.clone(),
+        security_context: Some(super::security::restricted_container(None, false)),
         // A TCP probe: every HTTP request is a user task of Cruise Control's, and it
         // allows only a few at once.
         readiness_probe: Some(Probe {
@@ -507,6 +508,10 @@ pub fn deployment(
                 }),
                 spec: Some(PodSpec {
                     containers: vec![container],
+                    // It writes only into its state volume (and the JVM's /tmp).
+                    security_context: Some(super::security::restricted_pod(
+                        super::security::KAFKA_UID,
+                    )),
                     service_account_name: cc.service_account_name.clone(),
                     volumes: Some(vec![
                         Volume {

@@ -95,6 +95,7 @@ impl ValidatedMonitoring {
             name: "jmx-exporter".into(),
             image: Some(image.clone()),
             command: Some(vec!["cp".into(), path.clone(), self.jar_in_kafka()]),
+            security_context: Some(super::security::restricted_container(None, true)),
             volume_mounts: Some(vec![k8s_openapi::api::core::v1::VolumeMount {
                 name: COPIED_JAR_VOLUME.into(),
                 mount_path: COPIED_JAR_DIR.into(),

@@ -2,11 +2,13 @@
 //! each broker (ConfigMap with the agent's desired config, PVCs, Pod) and of the
 //! cluster (Services, PodDisruptionBudget, the JMX exporter's rules, Cruise Control). No I/O; `apply` writes what they return.
 
+pub mod agent;
 pub mod config;
 pub mod cruise_control;
 pub mod jmx_exporter;
 pub mod pod;
 pub mod rbac;
+pub mod security;
 pub mod services;
 
 use std::collections::BTreeMap;

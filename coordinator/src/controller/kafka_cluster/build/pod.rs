@@ -6,29 +6,25 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::{
     api::core::v1::{
-        Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-        EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector,
+        Affinity, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
         PersistentVolumeClaim, PersistentVolumeClaimVolumeSource, Pod, PodAffinityTerm,
-        PodAntiAffinity, PodSpec, Probe, Volume, VolumeMount,
+        PodAntiAffinity, PodSpec, Volume, VolumeMount,
     },
-    apimachinery::pkg::{
-        apis::meta::v1::{LabelSelector, ObjectMeta},
-        util::intstr::IntOrString,
-    },
+    apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta},
 };
 
 use super::{
-    AGENT_ADMIN_PORT, AGENT_GRPC_PORT, ANNOTATION_MOUNT_PATH, ClusterMeta, DESIRED_CONFIG_DIR,
-    KAFKA_HOME, LABEL_CLUSTER, RENDERED_DIR, broker_labels, broker_name,
+    ANNOTATION_MOUNT_PATH, ClusterMeta, DESIRED_CONFIG_DIR, KAFKA_HOME, LABEL_CLUSTER,
+    RENDERED_DIR,
+    agent::{agent_container, downward_env, env, kafka_prestop, kafka_readiness_probe},
+    broker_labels, broker_name,
     config::DESIRED_CONFIG_KEY,
     jmx_exporter::{self, JMX_EXPORTER_PORT, JarSource},
+    security,
 };
 use crate::controller::kafka_cluster::validate::{ValidatedBroker, ValidatedCluster};
 
-/// Default grace period: room for the agent's safety wait and Kafka's controlled shutdown.
-pub const DEFAULT_GRACE_SECONDS: i64 = 120;
-/// The agent waits for safe-to-stop this long, leaving the rest of the grace period to Kafka.
-const AGENT_SHUTDOWN_MARGIN_SECONDS: i64 = 30;
+pub use super::agent::DEFAULT_GRACE_SECONDS;
 
 /// A disk's name part, from its mount path: `/kafka-logs` → `kafka-logs`,
 /// `/var/lib/kafka` → `var.lib.kafka` (one DNS label per path component). A path that
@@ -87,42 +83,6 @@ pub fn broker_pvcs(meta: &ClusterMeta, b: &ValidatedBroker) -> Vec<PersistentVol
             })
         })
         .collect()
-}
-
-fn field_env(name: &str, path: &str) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value_from: Some(EnvVarSource {
-            field_ref: Some(ObjectFieldSelector {
-                field_path: path.to_owned(),
-                ..ObjectFieldSelector::default()
-            }),
-            ..EnvVarSource::default()
-        }),
-        ..EnvVar::default()
-    }
-}
-
-fn env(name: &str, value: impl Into<String>) -> EnvVar {
-    EnvVar {
-        name: name.to_owned(),
-        value: Some(value.into()),
-        ..EnvVar::default()
-    }
-}
-
-fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
-    Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.to_owned()),
-            port: IntOrString::Int(AGENT_ADMIN_PORT),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(period),
-        failure_threshold: Some(failure_threshold),
-        timeout_seconds: Some(5),
-        ..Probe::default()
-    }
 }
 
 /// The Pod of broker `b`.
@@ -231,72 +191,27 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
         .config
         .termination_grace_period_seconds
         .unwrap_or(DEFAULT_GRACE_SECONDS);
-    let downward = || {
-        vec![
-            field_env("POD_NAME", "metadata.name"),
-            field_env("POD_NAMESPACE", "metadata.namespace"),
-            field_env("POD_IP", "status.podIP"),
-            field_env("NODE_NAME", "spec.nodeName"),
-        ]
-    };
-    let mut agent_env = downward();
-    agent_env.extend([
-        env(
-            "STOKER_AGENT_ADMIN_ADDR",
-            format!("$(POD_IP):{AGENT_ADMIN_PORT}"),
-        ),
-        env(
-            "STOKER_AGENT_GRPC_ADDR",
-            format!("$(POD_IP):{AGENT_GRPC_PORT}"),
-        ),
+    let mut agent_env = vec![
         env(
             "STOKER_AGENT_DESIRED_CONFIG",
             format!("{DESIRED_CONFIG_DIR}/{DESIRED_CONFIG_KEY}"),
         ),
         env("STOKER_AGENT_OUTPUT_DIR", RENDERED_DIR),
-        env(
-            "STOKER_AGENT_SHUTDOWN_TIMEOUT",
-            format!("{}s", (grace - AGENT_SHUTDOWN_MARGIN_SECONDS).max(10)),
-        ),
         env("STOKER_AGENT_STOP_LEASE", super::stop_lease_name(meta)),
         env(
             "STOKER_AGENT_JMX_EXPORTER_URL",
             format!("http://$(POD_IP):{JMX_EXPORTER_PORT}/metrics"),
         ),
-    ]);
+    ];
     if monitoring.jar == JarSource::Agent {
         agent_env.push(env(
             "STOKER_AGENT_JMX_EXPORTER_JAR",
             jmx_exporter::AGENT_IMAGE_JAR,
         ));
     }
-    let agent = Container {
-        name: "stoker-agent".into(),
-        image: Some(meta.agent_image.clone()),
-        args: Some(vec!["run".into()]),
-        env: Some(agent_env),
-        // A native sidecar: starts first (Kafka waits on its startup probe, i.e. a
-        // rendered config) and stops last.
-        restart_policy: Some("Always".into()),
-        startup_probe: Some(http_probe("/startupz", 1, 600)),
-        liveness_probe: Some(http_probe("/livez", 10, 3)),
-        ports: Some(vec![
-            ContainerPort {
-                name: Some("agent-admin".into()),
-                container_port: AGENT_ADMIN_PORT,
-                ..ContainerPort::default()
-            },
-            ContainerPort {
-                name: Some("agent-grpc".into()),
-                container_port: AGENT_GRPC_PORT,
-                ..ContainerPort::default()
-            },
-        ]),
-        volume_mounts: Some(agent_mounts),
-        ..Container::default()
-    };
+    let agent = agent_container(&meta.agent_image, &["run"], agent_env, agent_mounts, grace);
 
-    let mut kafka_env = downward();
+    let mut kafka_env = downward_env();
     kafka_env.extend(cluster.envs.iter().cloned());
     kafka_env.extend(b.config.envs.iter().cloned());
     kafka_env.push(env(
@@ -319,6 +234,12 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
         "set -e\n{KAFKA_HOME}/bin/kafka-storage.sh format --ignore-formatted -t \"$CLUSTER_ID\" -c {RENDERED_DIR}/server.properties\nexec {KAFKA_HOME}/bin/kafka-server-start.sh {RENDERED_DIR}/server.properties\n"
     );
     let kafka = Container {
+        security_context: Some(
+            b.config
+                .security_context
+                .clone()
+                .unwrap_or_else(|| security::restricted_container(None, false)),
+        ),
         name: "kafka".into(),
         image: Some(b.image.clone()),
         command: Some(vec!["/bin/bash".into(), "-c".into(), start]),
@@ -342,19 +263,8 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
                 .collect(),
         ),
         resources: b.config.resource_requirements.clone(),
-        readiness_probe: Some(http_probe("/readyz", 5, 3)),
-        lifecycle: Some(Lifecycle {
-            // The agent holds the stop until no partition would fall below min ISR.
-            pre_stop: Some(LifecycleHandler {
-                http_get: Some(HTTPGetAction {
-                    path: Some("/prestop".into()),
-                    port: IntOrString::Int(AGENT_ADMIN_PORT),
-                    ..HTTPGetAction::default()
-                }),
-                ..LifecycleHandler::default()
-            }),
-            ..Lifecycle::default()
-        }),
+        readiness_probe: Some(kafka_readiness_probe()),
+        lifecycle: Some(kafka_prestop()),
         volume_mounts: Some(kafka_mounts),
         ..Container::default()
     };
@@ -398,6 +308,12 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
             containers: vec![kafka],
             volumes: Some(volumes),
             restart_policy: Some("Always".into()),
+            security_context: Some(
+                b.config
+                    .pod_security_context
+                    .clone()
+                    .unwrap_or_else(|| security::restricted_pod(security::KAFKA_UID)),
+            ),
             termination_grace_period_seconds: Some(grace),
             service_account_name: Some(
                 b.config
@@ -471,6 +387,53 @@ mod tests {
             "the agent copies the jar its image carries"
         );
         assert_eq!(spec.init_containers.as_ref().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn broker_pods_meet_the_restricted_standard_unless_the_spec_says_otherwise() {
+        let cluster = validate(&example_spec()).expect("valid");
+        let spec = broker_pod(&meta(), &cluster, &cluster.brokers[&0])
+            .spec
+            .expect("spec");
+        let pod = spec
+            .security_context
+            .clone()
+            .expect("a Pod security context");
+        assert_eq!(pod.run_as_non_root, Some(true));
+        assert_eq!(pod.run_as_user, Some(security::KAFKA_UID));
+        assert_eq!(pod.fs_group, Some(security::KAFKA_UID));
+        for c in spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+        {
+            let sc = c
+                .security_context
+                .clone()
+                .expect("a container security context");
+            assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+            assert_eq!(
+                sc.capabilities.and_then(|c| c.drop),
+                Some(vec!["ALL".to_owned()]),
+                "{}",
+                c.name
+            );
+        }
+        // Koperator's fields replace the defaults.
+        let mut spec = example_spec();
+        spec.broker_config_groups
+            .get_mut("default_group")
+            .expect("the example's group")
+            .pod_security_context = Some(k8s_openapi::api::core::v1::PodSecurityContext {
+            run_as_user: Some(1001),
+            ..Default::default()
+        });
+        let cluster = validate(&spec).expect("valid");
+        let pod = broker_pod(&meta(), &cluster, &cluster.brokers[&0])
+            .spec
+            .and_then(|s| s.security_context)
+            .expect("the spec's");
+        assert_eq!(pod.run_as_user, Some(1001));
     }
 
     #[test]

@@ -1,0 +1,184 @@
+//! The agent beside Kafka: its container (a native sidecar) and the hooks it gives the
+//! Kafka container (readiness, the preStop safety wait). One code path for the broker
+//! Pods the coordinator builds and for the Pods its admission webhook injects the agent
+//! into. Pure.
+
+use k8s_openapi::{
+    api::core::v1::{
+        Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
+        ObjectFieldSelector, Probe, VolumeMount,
+    },
+    apimachinery::pkg::util::intstr::IntOrString,
+};
+
+use super::{AGENT_ADMIN_PORT, AGENT_GRPC_PORT, security};
+
+/// The agent container's name.
+pub const AGENT_CONTAINER: &str = "stoker-agent";
+/// Default grace period: room for the agent's safety wait and Kafka's controlled shutdown.
+pub const DEFAULT_GRACE_SECONDS: i64 = 120;
+/// The agent waits for safe-to-stop this long less than the grace period, leaving the
+/// rest to Kafka.
+const AGENT_SHUTDOWN_MARGIN_SECONDS: i64 = 30;
+
+/// An environment variable with a value.
+pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.into()),
+        ..EnvVar::default()
+    }
+}
+
+/// An environment variable from the downward API.
+pub fn field_env(name: &str, path: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: path.to_owned(),
+                ..ObjectFieldSelector::default()
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    }
+}
+
+/// The Pod's facts the agent (and Kafka) read: name, namespace, address, node.
+pub fn downward_env() -> Vec<EnvVar> {
+    vec![
+        field_env("POD_NAME", "metadata.name"),
+        field_env("POD_NAMESPACE", "metadata.namespace"),
+        field_env("POD_IP", "status.podIP"),
+        field_env("NODE_NAME", "spec.nodeName"),
+    ]
+}
+
+fn http_probe(path: &str, period: i32, failure_threshold: i32) -> Probe {
+    Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(AGENT_ADMIN_PORT),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(period),
+        failure_threshold: Some(failure_threshold),
+        timeout_seconds: Some(5),
+        ..Probe::default()
+    }
+}
+
+/// The Kafka container's readiness: the agent's `/readyz` (from live metadata).
+pub fn kafka_readiness_probe() -> Probe {
+    http_probe("/readyz", 5, 3)
+}
+
+/// The Kafka container's preStop hook: the agent holds the stop until no partition
+/// would fall below `min.insync.replicas`.
+pub fn kafka_prestop() -> Lifecycle {
+    Lifecycle {
+        pre_stop: Some(LifecycleHandler {
+            http_get: Some(HTTPGetAction {
+                path: Some("/prestop".into()),
+                port: IntOrString::Int(AGENT_ADMIN_PORT),
+                ..HTTPGetAction::default()
+            }),
+            ..LifecycleHandler::default()
+        }),
+        ..Lifecycle::default()
+    }
+}
+
+/// The agent container: `args` (`run` or `observe`), the mode's own environment
+/// (`env`), its mounts, and the Pod's grace period (its safety wait ends that much
+/// earlier than the Pod's, leaving the rest to Kafka).
+pub fn agent_container(
+    image: &str,
+    args: &[&str],
+    mode_env: Vec<EnvVar>,
+    mounts: Vec<VolumeMount>,
+    grace_seconds: i64,
+) -> Container {
+    let mut agent_env = downward_env();
+    agent_env.extend([
+        env(
+            "STOKER_AGENT_ADMIN_ADDR",
+            format!("$(POD_IP):{AGENT_ADMIN_PORT}"),
+        ),
+        env(
+            "STOKER_AGENT_GRPC_ADDR",
+            format!("$(POD_IP):{AGENT_GRPC_PORT}"),
+        ),
+        env(
+            "STOKER_AGENT_SHUTDOWN_TIMEOUT",
+            format!(
+                "{}s",
+                (grace_seconds - AGENT_SHUTDOWN_MARGIN_SECONDS).max(10)
+            ),
+        ),
+    ]);
+    agent_env.extend(mode_env);
+    Container {
+        name: AGENT_CONTAINER.into(),
+        image: Some(image.to_owned()),
+        args: Some(args.iter().map(|a| (*a).to_owned()).collect()),
+        env: Some(agent_env),
+        // A native sidecar: starts first (Kafka waits on its startup probe) and stops
+        // last.
+        restart_policy: Some("Always".into()),
+        startup_probe: Some(http_probe("/startupz", 1, 600)),
+        liveness_probe: Some(http_probe("/livez", 10, 3)),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("agent-admin".into()),
+                container_port: AGENT_ADMIN_PORT,
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("agent-grpc".into()),
+                container_port: AGENT_GRPC_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        // It writes only to volumes.
+        security_context: Some(security::restricted_container(
+            Some(security::AGENT_UID),
+            true,
+        )),
+        ..Container::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_agent_stops_its_safety_wait_before_the_pods_grace_period_ends() {
+        let c = agent_container("a:1", &["run"], Vec::new(), Vec::new(), 120);
+        let timeout = c
+            .env
+            .iter()
+            .flatten()
+            .find(|e| e.name == "STOKER_AGENT_SHUTDOWN_TIMEOUT")
+            .and_then(|e| e.value.clone());
+        assert_eq!(timeout.as_deref(), Some("90s"));
+        let short = agent_container("a:1", &["run"], Vec::new(), Vec::new(), 20);
+        assert!(
+            short
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.value.as_deref() == Some("10s")),
+            "never below 10 s"
+        );
+        assert_eq!(
+            c.restart_policy.as_deref(),
+            Some("Always"),
+            "a native sidecar"
+        );
+        assert!(c.volume_mounts.is_none());
+    }
+}
