@@ -77,6 +77,46 @@ async fn apply_all(client: &Client, yaml: &str) {
 
 use serde::Deserialize as _;
 
+/// Every key of `values`, dotted, down to the leaves (a map whose keys are free-form, like
+/// `resources` or `nodeSelector`, counts as one leaf when its default is empty or it is
+/// documented whole).
+fn value_keys(prefix: &str, values: &serde_yaml::Value, out: &mut Vec<String>) {
+    match values.as_mapping() {
+        Some(m) if !m.is_empty() && !["resources"].contains(&prefix) => {
+            for (k, v) in m {
+                let key = k.as_str().expect("string keys");
+                let path = if prefix.is_empty() {
+                    key.to_owned()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                value_keys(&path, v, out);
+            }
+        }
+        _ => out.push(prefix.to_owned()),
+    }
+}
+
+#[test]
+fn the_charts_readme_documents_every_value() {
+    let values: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(format!("{CHART}/values.yaml")).expect("values.yaml"),
+    )
+    .expect("values.yaml parses");
+    let readme = std::fs::read_to_string(format!("{CHART}/README.md")).expect("the chart's README");
+    let mut keys = Vec::new();
+    value_keys("", &values, &mut keys);
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| !readme.contains(&format!("| `{k}` |")))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "deploy/helm/stoker/README.md's table lacks {missing:?}"
+    );
+    assert!(keys.len() > 10, "{keys:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_chart_installs_and_its_rbac_runs_the_coordinator() {
     helm(&["lint", CHART]);
