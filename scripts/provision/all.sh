@@ -10,3 +10,4 @@ source "$(dirname "$0")/../lib.sh"
 "$STOKER_ROOT/scripts/provision/kube.sh" servers
 "$STOKER_ROOT/scripts/provision/tools.sh"
 "$STOKER_ROOT/scripts/provision/helm.sh"
+"$STOKER_ROOT/scripts/provision/monitoring-crds.sh"

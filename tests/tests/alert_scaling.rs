@@ -162,6 +162,15 @@ async fn load(prometheus: &Prometheus) -> Option<f64> {
     v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
 }
 
+/// The left side of a rule's final comparison (`a > 5` → `a`): what it compares.
+fn compared(expr: &str) -> &str {
+    [" >= ", " <= ", " == ", " != ", " > ", " < "]
+        .iter()
+        .filter_map(|op| expr.rfind(op))
+        .max()
+        .map_or(expr, |i| expr[..i].trim())
+}
+
 /// A load to the nearest 10 (progress lines change only when it does).
 fn rounded(load: Option<f64>) -> f64 {
     load.map_or(-1.0, |l| (l / 10.0).round() * 10.0)
@@ -508,6 +517,17 @@ scrape_configs:
         assert!(!loaded.is_empty(), "{file} is loaded");
         for r in &loaded {
             assert_eq!(r["health"], "ok", "{file}: {r}");
+            // What each rule compares exists: its series are there on a real cluster.
+            let query = r["query"].as_str().expect("a rule's query");
+            let compared = compared(query);
+            let found = prometheus.query(compared).await.expect("query");
+            assert!(
+                found["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty()),
+                "{file}: rule {} finds no series for {compared}",
+                r["name"]
+            );
         }
     }
 
