@@ -72,6 +72,15 @@ async fn the_example_cluster_runs_serves_clients_and_survives_a_killed_and_a_del
     }
     wait_cluster_ready(clusters, pods, "after SIGKILL").await;
     consume_all(runtime, &bootstrap, "e2e", "e2e-2", 1000);
+    // Rejoined means back in every ISR: the next step needs both brokers serving.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while min_isr(pods, "e2e").await != Some(3) {
+        assert!(
+            Instant::now() < deadline,
+            "broker 1 did not rejoin the ISRs of e2e after its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     // Two broker Pods deleted by hand at the same instant (`e2e` has RF 3, min ISR 2:
     // the two may not be down together). Each agent's preStop check is right alone, but

@@ -54,6 +54,17 @@ async fn startupz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
 async fn readyz(State(shared): State<Arc<Shared>>) -> (StatusCode, String) {
     let health = shared.health();
     if health.ready() {
+        // The last observation can be up to two seconds old: a broker that was killed
+        // and restarted inside that window must not be reported ready while nothing
+        // listens yet. A refused connection now is the fresh word.
+        if let Some(running) = shared.running().filter(|r| r.roles.broker)
+            && !running.serving_now().await
+        {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: kafka_reachable: the broker's listener refuses connections now (it restarted since the last observation)\n".into(),
+            );
+        }
         (StatusCode::OK, "ready\n".into())
     } else {
         (
