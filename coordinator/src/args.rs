@@ -21,7 +21,7 @@ pub struct Args {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the coordinator until SIGTERM.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the CustomResourceDefinitions (what `deploy/crds/` holds).
     Crd,
 }
@@ -63,6 +63,46 @@ pub struct RunArgs {
     /// scale clusters that opted in; for a private test setup only).
     #[arg(long, env = "STOKER_COORDINATOR_ALERTS_UNAUTHENTICATED")]
     pub alerts_unauthenticated: bool,
+    /// The agent-injection webhook's HTTPS address. It starts only with a certificate
+    /// source: `--webhook-secret` or `--webhook-cert-dir`.
+    #[arg(
+        long,
+        env = "STOKER_COORDINATOR_WEBHOOK_ADDR",
+        default_value = "0.0.0.0:9443"
+    )]
+    pub webhook_addr: SocketAddr,
+    /// A directory holding `tls.crt` and `tls.key` that another issuer keeps current
+    /// (cert-manager); re-read every minute.
+    #[arg(
+        long,
+        env = "STOKER_COORDINATOR_WEBHOOK_CERT_DIR",
+        conflicts_with = "webhook_secret"
+    )]
+    pub webhook_cert_dir: Option<std::path::PathBuf>,
+    /// The Secret (in POD_NAMESPACE) in which the coordinator keeps the webhook's CA and
+    /// serving certificate it issues itself, renewed 30 days before expiry.
+    #[arg(
+        long,
+        env = "STOKER_COORDINATOR_WEBHOOK_SECRET",
+        requires = "webhook_names"
+    )]
+    pub webhook_secret: Option<String>,
+    /// The names the issued certificate is for: the webhook Service's DNS names (or an
+    /// address), comma-separated.
+    #[arg(long, env = "STOKER_COORDINATOR_WEBHOOK_NAMES", value_delimiter = ',')]
+    pub webhook_names: Vec<String>,
+    /// The MutatingWebhookConfiguration whose `caBundle` the coordinator sets to the CA
+    /// it issued.
+    #[arg(long, env = "STOKER_COORDINATOR_WEBHOOK_CONFIGURATION")]
+    pub webhook_configuration: Option<String>,
+    /// Namespaces whose Pods are never given the agent, comma-separated.
+    #[arg(
+        long,
+        env = "STOKER_COORDINATOR_WEBHOOK_FORBIDDEN_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "kube-system,kube-public,kube-node-lease"
+    )]
+    pub webhook_forbidden_namespaces: Vec<String>,
     /// Log format.
     #[arg(long, env = "STOKER_COORDINATOR_LOG_FORMAT", default_value = "plain", value_parser = ["plain", "json"])]
     pub log_format: String,

@@ -21,6 +21,7 @@ pub mod kube_client;
 pub mod lease;
 pub mod metrics;
 pub mod quantity;
+pub mod webhook;
 
 use std::{process::ExitCode, sync::Arc, sync::atomic::Ordering, time::Duration};
 
@@ -49,7 +50,7 @@ fn run(args: Args) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime.block_on(run_coordinator(a)) {
+            match runtime.block_on(run_coordinator(*a)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     error!(error = %format!("{e:#}"), "Coordinator failed");
@@ -119,6 +120,17 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
             None
         }
     };
+    let webhook_task = webhook_config(&a, &client).map(|config| {
+        tokio::spawn(
+            webhook::run(config, state.registry.clone(), token.clone())
+                .instrument(info_span!("webhook")),
+        )
+    });
+    if webhook_task.is_none() {
+        info!(
+            "Agent injection webhook off: give --webhook-secret (or --webhook-cert-dir) to turn it on"
+        );
+    }
     let check_token = token.clone();
     let check_state = state.clone();
     let checker = tokio::spawn(
@@ -219,8 +231,40 @@ async fn run_coordinator(a: RunArgs) -> anyhow::Result<()> {
     if let Some(t) = alerts_task {
         let _ = t.await;
     }
+    if let Some(t) = webhook_task {
+        let _ = t.await;
+    }
     match failed {
         Some(msg) => Err(anyhow::anyhow!(msg)),
         None => Ok(()),
     }
+}
+
+/// The webhook's configuration from the flags; `None` when no certificate source is
+/// given.
+fn webhook_config(a: &RunArgs, client: &kube::Client) -> Option<webhook::WebhookConfig> {
+    let source = match (&a.webhook_cert_dir, &a.webhook_secret) {
+        (Some(dir), _) => webhook::certs::CertSource::Files(dir.clone()),
+        (None, Some(secret)) => webhook::certs::CertSource::Issued {
+            client: client.clone(),
+            namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
+            secret: secret.clone(),
+            names: a.webhook_names.clone(),
+            configuration: a.webhook_configuration.clone(),
+        },
+        (None, None) => return None,
+    };
+    Some(webhook::WebhookConfig {
+        addr: a.webhook_addr,
+        source,
+        policy: webhook::review::Policy {
+            agent_image: a.agent_image.clone(),
+            forbidden_namespaces: a
+                .webhook_forbidden_namespaces
+                .iter()
+                .filter(|n| !n.is_empty())
+                .cloned()
+                .collect(),
+        },
+    })
 }

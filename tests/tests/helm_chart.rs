@@ -245,7 +245,50 @@ async fn the_chart_installs_and_its_rbac_runs_the_coordinator() {
         .expect("lease runs");
     lease.abort();
 
-    // The controller, as the chart's ServiceAccount, reconciles the example fully.
+    // The webhook's certificate, issued as the chart's ServiceAccount: its Secret is
+    // created, then kept (read) on the next check, and the chart's webhook
+    // configuration gets the CA as caBundle.
+    let env_value = |name: &str| {
+        env.iter()
+            .find(|e| e.name == name)
+            .and_then(|e| e.value.clone())
+            .unwrap_or_else(|| panic!("{name} is set by the chart"))
+    };
+    let source = stoker_coordinator::webhook::certs::CertSource::Issued {
+        client: as_coordinator.clone(),
+        namespace: RELEASE_NS.into(),
+        secret: env_value("STOKER_COORDINATOR_WEBHOOK_SECRET"),
+        names: env_value("STOKER_COORDINATOR_WEBHOOK_NAMES")
+            .split(',')
+            .map(str::to_owned)
+            .collect(),
+        configuration: Some(env_value("STOKER_COORDINATOR_WEBHOOK_CONFIGURATION")),
+    };
+    let (_, first) = stoker_coordinator::webhook::certs::current(&source)
+        .await
+        .expect("the chart's RBAC lets the coordinator issue the webhook certificate");
+    let (_, again) = stoker_coordinator::webhook::certs::current(&source)
+        .await
+        .expect("and read it back");
+    assert_eq!(first, again, "a valid certificate is kept");
+    let injector =
+        Api::<k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration>::all(
+            admin.clone(),
+        )
+        .get("stoker-coordinator-agent-injector")
+        .await
+        .expect("the chart's webhook configuration");
+    assert!(
+        injector.webhooks.as_ref().expect("webhooks")[0]
+            .client_config
+            .ca_bundle
+            .is_some(),
+        "caBundle set"
+    );
+
+    // The controller, as the chart's ServiceAccount, reconciles the example fully: its
+    // broker Pods are created though the registered webhook has no endpoint (they are
+    // not labelled for injection, so they are never sent to it).
     let token = CancellationToken::new();
     let ctx = Context::new(
         as_coordinator,
