@@ -7,8 +7,8 @@ use std::{collections::BTreeMap, time::Duration};
 use kafka_protocol::{
     ResponseError,
     messages::{
-        DescribeConfigsRequest, DescribeLogDirsRequest, DescribeQuorumRequest,
-        IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
+        DescribeClusterRequest, DescribeConfigsRequest, DescribeLogDirsRequest,
+        DescribeQuorumRequest, IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
         describe_configs_request::DescribeConfigsResource,
         describe_quorum_request::{PartitionData, TopicData},
         incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
@@ -23,6 +23,9 @@ const METADATA_VERSION: i16 = 12;
 const DESCRIBE_CONFIGS_VERSION: i16 = 4;
 const INCREMENTAL_ALTER_CONFIGS_VERSION: i16 = 1;
 const DESCRIBE_QUORUM_VERSION: i16 = 1;
+/// DescribeCluster v1 takes an endpoint type: 2 asks a controller for the controllers.
+const DESCRIBE_CLUSTER_VERSION: i16 = 1;
+const ENDPOINT_CONTROLLERS: i8 = 2;
 const DESCRIBE_LOG_DIRS_VERSION: i16 = 4;
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -385,43 +388,105 @@ impl BrokerClient {
         Ok(())
     }
 
-    /// The metadata quorum's leader and voters (sent to a controller listener).
+    /// The metadata quorum's leader and voters (sent to a controller listener). Only the
+    /// quorum's leader describes it; a controller that is not the leader says so, and
+    /// the question goes to the active controller it names (DescribeCluster).
     pub async fn quorum(&self) -> Result<Quorum, KafkaError> {
         let mut conn = self.connect().await?;
-        let req = DescribeQuorumRequest::default().with_topics(vec![
-            TopicData::default()
-                .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
-                .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
-        ]);
-        let resp = conn
-            .send("DescribeQuorum", &req, DESCRIBE_QUORUM_VERSION)
-            .await?;
-        if let Some(error) = ResponseError::try_from_code(resp.error_code) {
+        match describe_quorum(&mut conn).await? {
+            Some(q) => Ok(q),
+            None => {
+                let leader = active_controller(&mut conn).await?;
+                let mut conn = Connection::connect(&leader, self.timeout).await?;
+                describe_quorum(&mut conn).await?.ok_or(KafkaError::Refused {
+                    api: "DescribeQuorum",
+                    error: ResponseError::NotLeaderOrFollower,
+                    message: Some(format!(
+                        "{leader}, named the active controller, is not the quorum's leader either"
+                    )),
+                })
+            }
+        }
+    }
+}
+
+/// The quorum as the controller at `conn` describes it; `None` when it is not the
+/// leader.
+async fn describe_quorum(conn: &mut Connection) -> Result<Option<Quorum>, KafkaError> {
+    let req = DescribeQuorumRequest::default().with_topics(vec![
+        TopicData::default()
+            .with_topic_name(TopicName(StrBytes::from_static_str("__cluster_metadata")))
+            .with_partitions(vec![PartitionData::default().with_partition_index(0)]),
+    ]);
+    let resp = conn
+        .send("DescribeQuorum", &req, DESCRIBE_QUORUM_VERSION)
+        .await?;
+    if let Some(error) = ResponseError::try_from_code(resp.error_code) {
+        return Err(KafkaError::Refused {
+            api: "DescribeQuorum",
+            error,
+            message: resp.error_message.map(|m| m.to_string()),
+        });
+    }
+    let p = resp
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or(KafkaError::Refused {
+            api: "DescribeQuorum",
+            error: ResponseError::UnknownServerError,
+            message: Some("no partition data".into()),
+        })?;
+    match ResponseError::try_from_code(p.error_code) {
+        None => {}
+        Some(ResponseError::NotLeaderOrFollower) => return Ok(None),
+        Some(error) => {
             return Err(KafkaError::Refused {
                 api: "DescribeQuorum",
                 error,
-                message: resp.error_message.map(|m| m.to_string()),
+                message: p.error_message.as_ref().map(|m| m.to_string()),
             });
         }
-        let p = resp
-            .topics
-            .first()
-            .and_then(|t| t.partitions.first())
-            .ok_or(KafkaError::Refused {
-                api: "DescribeQuorum",
-                error: ResponseError::UnknownServerError,
-                message: Some("no partition data".into()),
-            })?;
-        Ok(Quorum {
-            leader: p.leader_id.0,
-            voters: p
-                .current_voters
-                .iter()
-                .map(|v| VoterView {
-                    id: v.replica_id.0,
-                    last_caught_up_ms: v.last_caught_up_timestamp,
-                })
-                .collect(),
-        })
     }
+    Ok(Some(Quorum {
+        leader: p.leader_id.0,
+        voters: p
+            .current_voters
+            .iter()
+            .map(|v| VoterView {
+                id: v.replica_id.0,
+                last_caught_up_ms: v.last_caught_up_timestamp,
+            })
+            .collect(),
+    }))
+}
+
+/// The active controller's address, as the controller at `conn` knows it.
+async fn active_controller(conn: &mut Connection) -> Result<String, KafkaError> {
+    let resp = conn
+        .send(
+            "DescribeCluster",
+            &DescribeClusterRequest::default().with_endpoint_type(ENDPOINT_CONTROLLERS),
+            DESCRIBE_CLUSTER_VERSION,
+        )
+        .await?;
+    if let Some(error) = ResponseError::try_from_code(resp.error_code) {
+        return Err(KafkaError::Refused {
+            api: "DescribeCluster",
+            error,
+            message: resp.error_message.map(|m| m.to_string()),
+        });
+    }
+    resp.brokers
+        .iter()
+        .find(|c| c.broker_id == resp.controller_id)
+        .map(|c| format!("{}:{}", c.host, c.port))
+        .ok_or_else(|| KafkaError::Refused {
+            api: "DescribeCluster",
+            error: ResponseError::NotController,
+            message: Some(format!(
+                "the active controller {} is not among the controllers listed",
+                resp.controller_id.0
+            )),
+        })
 }
