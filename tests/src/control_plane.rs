@@ -165,7 +165,7 @@ impl ControlPlane {
             kcm_cmd
                 .arg(format!("--kubeconfig={}", plane.kubeconfig.display()))
                 .arg("--leader-elect=false")
-                .arg("--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,deployment-controller,replicaset-controller")
+                .arg("--controllers=garbage-collector-controller,namespace-controller,serviceaccount-controller,deployment-controller,replicaset-controller,statefulset-controller")
                 .arg(format!("--service-account-private-key-file={}", pki.sa_key.display()))
                 .arg(format!("--root-ca-file={}", pki.ca_cert.display()))
                 .arg("--use-service-account-credentials=false")
