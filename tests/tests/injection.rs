@@ -3,8 +3,8 @@
 //! Pods kube-controller-manager creates, gets the agent from the coordinator's
 //! admission webhook — the real API server calls it over TLS — and runs on the local
 //! Pod runtime: every broker becomes ready through its injected agent, and a
-//! `kubectl delete pod` of one broker while another is down waits in the agent's
-//! preStop until the down one is back in sync, so no partition falls below
+//! `kubectl delete pod` of one broker while another is frozen out of the ISRs waits in
+//! the agent's preStop until the frozen one is back in sync, so no partition falls below
 //! `min.insync.replicas`. The recreated Pod is injected again.
 
 mod support;
@@ -256,26 +256,36 @@ async fn a_plain_statefulset_gets_the_agent_and_its_deleted_broker_waits_for_isr
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    // Broker 0's Kafka SIGKILLed (its container restarts), then broker 1's Pod deleted:
-    // stopping 1 while 0 is out of sync would leave one replica of min.insync.replicas
-    // 2, so its agent holds the stop until 0 is back.
-    let pid = runtime
-        .container_pid(STS_NS, "kafka-0", "kafka")
-        .expect("broker 0 runs");
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(i32::try_from(pid).expect("pid")),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .expect("SIGKILL");
-    let deadline = Instant::now() + Duration::from_secs(60);
+    // Broker 0's Kafka frozen (SIGSTOP): fenced, it leaves every ISR. Broker 1's Pod is
+    // then deleted: stopping 1 while 0 is out would leave one replica of
+    // min.insync.replicas 2, so its agent holds the stop for as long as 0 stays frozen.
+    let frozen = nix::unistd::Pid::from_raw(
+        i32::try_from(
+            runtime
+                .container_pid(STS_NS, "kafka-0", "kafka")
+                .expect("broker 0 runs"),
+        )
+        .expect("pid"),
+    );
+    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGSTOP).expect("SIGSTOP");
+    let deadline = Instant::now() + Duration::from_secs(90);
     while min_isr(&pods, "guarded").await != Some(2) {
-        assert!(Instant::now() < deadline, "broker 0 never left the ISRs");
+        assert!(
+            Instant::now() < deadline,
+            "frozen broker 0 never left the ISRs"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     let old_uid = pods.get("kafka-1").await.expect("kafka-1").metadata.uid;
     pods.delete("kafka-1", &DeleteParams::default())
         .await
         .expect("delete kafka-1");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(
+        runtime.container_pid(STS_NS, "kafka-1", "kafka").is_some(),
+        "kafka-1's Kafka was stopped while broker 0 was out of every ISR"
+    );
+    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGCONT).expect("SIGCONT");
     let mut lowest = usize::MAX;
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
@@ -318,8 +328,8 @@ async fn a_plain_statefulset_gets_the_agent_and_its_deleted_broker_waits_for_isr
         .expect("the wait is logged with waited_ms");
     println!("kafka-1's preStop held the stop {waited_ms} ms, until broker 0 was back in sync");
     assert!(
-        waited_ms >= 2_000,
-        "the stop was let go after {waited_ms} ms, while broker 0 was still restarting"
+        waited_ms >= 10_000,
+        "the stop was let go after {waited_ms} ms, while broker 0 was frozen for 10 s"
     );
     assert!(lowest >= 2, "a partition fell to {lowest} in-sync replicas");
     wait_all_ready(&pods, "after the delete").await;
