@@ -10,20 +10,53 @@ use std::{
 
 use crate::Error;
 
-/// A free TCP port on 127.0.0.1, chosen by the kernel.
+/// A free TCP port on 127.0.0.1 for a server a test starts.
+///
+/// Chosen below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`), so no
+/// outgoing connection of any process can take it between this check and the server's
+/// own bind, and never handed out twice in one process (two servers of one control
+/// plane once got the same port). Spread by process id, checked by binding.
 pub fn free_port() -> Result<u16, Error> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| Error::Io {
-        what: "bind an ephemeral port on 127.0.0.1".into(),
-        source,
-    })?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|source| Error::Io {
-            what: "read an ephemeral port".into(),
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    const LOW: u32 = 10_000;
+    let span = ephemeral_start.saturating_sub(LOW);
+    let mut given = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+    if span >= 1_000 {
+        let start = std::process::id().wrapping_mul(7_919) % span;
+        for i in 0..span {
+            let port = u16::try_from(LOW + (start + i) % span).expect("below the ephemeral range");
+            if !given.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+                given.insert(port);
+                return Ok(port);
+            }
+        }
+    }
+    // No room below the ephemeral range: let the kernel choose, still never twice.
+    for _ in 0..100 {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(|source| Error::Io {
+            what: "bind an ephemeral port on 127.0.0.1".into(),
             source,
-        })
+        })?;
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .map_err(|source| Error::Io {
+                what: "read an ephemeral port".into(),
+                source,
+            })?;
+        if given.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(Error::Other("no free port on 127.0.0.1".into()))
 }
+
+/// Every port [`free_port`] has handed out in this process.
+static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
 
 static NEXT_HOST: AtomicU32 = AtomicU32::new(0);
 
@@ -48,4 +81,34 @@ pub fn free_loopback_addr(ports: &[u16]) -> Result<Ipv4Addr, Error> {
     Err(Error::Other(format!(
         "no loopback address in 127.0.0.0/8 has ports {ports:?} free"
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_free_distinct_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port().expect("a port")).collect();
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(
+            distinct.len(),
+            ports.len(),
+            "a port handed out twice: {ports:?}"
+        );
+        let ephemeral_start: u16 =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+                .expect("the ephemeral range")
+                .split_whitespace()
+                .next()
+                .and_then(|s| s.parse().ok())
+                .expect("a port number");
+        for p in &ports {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, *p)).expect("still free");
+            assert!(
+                (10_000..ephemeral_start).contains(p),
+                "{p} is not below the ephemeral range starting at {ephemeral_start}"
+            );
+        }
+    }
 }

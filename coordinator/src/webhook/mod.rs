@@ -41,11 +41,18 @@ pub struct WebhookConfig {
 /// so an API server that is briefly away delays only the webhook), then serves and
 /// keeps the certificate current.
 pub async fn run(config: WebhookConfig, registry: Registry, token: CancellationToken) {
-    let listener = match tokio::net::TcpListener::bind(config.addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            error!(addr = %config.addr, error = %e, "Webhook cannot bind; Pods labelled for injection will be refused by the API server (failurePolicy Fail) until it can");
-            return;
+    // The port may still be held for a moment (a previous server shutting down):
+    // retry rather than leave labelled Pods refused for good.
+    let listener = loop {
+        match tokio::net::TcpListener::bind(config.addr).await {
+            Ok(l) => break l,
+            Err(e) => {
+                error!(addr = %config.addr, error = %e, "Webhook cannot bind yet; Pods labelled for injection are refused (failurePolicy Fail) until it can; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(FIRST_CERT_RETRY) => {}
+                    () = token.cancelled() => return,
+                }
+            }
         }
     };
     let (key, fingerprint) = loop {
@@ -71,7 +78,7 @@ pub async fn run(config: WebhookConfig, registry: Registry, token: CancellationT
         )
         .instrument(info_span!("webhook_certs")),
     );
-    let tls = match server::TlsListener::new(listener, serving) {
+    let (tls, acceptor) = match server::TlsListener::new(listener, serving, token.clone()) {
         Ok(l) => l,
         Err(e) => {
             error!(error = %e, "Webhook listener failed");
@@ -86,5 +93,7 @@ pub async fn run(config: WebhookConfig, registry: Registry, token: CancellationT
     {
         error!(error = %e, "Webhook server failed");
     }
+    // Returns only once the port is free again.
+    let _ = acceptor.await;
     let _ = keeper.await;
 }

@@ -20,6 +20,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
 use rustls::ServerConfig;
 use tokio::{net::TcpStream, sync::mpsc};
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::review::{self, Policy};
@@ -119,15 +120,17 @@ async fn mutate(State(w): State<Webhook>, body: Bytes) -> Response {
 pub struct TlsListener {
     accepted: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
     local: SocketAddr,
-    acceptor: tokio::task::JoinHandle<()>,
 }
 
 impl TlsListener {
-    /// Serves `cert` (swappable while it runs) on `listener`.
+    /// Serves `cert` (swappable while it runs) on `listener` until `token` is
+    /// cancelled. The returned task owns the TCP listener: once it has ended, the port
+    /// is free again.
     pub fn new(
         listener: tokio::net::TcpListener,
         cert: Arc<SwappableCert>,
-    ) -> std::io::Result<Self> {
+        token: CancellationToken,
+    ) -> std::io::Result<(Self, tokio::task::JoinHandle<()>)> {
         let local = listener.local_addr()?;
         let mut config = ServerConfig::builder()
             .with_no_client_auth()
@@ -137,13 +140,16 @@ impl TlsListener {
         let (tx, accepted) = mpsc::channel(64);
         let acceptor = tokio::spawn(async move {
             loop {
-                let (tcp, peer) = match listener.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        warn!(error = %e, "Webhook accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
+                let (tcp, peer) = tokio::select! {
+                    () = token.cancelled() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(c) => c,
+                        Err(e) => {
+                            warn!(error = %e, "Webhook accept failed");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    },
                 };
                 let (tls, tx) = (tls.clone(), tx.clone());
                 tokio::spawn(async move {
@@ -157,17 +163,7 @@ impl TlsListener {
                 });
             }
         });
-        Ok(Self {
-            accepted,
-            local,
-            acceptor,
-        })
-    }
-}
-
-impl Drop for TlsListener {
-    fn drop(&mut self) {
-        self.acceptor.abort();
+        Ok((Self { accepted, local }, acceptor))
     }
 }
 
@@ -178,7 +174,7 @@ impl axum::serve::Listener for TlsListener {
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.accepted.recv().await {
             Some(c) => c,
-            // The accept task ended (only when dropped): nothing more comes.
+            // The accept task ended (shutting down): nothing more comes.
             None => std::future::pending().await,
         }
     }
