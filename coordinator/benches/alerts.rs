@@ -1,18 +1,20 @@
-//! The alert receiver against a real API server: from an alert's receipt to its
-//! decision recorded, over 1,000 alerts posted one at a time (the reply is sent only
-//! once the decision is written, so request latency is that time).
+//! The alert receiver against a real API server, over 1,000 alerts posted one at a
+//! time:
 //!
 //! - **acted**: alternating `upScale` and `downScale` (with `brokerId`) on a cluster with
 //!   no cooldown, so every alert acts: read the cluster, record the decision in its
-//!   status, change its spec, publish an Event;
-//! - **held**: the same alerts while the cluster is in its cooldown: read, decide,
-//!   publish an Event;
+//!   status, change its spec (the reply is sent then; the Event after it). Two figures:
+//!   receipt → decision recorded (the receiver's own `stoker_alert_record_seconds`
+//!   histogram, read from its registry), and receipt → reply (the client's clock; it
+//!   also waits for the spec write);
+//! - **held**: the same alerts while the cluster is in its cooldown: read, decide, reply;
 //! - **floor** (the baseline, same run, same client): one GET of the cluster and one
 //!   status write, made directly — what any receiver that records its decisions in the
 //!   resource must at least do.
 //!
-//! Goal: acted p99 ≤ 50 ms. Run: `cargo bench -p stoker-coordinator --bench alerts`
-//! (after `scripts/provision`).
+//! Goal: receipt → decision recorded, p99 ≤ 50 ms (at least 99 % of the acted alerts
+//! in the histogram's buckets up to 50 ms). Run:
+//! `cargo bench -p stoker-coordinator --bench alerts` (after `scripts/provision`).
 
 use std::time::{Duration, Instant};
 
@@ -111,6 +113,38 @@ fn report(what: &str, mut took: Vec<Duration>, floor_p99: Option<Duration>) -> D
     p99
 }
 
+/// The cumulative counts of `stoker_alert_record_seconds`, by upper bound.
+fn recorded(registry: &prometheus::Registry) -> Vec<(f64, u64)> {
+    registry
+        .gather()
+        .iter()
+        .find(|f| f.name() == "stoker_alert_record_seconds")
+        .and_then(|f| f.get_metric().first())
+        .map(|m| {
+            m.get_histogram()
+                .get_bucket()
+                .iter()
+                .map(|b| (b.upper_bound(), b.cumulative_count()))
+                .collect()
+        })
+        .expect("the receiver registers stoker_alert_record_seconds")
+}
+
+/// The bucket bound below which fraction `p` of the samples between `before` and
+/// `after` fell (None: above the last bucket).
+fn bucket_percentile(before: &[(f64, u64)], after: &[(f64, u64)], p: f64) -> Option<f64> {
+    let counts: Vec<(f64, u64)> = after
+        .iter()
+        .zip(before)
+        .map(|((bound, a), (_, b))| (*bound, a - b))
+        .collect();
+    let total = ALERTS as f64;
+    counts
+        .iter()
+        .find(|(_, n)| *n as f64 >= total * p)
+        .map(|(bound, _)| *bound)
+}
+
 async fn post_all(addr: std::net::SocketAddr, cluster: &str, expect: &str) -> Vec<Duration> {
     let auth = format!("Bearer {TOKEN}");
     let headers = [("Authorization", auth.as_str())];
@@ -170,11 +204,8 @@ async fn main() {
 
     let work = WorkDir::new("alerts-bench").expect("work dir");
     let token = work.write("token", TOKEN).expect("token file");
-    let receiver = Receiver::new(
-        client.clone(),
-        Auth::BearerFile(token),
-        &prometheus::Registry::new(),
-    );
+    let registry = prometheus::Registry::new();
+    let receiver = Receiver::new(client.clone(), Auth::BearerFile(token), &registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -202,13 +233,29 @@ async fn main() {
         floor(&client, "floor").await,
         None,
     );
-    let acted = report(
-        "acted: record in status + spec change + Event",
+    let before = recorded(&registry);
+    report(
+        "acted, reply: record + spec change",
         post_all(addr, "acting", "acted").await,
         Some(base),
     );
+    let after = recorded(&registry);
+    let within = |bound: f64| {
+        let n = |c: &[(f64, u64)]| c.iter().find(|(b, _)| *b >= bound).map_or(0, |(_, n)| *n);
+        n(&after) - n(&before)
+    };
+    let shown = |p: f64| {
+        bucket_percentile(&before, &after, p)
+            .map_or("> 2.5 s".to_owned(), |b| format!("<= {:.0} ms", b * 1000.0))
+    };
+    println!(
+        "  acted, receipt -> decision recorded (receiver's histogram): p50 {}   p99 {}   within 50 ms: {} of {ALERTS}",
+        shown(0.50),
+        shown(0.99),
+        within(0.05),
+    );
     report(
-        "held (cooldown): decide + Event",
+        "held (cooldown): decide, reply",
         post_all(addr, "cooling", "held").await,
         Some(base),
     );
@@ -216,8 +263,8 @@ async fn main() {
     let brokers: Vec<i32> = kc.spec.brokers.iter().map(|b| b.id).collect();
     println!("  after {ALERTS} acted alerts the cluster's brokers are {brokers:?} (up, down, ...)");
     println!(
-        "  goal: acted p99 <= 50 ms -> {}",
-        if acted <= Duration::from_millis(50) {
+        "  goal: decision recorded, p99 <= 50 ms -> {}",
+        if within(0.05) as f64 >= ALERTS as f64 * 0.99 {
             "met"
         } else {
             "NOT met"

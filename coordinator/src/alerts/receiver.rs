@@ -4,7 +4,7 @@
 //! and the spec change). It runs on every replica: a decision holds because its record
 //! is written with the cluster's resourceVersion, so two replicas never both act.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc, time::Instant};
 
 use axum::{
     Router,
@@ -22,8 +22,9 @@ use kube::{
     Api, Client, Resource, ResourceExt,
     api::{ListParams, Patch, PatchParams},
 };
-use prometheus::{IntCounterVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::{
@@ -45,6 +46,14 @@ use crate::{
 pub const STATUS_MANAGER: &str = "stoker-alert-receiver";
 /// Attempts at one decision when the cluster changes under it.
 const ATTEMPTS: usize = 3;
+/// Events waiting to be published; beyond it a flood's Events are dropped (and
+/// logged), never its decisions.
+const EVENT_QUEUE: usize = 256;
+
+/// Buckets of `stoker_alert_record_seconds`, fine around the 50 ms goal.
+pub const RECORD_BUCKETS: [f64; 12] = [
+    0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 /// How requests are authenticated.
 #[derive(Debug, Clone)]
@@ -70,11 +79,13 @@ pub fn auth_from(token_file: Option<PathBuf>, unauthenticated: bool) -> Option<A
 pub struct Metrics {
     decisions: IntCounterVec,
     requests: IntCounterVec,
+    recorded: Histogram,
 }
 
 impl Metrics {
-    /// Registers `stoker_alert_decisions_total{command,outcome}` and
-    /// `stoker_alert_requests_total{code}` in `registry`.
+    /// Registers `stoker_alert_decisions_total{command,outcome}`,
+    /// `stoker_alert_requests_total{code}` and `stoker_alert_record_seconds` in
+    /// `registry`.
     pub fn new(registry: &Registry) -> Self {
         let decisions = IntCounterVec::new(
             Opts::new(
@@ -92,20 +103,38 @@ impl Metrics {
             &["code"],
         )
         .expect("a valid metric");
+        let recorded = Histogram::with_opts(
+            HistogramOpts::new(
+                "stoker_alert_record_seconds",
+                "Time from a notification's receipt to an action's record written in the cluster's status.",
+            )
+            .buckets(RECORD_BUCKETS.to_vec()),
+        )
+        .expect("a valid metric");
         // A second registration (tests build several receivers) keeps the first.
         let _ = registry.register(Box::new(decisions.clone()));
         let _ = registry.register(Box::new(requests.clone()));
+        let _ = registry.register(Box::new(recorded.clone()));
         Self {
             decisions,
             requests,
+            recorded,
         }
     }
+}
+
+/// When a notification arrived: the wall clock decisions are dated with, and the
+/// monotonic instant the time to a recorded decision is measured from.
+#[derive(Debug, Clone, Copy)]
+struct Receipt {
+    now: Timestamp,
+    at: Instant,
 }
 
 /// What the receiver shares between requests.
 pub struct Receiver {
     client: Client,
-    recorder: Publisher,
+    events: mpsc::Sender<(KafkaCluster, Note)>,
     cruise_controls: Arc<cruise_control::Pool>,
     auth: Auth,
     metrics: Metrics,
@@ -120,15 +149,30 @@ impl std::fmt::Debug for Receiver {
 }
 
 impl Receiver {
-    /// A receiver writing through `client`.
+    /// A receiver writing through `client`. Its Events are published by a task of
+    /// their own, after the reply: Alertmanager waits for the decision, not for the
+    /// report of it. Call inside a Tokio runtime.
     pub fn new(client: Client, auth: Auth, registry: &Registry) -> Arc<Self> {
+        let (events, queue) = mpsc::channel(EVENT_QUEUE);
+        tokio::spawn(publish_events(
+            Publisher::new(client.clone(), STATUS_MANAGER),
+            queue,
+        ));
         Arc::new(Self {
-            recorder: Publisher::new(client.clone(), STATUS_MANAGER),
+            events,
             client,
             cruise_controls: Arc::default(),
             auth,
             metrics: Metrics::new(registry),
         })
+    }
+}
+
+/// Publishes the decisions' Events in the order they were decided, until every
+/// receiver is gone.
+async fn publish_events(recorder: Publisher, mut queue: mpsc::Receiver<(KafkaCluster, Note)>) {
+    while let Some((kc, note)) = queue.recv().await {
+        publish(&recorder, &kc, note).await;
     }
 }
 
@@ -247,6 +291,7 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes) -> Response {
+    let received = Instant::now();
     match authorized(&r.auth, &headers).await {
         Ok(true) => {}
         Ok(false) => {
@@ -266,8 +311,11 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes
             );
         }
     }
-    let now = Timestamp::now();
-    let notification = match payload::parse(&body, now) {
+    let receipt = Receipt {
+        now: Timestamp::now(),
+        at: received,
+    };
+    let notification = match payload::parse(&body, receipt.now) {
         Ok(n) => n,
         Err(e) => {
             warn!(error = %e, "Alert body refused");
@@ -286,7 +334,7 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes
     }
     let mut outcomes = Vec::with_capacity(notification.alerts.len());
     for alert in &notification.alerts {
-        let outcome = handle(&r, alert, now).await;
+        let outcome = handle(&r, alert, receipt).await;
         r.metrics
             .decisions
             .with_label_values(&[
@@ -309,7 +357,7 @@ async fn receive(State(r): State<Arc<Receiver>>, headers: HeaderMap, body: Bytes
     reply(&r, code, serde_json::json!({ "outcomes": outcomes }))
 }
 
-async fn handle(r: &Receiver, alert: &Alert, now: Timestamp) -> Outcome {
+async fn handle(r: &Receiver, alert: &Alert, receipt: Receipt) -> Outcome {
     let mut out = Outcome {
         alert: alert.name.clone(),
         fingerprint: alert.fingerprint.clone(),
@@ -334,7 +382,7 @@ async fn handle(r: &Receiver, alert: &Alert, now: Timestamp) -> Outcome {
     ));
     out.command = Some(request.command.name().to_owned());
     let (kind, reason, kc) =
-        decide_and_write(r, alert, &request.cluster, &request.command, now).await;
+        decide_and_write(r, alert, &request.cluster, &request.command, receipt).await;
     out.outcome = kind;
     out.reason = reason;
     if let Some(kc) = kc {
@@ -356,7 +404,10 @@ async fn handle(r: &Receiver, alert: &Alert, now: Timestamp) -> Outcome {
             Kind::Retry => Note::warning("AlertNotDecided", "Scaling", what),
             Kind::Ignored => return out,
         };
-        publish(&r.recorder, &kc, note).await;
+        if let Err(e) = r.events.try_send((kc, note)) {
+            let (kc, note) = e.into_inner();
+            warn!(cluster = %kc.name_any(), reason = %note.reason, "Alert Event dropped: {EVENT_QUEUE} Events are waiting to be published");
+        }
     }
     out
 }
@@ -367,7 +418,7 @@ async fn decide_and_write(
     alert: &Alert,
     name: &ClusterName,
     cmd: &Command,
-    now: Timestamp,
+    receipt: Receipt,
 ) -> (Kind, String, Option<KafkaCluster>) {
     let api: Api<KafkaCluster> = Api::namespaced(r.client.clone(), &name.namespace);
     let mut last = None;
@@ -399,7 +450,7 @@ async fn decide_and_write(
             Ok(res) => res,
             Err((kind, why)) => return (kind, why, Some(kc)),
         };
-        let (spec, change) = match decide::decide(&kc, alert, &resolved, now) {
+        let (spec, change) = match decide::decide(&kc, alert, &resolved, receipt.now) {
             Decision::Act { spec, change } => (spec, change),
             Decision::Hold(why) => return (Kind::Held, why, Some(kc)),
             Decision::Refuse(why) => return (Kind::Refused, why, Some(kc)),
@@ -412,7 +463,7 @@ async fn decide_and_write(
         {
             return (Kind::DryRun, change, Some(kc));
         }
-        match write(r, &kc, alert, cmd.name(), &spec, &change, now).await {
+        match write(r, &kc, alert, cmd.name(), &spec, &change, receipt).await {
             Ok(()) => return (Kind::Acted, change, Some(kc)),
             Err(Write::Conflict) => {
                 last = Some(kc);
@@ -446,12 +497,12 @@ async fn write(
     command: &str,
     spec: &crate::crd::v1alpha1::KafkaClusterSpec,
     change: &str,
-    now: Timestamp,
+    receipt: Receipt,
 ) -> Result<(), Write> {
     let api: Api<KafkaCluster> =
         Api::namespaced(r.client.clone(), &kc.namespace().unwrap_or_default());
     let previous = kc.status.as_ref().and_then(|s| s.alerting.clone());
-    let record = decide::record(previous.as_ref(), alert, command, change, now);
+    let record = decide::record(previous.as_ref(), alert, command, change, receipt.now);
     let recorded = api
         .patch_status(
             &kc.name_any(),
@@ -468,6 +519,9 @@ async fn write(
                 ))
             }
         })?;
+    r.metrics
+        .recorded
+        .observe(receipt.at.elapsed().as_secs_f64());
     let manager = field_manager(&alert.name);
     let patch = serde_json::json!({
         "metadata": {"resourceVersion": recorded.resource_version()},
