@@ -26,6 +26,23 @@ use kube::{
 /// How long an Event may be continued as a series.
 const SERIES_WINDOW: Duration = Duration::from_secs(360);
 
+/// The most bytes the API server takes in an Event's note.
+pub const MAX_NOTE_BYTES: usize = 1024;
+
+/// `note` cut to [`MAX_NOTE_BYTES`] at a character boundary, ending in "…" when cut
+/// (a longer note makes the API server refuse the whole Event).
+pub fn fitted(note: &str) -> String {
+    if note.len() <= MAX_NOTE_BYTES {
+        return note.to_owned();
+    }
+    const MORE: &str = "…";
+    let mut end = MAX_NOTE_BYTES - MORE.len();
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &note[..end])
+}
+
 /// Publishes Events for one controller (clones share their series cache).
 #[derive(Clone)]
 pub struct Publisher {
@@ -118,7 +135,7 @@ impl Publisher {
             event_time: Some(MicroTime(now)),
             action: Some(ev.action.clone()),
             reason: Some(ev.reason.clone()),
-            note: ev.note.clone(),
+            note: ev.note.as_deref().map(fitted),
             type_: Some(
                 match ev.type_ {
                     EventType::Normal => "Normal",
@@ -145,5 +162,20 @@ impl Publisher {
                 },
             );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_notes_are_cut_to_what_the_api_server_takes() {
+        assert_eq!(fitted("short"), "short");
+        let long = "é".repeat(700);
+        let cut = fitted(&long);
+        assert!(cut.len() <= MAX_NOTE_BYTES, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("éé"));
     }
 }
