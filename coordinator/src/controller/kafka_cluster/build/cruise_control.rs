@@ -2,7 +2,9 @@
 //! (`cruisecontrol.properties` — Stoker's defaults, then the user's lines —,
 //! `capacity.json`, `clusterConfigs.json`), its Deployment and its Service
 //! (`<cluster>-cruisecontrol-svc`, Koperator's name), and the metrics reporter every
-//! broker runs. Pure.
+//! broker runs. Cruise Control's own metrics are served by the Prometheus JMX exporter
+//! as a javaagent in its JVM (the jar copied from the agent image by an init
+//! container, the rules in its ConfigMap), on port `metrics` of its Pod. Pure.
 
 use std::collections::BTreeMap;
 
@@ -11,8 +13,8 @@ use k8s_openapi::{
         apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy},
         core::v1::{
             ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
-            EnvVar, PodSpec, PodTemplateSpec, Probe, Service, ServicePort, ServiceSpec,
-            TCPSocketAction, Volume, VolumeMount,
+            EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, Service,
+            ServicePort, ServiceSpec, TCPSocketAction, Volume, VolumeMount,
         },
     },
     apimachinery::pkg::{
@@ -21,7 +23,7 @@ use k8s_openapi::{
     },
 };
 
-use super::{ClusterMeta, advertised_host, cluster_labels};
+use super::{ClusterMeta, advertised_host, cluster_labels, jmx_exporter::AGENT_IMAGE_JAR};
 use crate::{
     controller::kafka_cluster::validate::ValidatedCluster,
     cruise_control::{API_PREFIX, COMPONENT, LABEL_COMPONENT, LABEL_INSTANCE, PORT},
@@ -49,6 +51,19 @@ pub const OWNED_KEYS: &[&str] = &[
     "webserver.http.address",
     "webserver.api.urlprefix",
 ];
+/// Where Cruise Control's JMX exporter serves `/metrics` (its Pod's port `metrics`).
+pub const METRICS_PORT: i32 = 9020;
+/// The JMX exporter's rules for Cruise Control's MBeans (key `jmx-exporter.yaml` of its
+/// ConfigMap).
+pub const JMX_EXPORTER_RULES: &str =
+    include_str!("../../../../assets/cruise-control-jmx-exporter.yml");
+/// The ConfigMap key of those rules.
+const JMX_EXPORTER_KEY: &str = "jmx-exporter.yaml";
+/// Where the init container puts the exporter's jar.
+const JMX_JAR_DIR: &str = "/opt/jmx-exporter";
+/// The jar's file name there.
+const JAR_FILE: &str = "jmx_prometheus_javaagent.jar";
+
 /// A `capacity.json` for every broker: 100 GB of disk, 100% of a CPU and 1 Gbit/s
 /// each way (Cruise Control's own sample values).
 pub const DEFAULT_CAPACITY: &str = r#"{"brokerCapacities":[{"brokerId":"-1","capacity":{"DISK":"100000","CPU":"100","NW_IN":"125000","NW_OUT":"125000"},"doc":"Stoker's default for every broker"}]}"#;
@@ -417,6 +432,7 @@ pub fn config_map(
                 cc.capacity.clone().unwrap_or_else(|| capacity_of(cluster)),
             ),
             ("clusterConfigs.json".to_owned(), cc.cluster_configs.clone()),
+            (JMX_EXPORTER_KEY.to_owned(), JMX_EXPORTER_RULES.to_owned()),
         ])),
         ..ConfigMap::default()
     }
@@ -437,16 +453,44 @@ pub fn deployment(
             format!("{HOME_IN_IMAGE}/bin/kafka-cruise-control-start.sh"),
             format!("{CONFIG_DIR}/cruisecontrol.properties"),
         ]),
-        ports: Some(vec![ContainerPort {
-            name: Some("http".into()),
-            container_port: i32::from(PORT),
-            ..ContainerPort::default()
-        }]),
-        env: Some(vec![EnvVar {
-            name: "CRUISE_CONTROL_HEAP_OPTS".into(),
-            value: Some("-Xms128m -Xmx512m".into()),
-            ..EnvVar::default()
-        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".into()),
+                container_port: i32::from(PORT),
+                ..ContainerPort::default()
+            },
+            ContainerPort {
+                name: Some("metrics".into()),
+                container_port: METRICS_PORT,
+                ..ContainerPort::default()
+            },
+        ]),
+        // The variables Cruise Control's launcher reads (its images' and Stoker's).
+        env: Some(vec![
+            EnvVar {
+                name: "POD_IP".into(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "status.podIP".into(),
+                        ..ObjectFieldSelector::default()
+                    }),
+                    ..EnvVarSource::default()
+                }),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "KAFKA_HEAP_OPTS".into(),
+                value: Some("-Xms128m -Xmx512m".into()),
+                ..EnvVar::default()
+            },
+            EnvVar {
+                name: "KAFKA_OPTS".into(),
+                value: Some(format!(
+                    "-javaagent:{JMX_JAR_DIR}/{JAR_FILE}=$(POD_IP):{METRICS_PORT}:{CONFIG_DIR}/{JMX_EXPORTER_KEY}"
+                )),
+                ..EnvVar::default()
+            },
+        ]),
         resources: cc.resources.clone(),
         security_context: Some(super::security::restricted_container(None, false)),
         // A TCP probe: every HTTP request is a user task of Cruise Control's, and it
@@ -473,7 +517,30 @@ pub fn deployment(
                 mount_path: STATE_DIR.into(),
                 ..VolumeMount::default()
             },
+            VolumeMount {
+                name: "jmx-exporter".into(),
+                mount_path: JMX_JAR_DIR.into(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
         ]),
+        ..Container::default()
+    };
+    // The exporter's jar, from the agent image (which carries it for the brokers too).
+    let copy_jar = Container {
+        name: "jmx-exporter".into(),
+        image: Some(meta.agent_image.clone()),
+        command: Some(vec![
+            "cp".into(),
+            AGENT_IMAGE_JAR.into(),
+            format!("{JMX_JAR_DIR}/{JAR_FILE}"),
+        ]),
+        security_context: Some(super::security::restricted_container(None, true)),
+        volume_mounts: Some(vec![VolumeMount {
+            name: "jmx-exporter".into(),
+            mount_path: JMX_JAR_DIR.into(),
+            ..VolumeMount::default()
+        }]),
         ..Container::default()
     };
     let mut pod_labels = selector(meta);
@@ -507,6 +574,7 @@ pub fn deployment(
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
+                    init_containers: Some(vec![copy_jar]),
                     containers: vec![container],
                     // It writes only into its state volume (and the JVM's /tmp).
                     security_context: Some(super::security::restricted_pod(
@@ -524,6 +592,11 @@ pub fn deployment(
                         },
                         Volume {
                             name: "state".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: "jmx-exporter".into(),
                             empty_dir: Some(EmptyDirVolumeSource::default()),
                             ..Volume::default()
                         },
@@ -564,6 +637,59 @@ pub fn service(meta: &ClusterMeta) -> Service {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cruise_controls_metrics_come_from_the_exporter_in_its_jvm() {
+        super::super::jmx_exporter::check_config("rules", JMX_EXPORTER_RULES)
+            .expect("valid exporter rules");
+        let meta = ClusterMeta {
+            name: "kf".into(),
+            namespace: "ns".into(),
+            owner: Default::default(),
+            cluster_id: "id".into(),
+            headless: false,
+            agent_image: "stoker-agent:1".into(),
+        };
+        let cc = ValidatedCruiseControl {
+            deploy: true,
+            image: DEFAULT_IMAGE.into(),
+            service_account_name: None,
+            config: BTreeMap::new(),
+            capacity: None,
+            cluster_configs: "{}".into(),
+            resources: None,
+            topic_partitions: 1,
+            topic_replication_factor: None,
+            replication_throttle: None,
+        };
+        let d = deployment(&meta, &cc, "hash");
+        let pod = d.spec.and_then(|s| s.template.spec).expect("a Pod spec");
+        let copy = &pod.init_containers.as_ref().expect("an init container")[0];
+        assert_eq!(copy.image.as_deref(), Some("stoker-agent:1"));
+        assert_eq!(
+            copy.command.as_deref().map(|c| c[1].as_str()),
+            Some(AGENT_IMAGE_JAR)
+        );
+        let env = pod.containers[0].env.clone().expect("env");
+        let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(
+            names,
+            ["POD_IP", "KAFKA_HEAP_OPTS", "KAFKA_OPTS"],
+            "POD_IP before its use"
+        );
+        let opts = env[2].value.as_deref().expect("KAFKA_OPTS");
+        assert_eq!(
+            opts,
+            "-javaagent:/opt/jmx-exporter/jmx_prometheus_javaagent.jar=$(POD_IP):9020:/etc/cruise-control/jmx-exporter.yaml"
+        );
+        assert!(
+            pod.containers[0]
+                .ports
+                .iter()
+                .flatten()
+                .any(|p| p.name.as_deref() == Some("metrics") && p.container_port == METRICS_PORT)
+        );
+    }
 
     #[test]
     fn cruise_control_writes_only_into_its_state_volume() {
