@@ -24,7 +24,13 @@ pub struct AdminState {
 
 impl Default for AdminState {
     fn default() -> Self {
-        let registry = Registry::new();
+        Self::with_registry(Registry::new())
+    }
+}
+
+impl AdminState {
+    /// The admin state serving `registry` (its own series registered there too).
+    pub fn with_registry(registry: Registry) -> Self {
         let api_check_failures = IntCounter::with_opts(Opts::new(
             "stoker_coordinator_api_check_failures_total",
             "Checks of the Kubernetes API server that failed.",

@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use kube::Api;
+use kube::{Api, ResourceExt};
 use stoker_coordinator::{
     alerts::receiver::{self, Auth, Receiver},
     crd::v1alpha1::{AlertManagerConfig, KafkaCluster, KafkaRebalance, RebalanceState},
@@ -87,37 +87,56 @@ fn rule_file(prometheus_rule: &str) -> String {
     serde_yaml::to_string(&groups).expect("rule file")
 }
 
-/// The scrape targets a PodMonitor selecting Stoker's broker Pods on port
-/// `agent-admin` would give: each running broker Pod's address and agent port.
+/// The scrape targets the shipped PodMonitors give (`deploy/monitoring/podmonitor.yaml`):
+/// each running broker Pod's agent (port `agent-admin`) and Cruise Control's exporter
+/// (port `metrics`, labelled with its cluster).
 async fn write_agent_targets(pods: &Api<k8s_openapi::api::core::v1::Pod>, file: &std::path::Path) {
     let Ok(list) = pods
-        .list(
-            &kube::api::ListParams::default()
-                .labels("app.kubernetes.io/managed-by=stoker,brokerId"),
-        )
+        .list(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=stoker"))
         .await
     else {
         return;
     };
-    let targets: Vec<String> = list
-        .items
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .filter_map(|p| {
-            let ip = p.status.as_ref()?.pod_ip.clone()?;
-            let port = p
-                .spec
-                .as_ref()?
-                .init_containers
-                .iter()
-                .flatten()
-                .flat_map(|c| c.ports.iter().flatten())
-                .find(|port| port.name.as_deref() == Some("agent-admin"))?
-                .container_port;
-            Some(format!("{ip}:{port}"))
-        })
+    // The port a Pod's container (or native sidecar) names `name`, by the Pod's address.
+    let target = |p: &k8s_openapi::api::core::v1::Pod, name: &str| {
+        let ip = p.status.as_ref()?.pod_ip.clone()?;
+        let spec = p.spec.as_ref()?;
+        let port = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .chain(&spec.containers)
+            .flat_map(|c| c.ports.iter().flatten())
+            .find(|port| port.name.as_deref() == Some(name))?
+            .container_port;
+        Some(format!("{ip}:{port}"))
+    };
+    let live = || {
+        list.items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+    };
+    // Brokers: their agents (port agent-admin), as the shipped PodMonitor has it.
+    let agents: Vec<String> = live()
+        .filter(|p| p.labels().contains_key("brokerId"))
+        .filter_map(|p| target(p, "agent-admin"))
         .collect();
-    let body = serde_json::json!([{"targets": targets}]).to_string();
+    // Cruise Control: its JMX exporter (port metrics), labelled with the cluster as the
+    // shipped PodMonitor relabels it.
+    let cruise_control: Vec<String> = live()
+        .filter(|p| {
+            p.labels()
+                .get("app.kubernetes.io/component")
+                .map(String::as_str)
+                == Some("cruise-control")
+        })
+        .filter_map(|p| target(p, "metrics"))
+        .collect();
+    let body = serde_json::json!([
+        {"targets": agents},
+        {"targets": cruise_control, "labels": {"kafka_cr": CLUSTER, "namespace": NS}},
+    ])
+    .to_string();
     // Written whole and renamed, so Prometheus never reads half a file.
     let tmp = file.with_extension("tmp");
     if std::fs::write(&tmp, body).is_ok() {
@@ -172,6 +191,30 @@ fn compared(expr: &str) -> &str {
 }
 
 /// A load to the nearest 10 (progress lines change only when it does).
+/// A dashboard expression as Grafana sends it with every variable at "All".
+fn grafana_expr(expr: &str) -> String {
+    expr.replace("$namespace", ".+")
+        .replace("$kafka_cr", ".+")
+        .replace("$__rate_interval", "1m")
+        .replace("$__range", "1h")
+}
+
+/// Serves `registry` at `/metrics` on a loopback port, with the coordinator's admin
+/// server.
+async fn serve_metrics(registry: prometheus::Registry) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind the metrics server");
+    let addr = listener.local_addr().expect("address");
+    let state = std::sync::Arc::new(stoker_coordinator::admin::AdminState::with_registry(
+        registry,
+    ));
+    tokio::spawn(
+        async move { axum::serve(listener, stoker_coordinator::admin::router(state)).await },
+    );
+    addr
+}
+
 fn rounded(load: Option<f64>) -> f64 {
     load.map_or(-1.0, |l| (l / 10.0).round() * 10.0)
 }
@@ -213,7 +256,7 @@ async fn alerts_scale_the_cluster_up_and_down_through_cruise_control_without_los
     let receiver = Receiver::new(
         client.clone(),
         Auth::BearerFile(token_file.clone()),
-        &prometheus::Registry::new(),
+        &env.registry,
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -228,6 +271,10 @@ async fn alerts_scale_the_cluster_up_and_down_through_cruise_control_without_los
     ))
     .await
     .expect("alertmanager starts");
+
+    // The coordinator's /metrics (its controllers, API requests and this receiver), as
+    // its admin server serves them.
+    let coordinator_metrics = serve_metrics(env.registry.clone()).await;
 
     // Prometheus scrapes every broker Pod's agent (port agent-admin), as the shipped
     // PodMonitor has it. Debian's Prometheus is built without Kubernetes service
@@ -256,6 +303,8 @@ scrape_configs:
   file_sd_configs:
   - files: ['{targets}']
     refresh_interval: 5s
+- job_name: stoker-coordinator
+  static_configs: [{{targets: ['{coordinator_metrics}']}}]
 "#,
             am = alertmanager.addr(),
             targets = targets.display(),
@@ -530,6 +579,31 @@ scrape_configs:
             );
         }
     }
+
+    // Every panel of the shipped Grafana dashboard finds series (its variables set to
+    // "All", as Grafana substitutes them).
+    let dashboard: serde_json::Value = serde_json::from_str(include_str!(
+        "../../deploy/monitoring/grafana-dashboard.json"
+    ))
+    .expect("the dashboard is JSON");
+    let mut checked = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = grafana_expr(target["expr"].as_str().expect("an expression"));
+            let found = prometheus.query(&expr).await.expect("query");
+            assert!(
+                found["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty()),
+                "dashboard panel {:?} finds no series for {expr}: {found}",
+                panel["title"]
+            );
+            checked += 1;
+        }
+    }
+    phase(&format!(
+        "every dashboard expression ({checked}) finds series"
+    ));
 
     // Nothing acknowledged was lost or duplicated, no send failed, and the removed
     // broker's claim is kept.
