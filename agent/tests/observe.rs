@@ -23,20 +23,6 @@ use stoker_testenv::{
 
 const TOPIC: &str = "orders";
 
-async fn wait_http(addr: std::net::SocketAddr, path: &str, status: u16) -> String {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match http::get(addr, path).await {
-            Ok(r) if r.status == status => return r.body,
-            Ok(r) => last = format!("{} {}", r.status, r.body),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{addr}{path} did not answer {status}; last: {last}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_observing_agent_probes_exports_and_guards_a_broker_it_did_not_build() {
     let mut kafka = KafkaCluster::builder()
@@ -65,14 +51,20 @@ async fn an_observing_agent_probes_exports_and_guards_a_broker_it_did_not_build(
     let _agent = ManagedProcess::spawn("observer", cmd, &log).expect("the agent starts");
 
     // Ready from live metadata: node 2 (from the Pod's name) is registered and serving.
-    wait_http(admin_addr, "/readyz", 200).await;
-    let healthz = wait_http(admin_addr, "/healthz", 200).await;
+    http::wait_status(admin_addr, "/readyz", 200, Duration::from_secs(90))
+        .await
+        .expect("the agent answers");
+    let healthz = http::wait_status(admin_addr, "/healthz", 200, Duration::from_secs(90))
+        .await
+        .expect("the agent answers");
     assert!(healthz.contains("\"status\""), "{healthz}");
 
     // One /metrics: the agent's series and the broker's, labelled for the seed's rule.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let metrics = wait_http(admin_addr, "/metrics", 200).await;
+        let metrics = http::wait_status(admin_addr, "/metrics", 200, Duration::from_secs(90))
+            .await
+            .expect("the agent answers");
         let labelled = metrics.lines().any(|l| {
             l.starts_with("kafka_")
                 && l.contains("kafka_cr=\"events\"")
@@ -95,7 +87,9 @@ async fn an_observing_agent_probes_exports_and_guards_a_broker_it_did_not_build(
     let r = http::get(admin_addr, "/readyz").await.expect("readyz");
     assert_eq!(r.status, 503, "ready while nothing listens: {}", r.body);
     kafka.restart_node(2).expect("broker 2 restarts");
-    wait_http(admin_addr, "/readyz", 200).await;
+    http::wait_status(admin_addr, "/readyz", 200, Duration::from_secs(90))
+        .await
+        .expect("the agent answers");
 
     // Broker 1 is down, so every partition has two replicas in sync, its minimum:
     // stopping broker 2 now is not safe, and preStop holds the stop.
@@ -108,11 +102,11 @@ async fn an_observing_agent_probes_exports_and_guards_a_broker_it_did_not_build(
     {
         r.expect("topic created");
     }
-    wait_isr(&kafka, 3).await;
+    kafka.wait_isr(TOPIC, 3).await.expect("ISR");
     kafka
         .stop_node(1, Duration::from_secs(60))
         .expect("broker 1 stops");
-    wait_isr(&kafka, 2).await;
+    kafka.wait_isr(TOPIC, 2).await.expect("ISR");
     let prestop = tokio::spawn(async move { http::get(admin_addr, "/prestop").await });
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(
@@ -139,24 +133,4 @@ async fn an_observing_agent_probes_exports_and_guards_a_broker_it_did_not_build(
             .contains("Safe to stop"),
         "the agent's log says when it let the stop go"
     );
-}
-
-/// Waits until every partition of the topic has `size` replicas in sync.
-async fn wait_isr(kafka: &KafkaCluster, size: usize) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Ok(md) = kafka.metadata(Some(TOPIC)).await {
-            let at = md.topics().iter().all(|t| {
-                !t.partitions().is_empty() && t.partitions().iter().all(|p| p.isr().len() == size)
-            });
-            if at && !md.topics().is_empty() {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ISRs of {TOPIC} did not reach {size}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }

@@ -38,41 +38,6 @@ fn broker(id: i32) -> Option<BrokerRef> {
     })
 }
 
-async fn wait_http(
-    addr: std::net::SocketAddr,
-    path: &str,
-    status: u16,
-    within: Duration,
-) -> String {
-    let deadline = Instant::now() + within;
-    let mut last = String::new();
-    while Instant::now() < deadline {
-        match http::get(addr, path).await {
-            Ok(r) if r.status == status => return r.body,
-            Ok(r) => last = format!("{} {}", r.status, r.body),
-            Err(e) => last = e.to_string(),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("{addr}{path} did not answer {status} within {within:?}; last: {last}");
-}
-
-async fn wait_isr(kafka: &KafkaCluster, size: usize) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while Instant::now() < deadline {
-        if let Ok(md) = kafka.metadata(Some(TOPIC)).await {
-            let ok = md.topics().iter().all(|t| {
-                !t.partitions().is_empty() && t.partitions().iter().all(|p| p.isr().len() == size)
-            });
-            if ok && !md.topics().is_empty() {
-                return;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    panic!("ISRs of {TOPIC} did not reach {size}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
     let agent_bin = PathBuf::from(env!("CARGO_BIN_EXE_stoker-agent"));
@@ -95,9 +60,13 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
             "node {} was not ready before Kafka started",
             node.id
         );
-        wait_http(agent.admin, "/readyz", 200, Duration::from_secs(60)).await;
+        http::wait_status(agent.admin, "/readyz", 200, Duration::from_secs(60))
+            .await
+            .expect("the agent answers");
         let health: serde_json::Value = serde_json::from_str(
-            &wait_http(agent.admin, "/healthz", 200, Duration::from_secs(5)).await,
+            &http::wait_status(agent.admin, "/healthz", 200, Duration::from_secs(5))
+                .await
+                .expect("the agent answers"),
         )
         .expect("JSON");
         assert_eq!(health["status"], "ready", "node {}: {health}", node.id);
@@ -121,7 +90,7 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
         .await
         .expect("CreateTopics answered");
     assert!(created.iter().all(Result::is_ok), "{created:?}");
-    wait_isr(&kafka, 3).await;
+    kafka.wait_isr(TOPIC, 3).await.expect("ISR");
 
     // /metrics: valid exposition (promtool), identity labels, JMX pass-through.
     let b1 = kafka
@@ -300,7 +269,7 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
     assert_eq!(together.blocking_partitions.len(), 3, "{}", together.reason);
 
     kafka.kill_node(3).expect("broker 3");
-    wait_isr(&kafka, 2).await;
+    kafka.wait_isr(TOPIC, 2).await.expect("ISR");
     let blocked = grpc1
         .safe_to_stop(SafeToStopRequest {
             broker: broker(1),
@@ -316,7 +285,9 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
     assert_eq!(blocked.blocking_partitions.len(), 3, "{}", blocked.reason);
     assert!(blocked.reason.contains("guarded-"), "{}", blocked.reason);
     let b3 = kafka.node(3).expect("b3").agent().expect("agent").admin;
-    let not_ready = wait_http(b3, "/readyz", 503, Duration::from_secs(10)).await;
+    let not_ready = http::wait_status(b3, "/readyz", 503, Duration::from_secs(10))
+        .await
+        .expect("the agent answers");
     assert!(not_ready.contains("kafka_reachable"), "{not_ready}");
     assert_eq!(
         http::get(b3, "/livez").await.expect("livez").status,
@@ -325,8 +296,10 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
     );
 
     kafka.restart_node(3).expect("restart broker 3");
-    wait_http(b3, "/readyz", 200, Duration::from_secs(90)).await;
-    wait_isr(&kafka, 3).await;
+    http::wait_status(b3, "/readyz", 200, Duration::from_secs(90))
+        .await
+        .expect("the agent answers");
+    kafka.wait_isr(TOPIC, 3).await.expect("ISR");
     let safe = grpc1
         .safe_to_stop(SafeToStopRequest {
             broker: broker(1),
@@ -639,13 +612,14 @@ async fn safe_to_stop_is_unsafe_while_a_topic_config_cannot_be_read() {
         .await
         .expect("a cluster with an authorizer");
     for node in kafka.nodes() {
-        wait_http(
+        http::wait_status(
             node.agent().expect("agent").admin,
             "/readyz",
             200,
             Duration::from_secs(60),
         )
-        .await;
+        .await
+        .expect("the agent answers");
     }
     let admin: AdminClient<DefaultClientContext> = kafka.client_config().create().expect("admin");
     let topics = [

@@ -6,7 +6,9 @@
 //! with what to fix; a Pod that did not ask is never sent. With the webhook down,
 //! unrelated Pods are still created and a labelled one is refused (never stored
 //! without its agent). A renewed serving certificate (the names changed) is served
-//! with no restart and the same CA.
+//! with the same CA. The cert-manager path — a certificate from a mounted Secret's
+//! files, `caBundle` set by its CA injector — is served too, and a renewal of the files
+//! is picked up without a restart.
 
 use std::time::Duration;
 
@@ -26,31 +28,9 @@ use tokio_util::sync::CancellationToken;
 
 const NS: &str = "brokers";
 const SYSTEM: &str = "stoker-system";
-const CONFIGURATION: &str = "stoker-agent-injector";
+/// The chart's name for it (release `stoker`).
+const CONFIGURATION: &str = "stoker-coordinator-agent-injector";
 const SECRET: &str = "stoker-webhook-tls";
-
-fn configuration(port: u16) -> MutatingWebhookConfiguration {
-    serde_yaml::from_str(&format!(
-        r#"
-apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata: {{name: {CONFIGURATION}}}
-webhooks:
-- name: agent.kafka.stoker.io
-  admissionReviewVersions: [v1]
-  sideEffects: None
-  failurePolicy: Fail
-  timeoutSeconds: 5
-  reinvocationPolicy: IfNeeded
-  clientConfig: {{url: "https://127.0.0.1:{port}{MUTATE_PATH}"}}
-  rules: [{{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods], scope: Namespaced}}]
-  objectSelector: {{matchLabels: {{kafka.stoker.io/agent: inject}}}}
-  namespaceSelector:
-    matchExpressions: [{{key: kubernetes.io/metadata.name, operator: NotIn, values: [{SYSTEM}, kube-system]}}]
-"#
-    ))
-    .expect("a webhook configuration")
-}
 
 fn pod(name: &str, labelled: bool, annotations: &str) -> Pod {
     let labels = if labelled {
@@ -83,6 +63,7 @@ fn start(
             agent_image: "stoker-agent:test".into(),
             forbidden_namespaces: ["kube-system".to_owned()].into(),
         },
+        cert_check: webhook::CERT_CHECK,
     };
     let task = tokio::spawn(webhook::run(
         config,
@@ -115,7 +96,14 @@ async fn the_api_server_injects_the_agent_through_the_coordinators_webhook_over_
     let port = free_port().expect("port");
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     configs
-        .create(&PostParams::default(), &configuration(port))
+        .create(
+            &PostParams::default(),
+            &stoker_testenv::chart::webhook_configuration(
+                SYSTEM,
+                &format!("https://127.0.0.1:{port}{MUTATE_PATH}"),
+            )
+            .expect("the chart's webhook configuration"),
+        )
         .await
         .expect("register the webhook");
     let (token, task) = start(&client, port, &["127.0.0.1"]);
@@ -220,4 +208,123 @@ async fn the_api_server_injects_the_agent_through_the_coordinators_webhook_over_
         let _ = pods.delete(name, &DeleteParams::default()).await;
     }
     drop(plane);
+}
+
+/// The cert-manager path (`injection.certManager.issuerRef`): the serving certificate
+/// comes from files of a mounted Secret (`tls.crt`, `tls.key`, as cert-manager writes
+/// them) and `caBundle` is set by cert-manager's CA injector (here, the test). The
+/// real API server calls the webhook over TLS with that certificate, and a renewed
+/// pair of files is served without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_from_mounted_files_is_served_and_its_renewal_picked_up() {
+    let KubeEnv {
+        plane: _plane,
+        client,
+    } = KubeEnv::start(&[NS, SYSTEM]).await.expect("control plane");
+    let now = time::OffsetDateTime::now_utc();
+    let names = vec!["127.0.0.1".to_owned()];
+    let first = stoker_coordinator::webhook::tls::issue_all(&names, now).expect("a certificate");
+    let dir = stoker_testenv::WorkDir::new("webhook-files").expect("work dir");
+    dir.write("tls.crt", &first.cert).expect("tls.crt");
+    dir.write("tls.key", &first.key).expect("tls.key");
+
+    let port = free_port().expect("port");
+    let mut configuration = stoker_testenv::chart::webhook_configuration(
+        SYSTEM,
+        &format!("https://127.0.0.1:{port}{MUTATE_PATH}"),
+    )
+    .expect("the chart's webhook configuration");
+    for w in configuration.webhooks.iter_mut().flatten() {
+        w.client_config.ca_bundle =
+            Some(k8s_openapi::ByteString(first.ca_cert.clone().into_bytes()));
+    }
+    Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .create(&PostParams::default(), &configuration)
+        .await
+        .expect("register the webhook");
+    let token = CancellationToken::new();
+    let task = tokio::spawn(webhook::run(
+        WebhookConfig {
+            addr: ([127, 0, 0, 1], port).into(),
+            source: CertSource::Files(dir.path().to_owned()),
+            policy: Policy {
+                agent_image: "stoker-agent:test".into(),
+                forbidden_namespaces: ["kube-system".to_owned()].into(),
+            },
+            cert_check: Duration::from_secs(1),
+        },
+        prometheus::Registry::new(),
+        token.clone(),
+    ));
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let injected = create_when_served(&pods, &pod("kafka-0", true, "{}")).await;
+    assert!(
+        injected
+            .spec
+            .and_then(|s| s.init_containers)
+            .is_some_and(|c| c.iter().any(|c| c.name == "stoker-agent")),
+        "injected with the certificate from files"
+    );
+
+    // cert-manager renews: a new pair from the same CA is written over the files; once
+    // the webhook has re-read them it serves the new certificate.
+    let renewed =
+        stoker_coordinator::webhook::tls::issue_leaf(&first.ca_cert, &first.ca_key, &names, now)
+            .expect("a renewed certificate");
+    assert_ne!(renewed.cert, first.cert);
+    dir.write("tls.crt", &renewed.cert).expect("tls.crt");
+    dir.write("tls.key", &renewed.key).expect("tls.key");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if served_certificate(port, &first.ca_cert).await == pem_der(&renewed.cert) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the renewed certificate is not served"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let again = create_when_served(&pods, &pod("kafka-1", true, "{}")).await;
+    assert!(again.spec.and_then(|s| s.init_containers).is_some());
+    token.cancel();
+    let _ = task.await;
+}
+
+/// The DER of the first certificate in `pem`.
+fn pem_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    CertificateDer::from_pem_slice(pem.as_bytes())
+        .expect("a PEM certificate")
+        .to_vec()
+}
+
+/// The certificate the webhook on `port` serves now, from a TLS handshake that
+/// trusts `ca_pem` only.
+async fn served_certificate(port: u16, ca_pem: &str) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(pem_der(ca_pem)))
+        .expect("the CA");
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocol versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("a name");
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name, stream)
+        .await
+        .expect("a TLS handshake the CA vouches for");
+    tls.get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .expect("a served certificate")
+        .to_vec()
 }

@@ -28,6 +28,29 @@ pub async fn request(
     request_with(addr, method, path, &[], json_body).await
 }
 
+/// Polls `GET path` until it answers `status` (within `within`) and returns the body;
+/// the error names the last answer.
+pub async fn wait_status(
+    addr: SocketAddr,
+    path: &str,
+    status: u16,
+    within: std::time::Duration,
+) -> Result<String, String> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut last = String::new();
+    while tokio::time::Instant::now() < deadline {
+        match get(addr, path).await {
+            Ok(r) if r.status == status => return Ok(r.body),
+            Ok(r) => last = format!("{} {}", r.status, r.body),
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    Err(format!(
+        "{addr}{path} did not answer {status} within {within:?}; last: {last}"
+    ))
+}
+
 /// As [`request`], with extra `headers` (e.g. `Authorization`).
 pub async fn request_with(
     addr: SocketAddr,

@@ -590,6 +590,39 @@ impl KafkaCluster {
         fetch_metadata(self.client_config(), topic.map(str::to_owned)).await
     }
 
+    /// Waits until every partition of `topic` has `size` replicas in sync.
+    pub async fn wait_isr(&self, topic: &str, size: usize) -> Result<(), Error> {
+        let config = self.client_config();
+        wait_for(
+            "in-sync replicas",
+            START_TIMEOUT,
+            Duration::from_millis(300),
+            || {
+                let config = config.clone();
+                async move {
+                    Ok(match fetch_metadata(config, Some(topic.to_owned())).await {
+                        Ok(md) => {
+                            let partitions: Vec<usize> = md
+                                .topics()
+                                .iter()
+                                .flat_map(|t| t.partitions().iter().map(|p| p.isr().len()))
+                                .collect();
+                            if !partitions.is_empty() && partitions.iter().all(|n| *n == size) {
+                                Ok(())
+                            } else {
+                                Err(format!(
+                                    "ISR sizes of {topic}'s partitions are {partitions:?}, not all {size}"
+                                ))
+                            }
+                        }
+                        Err(e) => Err(e.to_string()),
+                    })
+                }
+            },
+        )
+        .await
+    }
+
     /// Waits until `count` brokers are registered (unfenced brokers appear in
     /// Metadata responses).
     pub async fn wait_brokers_registered(&self, count: usize) -> Result<(), Error> {

@@ -17,43 +17,18 @@ use k8s_openapi::api::{
     core::v1::{Pod, Service},
 };
 use kube::{
-    Api,
+    Api, ResourceExt,
     api::{DeleteParams, PostParams},
 };
 use stoker_coordinator::webhook::{
     self, WebhookConfig, certs::CertSource, review::Policy, server::MUTATE_PATH,
 };
-use stoker_testenv::{
-    ControlPlane, PodRuntime, PodRuntimeOptions,
-    net::free_port,
-    pod_runtime::{DEFAULT_NODE_NAME, ImageMap},
-    workspace_binary,
-};
+use stoker_testenv::net::free_port;
 use support::*;
 use tokio_util::sync::CancellationToken;
 
 const STS_NS: &str = "streaming";
 const SYSTEM: &str = "stoker-system";
-
-fn webhook_configuration(port: u16) -> MutatingWebhookConfiguration {
-    serde_yaml::from_str(&format!(
-        r#"
-apiVersion: admissionregistration.k8s.io/v1
-kind: MutatingWebhookConfiguration
-metadata: {{name: stoker-agent-injector}}
-webhooks:
-- name: agent.kafka.stoker.io
-  admissionReviewVersions: [v1]
-  sideEffects: None
-  failurePolicy: Fail
-  timeoutSeconds: 5
-  clientConfig: {{url: "https://127.0.0.1:{port}{MUTATE_PATH}"}}
-  rules: [{{apiGroups: [""], apiVersions: [v1], operations: [CREATE], resources: [pods], scope: Namespaced}}]
-  objectSelector: {{matchLabels: {{kafka.stoker.io/agent: inject}}}}
-"#
-    ))
-    .expect("a webhook configuration")
-}
 
 /// Kafka configuring itself from its Pod's name and address, in combined mode.
 const KAFKA_SCRIPT: &str = r#"set -e
@@ -147,6 +122,39 @@ fn injected(p: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.name == "stoker-agent"))
 }
 
+/// The resident memory of `pod`'s agent in MiB, as its `/metrics` reports it.
+async fn agent_rss_mib(pod: &Pod) -> f64 {
+    let ip: std::net::IpAddr = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.pod_ip.as_deref())
+        .expect("a Pod IP")
+        .parse()
+        .expect("an IP");
+    let port = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.init_containers.iter().flatten())
+        .flat_map(|c| c.ports.iter().flatten())
+        .find(|p| p.name.as_deref() == Some("agent-admin"))
+        .expect("the injected agent's admin port")
+        .container_port;
+    let metrics = stoker_testenv::http::get(
+        (ip, u16::try_from(port).expect("a port")).into(),
+        "/metrics",
+    )
+    .await
+    .expect("the agent's /metrics");
+    let bytes: f64 = metrics
+        .body
+        .lines()
+        .find(|l| l.starts_with("stoker_agent_resident_memory_bytes"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{}: no stoker_agent_resident_memory_bytes", pod.name_any()));
+    bytes / 1024.0 / 1024.0
+}
+
 async fn wait_all_ready(pods: &Api<Pod>, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(240);
     loop {
@@ -168,39 +176,18 @@ async fn wait_all_ready(pods: &Api<Pod>, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_statefulset_gets_the_agent_and_its_deleted_broker_waits_for_isr_safety() {
-    let plane = ControlPlane::start_with(stoker_testenv::control_plane::ControlPlaneOptions {
-        controller_manager: true,
-    })
-    .await
-    .expect("control plane");
-    let client = plane.client().await.expect("client");
-    for ns in [STS_NS, SYSTEM] {
-        plane.create_namespace(ns).await.expect("namespace");
-    }
-    let runtime = PodRuntime::start(
-        client.clone(),
-        PodRuntimeOptions {
-            node_name: DEFAULT_NODE_NAME.into(),
-            images: ImageMap {
-                kafka_home: kafka_home(),
-                agent_bin: workspace_binary("stoker-agent").expect("agent binary"),
-                agent_jmx_exporter_jar: kafka_home().join("agents/jmx_prometheus_javaagent.jar"),
-                cruise_control_home: stoker_testenv::CruiseControl::home()
-                    .expect("cruise control provisioned"),
-            },
-            api_server: Some(api_server(&plane)),
-            api_ca: Some(plane.ca_cert()),
-            node_labels: Default::default(),
-        },
-    )
-    .await
-    .expect("runtime");
+    let (plane, client, runtime) = bare_runtime(&[STS_NS, SYSTEM], true, local_images(false)).await;
 
     // The coordinator's webhook, with its own certificate, registered with the API
     // server.
     let port = free_port().expect("port");
+    let configuration = stoker_testenv::chart::webhook_configuration(
+        SYSTEM,
+        &format!("https://127.0.0.1:{port}{MUTATE_PATH}"),
+    )
+    .expect("the chart's webhook configuration");
     Api::<MutatingWebhookConfiguration>::all(client.clone())
-        .create(&PostParams::default(), &webhook_configuration(port))
+        .create(&PostParams::default(), &configuration)
         .await
         .expect("register the webhook");
     let token = CancellationToken::new();
@@ -212,12 +199,13 @@ async fn a_plain_statefulset_gets_the_agent_and_its_deleted_broker_waits_for_isr
                 namespace: SYSTEM.into(),
                 secret: "stoker-webhook-tls".into(),
                 names: vec!["127.0.0.1".into()],
-                configuration: Some("stoker-agent-injector".into()),
+                configuration: Some(configuration.name_any()),
             },
             policy: Policy {
                 agent_image: AGENT_IMAGE.into(),
                 forbidden_namespaces: ["kube-system".to_owned()].into(),
             },
+            cert_check: webhook::CERT_CHECK,
         },
         prometheus::Registry::new(),
         token.clone(),
@@ -250,6 +238,12 @@ async fn a_plain_statefulset_gets_the_agent_and_its_deleted_broker_waits_for_isr
     let bootstrap = format!("kafka-0.kafka.{STS_NS}.svc.cluster.local:9092");
     create_topic(&runtime, &bootstrap, "guarded", 3, 3, 2);
     produce(&runtime, &bootstrap, "guarded", 500);
+    // What an observing agent costs: its own resident memory, from its /metrics.
+    let mut rss = Vec::new();
+    for pod in pods.list(&Default::default()).await.expect("pods").items {
+        rss.push(agent_rss_mib(&pod).await);
+    }
+    println!("observe-mode agents' RSS: {rss:.1?} MiB");
     let deadline = Instant::now() + Duration::from_secs(90);
     while min_isr(&pods, "guarded").await != Some(3) {
         assert!(Instant::now() < deadline, "guarded never fully in sync");

@@ -17,11 +17,6 @@ use kube::{
     Api,
     api::{DeleteParams, PostParams},
 };
-use stoker_testenv::{
-    ControlPlane, PodRuntime, PodRuntimeOptions,
-    pod_runtime::{DEFAULT_NODE_NAME, ImageMap},
-    workspace_binary,
-};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,45 +182,9 @@ async fn the_example_cluster_runs_serves_clients_and_survives_a_killed_and_a_del
     env.stop().await;
 }
 
-/// What a kubelet would say about a Pod it cannot run: a waiting reason and a message
-/// per container, never a silent hang.
-/// A control plane (namespace `ns`; kube-controller-manager only when asked) with the
-/// local runtime as its one node, and nothing else.
-async fn bare_runtime(
-    ns: &str,
-    controller_manager: bool,
-) -> (ControlPlane, kube::Client, PodRuntime) {
-    let plane = ControlPlane::start_with(stoker_testenv::control_plane::ControlPlaneOptions {
-        controller_manager,
-    })
-    .await
-    .expect("control plane");
-    let client = plane.client().await.expect("client");
-    plane.create_namespace(ns).await.expect("namespace");
-    let runtime = PodRuntime::start(
-        client.clone(),
-        PodRuntimeOptions {
-            node_name: DEFAULT_NODE_NAME.into(),
-            images: ImageMap {
-                kafka_home: kafka_home(),
-                agent_bin: workspace_binary("stoker-agent").expect("agent binary"),
-                agent_jmx_exporter_jar: kafka_home().join("agents/jmx_prometheus_javaagent.jar"),
-                cruise_control_home: stoker_testenv::CruiseControl::home()
-                    .expect("cruise control provisioned"),
-            },
-            api_server: Some(api_server(&plane)),
-            api_ca: Some(plane.ca_cert()),
-            node_labels: Default::default(),
-        },
-    )
-    .await
-    .expect("runtime");
-    (plane, client, runtime)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_in_use_is_bound_and_grows_when_its_request_does() {
-    let (_plane, client, _runtime) = bare_runtime("disks", false).await;
+    let (_plane, client, _runtime) = bare_runtime(&["disks"], false, local_images(false)).await;
     let classes: Api<k8s_openapi::api::storage::v1::StorageClass> = Api::all(client.clone());
     classes
         .create(
@@ -297,7 +256,7 @@ async fn a_claim_in_use_is_bound_and_grows_when_its_request_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_force_deleted_pod_of_a_deployment_is_replaced_and_runs() {
-    let (_plane, client, _runtime) = bare_runtime("apps", true).await;
+    let (_plane, client, _runtime) = bare_runtime(&["apps"], true, local_images(false)).await;
     // A process bound to the port on every address (as Cruise Control's web server is,
     // on 0.0.0.0) keeps the Pod from an address until it lets go: the runtime waits
     // and retries, as a kubelet retries a sandbox, and the Pod then runs.
@@ -369,9 +328,11 @@ async fn a_force_deleted_pod_of_a_deployment_is_replaced_and_runs() {
     assert_ne!(first, second);
 }
 
+/// What a kubelet would say about a Pod it cannot run: a waiting reason and a message
+/// per container, never a silent hang.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_the_runtime_cannot_run_say_why() {
-    let (_plane, client, _runtime) = bare_runtime("bad", false).await;
+    let (_plane, client, _runtime) = bare_runtime(&["bad"], false, local_images(false)).await;
     let pods: Api<Pod> = Api::namespaced(client.clone(), "bad");
     let pod = |name: &str, extra: &str| -> Pod {
         serde_yaml::from_str(&format!(

@@ -132,7 +132,9 @@ pub async fn current(source: &CertSource) -> Result<(Arc<CertifiedKey>, Vec<u8>)
 }
 
 /// Re-reads (and renews) the certificate every `every`, swapping it into `serving`
-/// when it changed, until `token` is cancelled.
+/// when it changed, until `token` is cancelled. Each check also reads the webhook
+/// configuration, so a `caBundle` something else reset (an upgrade re-applying the
+/// chart's object) is put back within one period.
 pub async fn keep_current(
     source: CertSource,
     serving: Arc<SwappableCert>,

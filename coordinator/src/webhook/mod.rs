@@ -21,10 +21,14 @@ use tracing::{Instrument, error, info, info_span};
 use certs::CertSource;
 use review::Policy;
 
-/// How often the certificate is re-read (files) or checked for renewal (issued).
-const CERT_CHECK: Duration = Duration::from_secs(60);
+/// How often the certificate is re-read (files) or checked for renewal (issued), by
+/// default.
+pub const CERT_CHECK: Duration = Duration::from_secs(60);
 /// How long to wait before trying again to get the first certificate.
 const FIRST_CERT_RETRY: Duration = Duration::from_secs(5);
+/// How long to wait before trying again to bind (a previous server may still hold the
+/// port for a moment).
+const BIND_RETRY: Duration = Duration::from_secs(1);
 
 /// How the webhook runs.
 #[derive(Debug, Clone)]
@@ -35,6 +39,8 @@ pub struct WebhookConfig {
     pub source: CertSource,
     /// What it injects, and where not.
     pub policy: Policy,
+    /// How often the certificate is re-read or checked for renewal ([`CERT_CHECK`]).
+    pub cert_check: Duration,
 }
 
 /// Runs the webhook until `token` is cancelled: gets its first certificate (retrying,
@@ -49,7 +55,7 @@ pub async fn run(config: WebhookConfig, registry: Registry, token: CancellationT
             Err(e) => {
                 error!(addr = %config.addr, error = %e, "Webhook cannot bind yet; Pods labelled for injection are refused (failurePolicy Fail) until it can; retrying");
                 tokio::select! {
-                    () = tokio::time::sleep(FIRST_CERT_RETRY) => {}
+                    () = tokio::time::sleep(BIND_RETRY) => {}
                     () = token.cancelled() => return,
                 }
             }
@@ -73,7 +79,7 @@ pub async fn run(config: WebhookConfig, registry: Registry, token: CancellationT
             config.source.clone(),
             serving.clone(),
             fingerprint,
-            CERT_CHECK,
+            config.cert_check,
             token.clone(),
         )
         .instrument(info_span!("webhook_certs")),
