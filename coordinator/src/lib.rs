@@ -266,5 +266,6 @@ fn webhook_config(a: &RunArgs, client: &kube::Client) -> Option<webhook::Webhook
                 .cloned()
                 .collect(),
         },
+        cert_check: webhook::CERT_CHECK,
     })
 }

@@ -2,7 +2,7 @@
 //! objects a real API server accepts, and the RBAC it grants is enough: the controller
 //! and the leader election run as the chart's ServiceAccount and reconcile the example.
 
-use std::{process::Command, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -19,23 +19,24 @@ use stoker_coordinator::{context::Context, crd::v1alpha1::KafkaCluster};
 use stoker_testenv::{
     ControlPlane,
     control_plane::{ControlPlaneOptions, client_from_kubeconfig},
-    provisioned,
 };
 use tokio_util::sync::CancellationToken;
+
+mod support;
+use support::{AGENT_IMAGE, NS, bare_runtime, example_cluster, local_images, wait_cluster_ready};
 
 const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/helm/stoker");
 const RELEASE_NS: &str = "stoker-system";
 
 fn helm(args: &[&str]) -> String {
-    let helm = provisioned("helm", "bin/helm").expect("helm is provisioned");
-    let out = Command::new(helm).args(args).output().expect("helm runs");
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    stoker_testenv::chart::helm(args).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `helm template` of release `stoker` in the release namespace, with `extra` flags.
+fn template(extra: &[&str]) -> String {
+    let mut args = vec!["template", "stoker", CHART, "--namespace", RELEASE_NS];
+    args.extend_from_slice(extra);
+    helm(&args)
 }
 
 async fn apply_all(client: &Client, yaml: &str) {
@@ -126,16 +127,7 @@ async fn the_chart_installs_and_its_rbac_runs_the_coordinator() {
         chart_crds == include_str!("../../deploy/crds/kafka.stoker.io.yaml"),
         "deploy/helm/stoker/crds is out of date; copy deploy/crds/kafka.stoker.io.yaml into it"
     );
-    let rendered = helm(&[
-        "template",
-        "stoker",
-        CHART,
-        "--namespace",
-        RELEASE_NS,
-        "--include-crds",
-        "--set",
-        "replicaCount=2",
-    ]);
+    let rendered = template(&["--include-crds", "--set", "replicaCount=2"]);
 
     let plane = ControlPlane::start_with(ControlPlaneOptions {
         controller_manager: false,
@@ -334,4 +326,212 @@ async fn the_chart_installs_and_its_rbac_runs_the_coordinator() {
     }
     token.cancel();
     let _ = controller.await;
+}
+
+/// `helm install` as a user runs it, with the coordinator's Deployment run by the local
+/// Pod runtime (its image mapped to the built binary, in-cluster credentials from its
+/// ServiceAccount token): the installed coordinator — not one the test starts — brings
+/// the example KafkaCluster to Ready, and serves its metrics and the authenticated
+/// alert receiver. Prints the time from `helm install` to the coordinator Ready and to
+/// the cluster Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_runs_a_coordinator_that_brings_the_example_to_ready() {
+    let (plane, client, runtime) = bare_runtime(&[NS], true, local_images(true)).await;
+    let (agent_repository, agent_tag) = AGENT_IMAGE.rsplit_once(':').expect("a tag");
+    let kubeconfig = plane.kubeconfig().display().to_string();
+    let start = std::time::Instant::now();
+    helm(&[
+        "install",
+        "stoker",
+        CHART,
+        "--kubeconfig",
+        &kubeconfig,
+        "--namespace",
+        RELEASE_NS,
+        "--create-namespace",
+        "--set",
+        "image.repository=ghcr.io/stoker-operator/stoker-coordinator",
+        "--set",
+        "image.tag=dev",
+        "--set",
+        &format!("agentImage.repository={agent_repository}"),
+        "--set",
+        &format!("agentImage.tag={agent_tag}"),
+        // Loopback addresses only on this machine: each Pod binds its own.
+        "--set",
+        "bindAddress=$(POD_IP)",
+        "--set",
+        "logFormat=plain",
+    ]);
+    let installed = start.elapsed();
+
+    // The Deployment's Pod (made by the real controller manager) runs and is Ready.
+    let system_pods: Api<Pod> = Api::namespaced(client.clone(), RELEASE_NS);
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let coordinator = loop {
+        let list = system_pods
+            .list(
+                &kube::api::ListParams::default()
+                    .labels("app.kubernetes.io/name=stoker-coordinator"),
+            )
+            .await
+            .expect("pods");
+        let ready = list.items.iter().find(|p| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        });
+        if let Some(pod) = ready {
+            break pod.clone();
+        }
+        if std::time::Instant::now() > deadline {
+            let logs: Vec<String> = list
+                .items
+                .iter()
+                .map(|p| {
+                    let log = runtime.container_log(RELEASE_NS, &p.name_any(), "coordinator");
+                    format!(
+                        "{}: {:?}\n{}",
+                        p.name_any(),
+                        p.status,
+                        std::fs::read_to_string(&log).unwrap_or_default()
+                    )
+                })
+                .collect();
+            panic!(
+                "the installed coordinator is not Ready after 120 s:\n{}",
+                logs.join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let coordinator_ready = start.elapsed();
+
+    // The installed coordinator reconciles the example to Ready.
+    let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    clusters
+        .create(&PostParams::default(), &example_cluster())
+        .await
+        .expect("the example");
+    wait_cluster_ready(
+        &clusters,
+        &pods,
+        "the example, through the installed coordinator",
+    )
+    .await;
+    let cluster_ready = start.elapsed();
+
+    // Its admin server serves its metrics; its alert receiver refuses a request without
+    // the chart's token.
+    let ip: std::net::IpAddr = coordinator
+        .status
+        .and_then(|s| s.pod_ip)
+        .expect("a Pod IP")
+        .parse()
+        .expect("an IP");
+    let metrics = stoker_testenv::http::get((ip, 8080).into(), "/metrics")
+        .await
+        .expect("the coordinator's /metrics");
+    assert!(
+        metrics
+            .body
+            .contains("stoker_reconcile_runs_total{controller=\"kafkacluster\"}"),
+        "{}",
+        metrics.body
+    );
+    let refused = stoker_testenv::http::request((ip, 9001).into(), "POST", "/alerts", Some("[]"))
+        .await
+        .expect("the alert receiver answers");
+    assert_eq!(refused.status, 401, "{}", refused.body);
+
+    println!(
+        "helm install took {:.1} s; coordinator Ready {:.1} s and the example KafkaCluster Ready {:.1} s after it started",
+        installed.as_secs_f64(),
+        coordinator_ready.as_secs_f64(),
+        cluster_ready.as_secs_f64()
+    );
+    drop(runtime);
+}
+
+/// With `injection.certManager.issuerRef`, the chart asks cert-manager for the webhook's
+/// certificate and the coordinator reads it from files: a Certificate for the webhook
+/// Service's names into the Secret the Deployment mounts at the directory the
+/// coordinator reads (`tls.crt`, `tls.key`), the webhook configuration annotated for
+/// cert-manager's CA injector, and no Secret of the coordinator's own issuing.
+/// (cert-manager itself is not run here; `coordinator/tests/webhook.rs` serves a
+/// certificate from such files to the real API server.)
+#[test]
+fn the_cert_manager_path_renders_a_certificate_the_coordinator_reads() {
+    let rendered = template(&[
+        "--set",
+        "injection.certManager.issuerRef.kind=Issuer",
+        "--set",
+        "injection.certManager.issuerRef.name=ca",
+    ]);
+    let docs: Vec<serde_yaml::Value> = serde_yaml::Deserializer::from_str(&rendered)
+        .map(|d| serde_yaml::Value::deserialize(d).expect("YAML"))
+        .filter(|d| !d.is_null())
+        .collect();
+    let kind = |k: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == k)
+            .unwrap_or_else(|| panic!("the chart renders a {k}"))
+            .clone()
+    };
+    let certificate = kind("Certificate");
+    let secret = certificate["spec"]["secretName"]
+        .as_str()
+        .expect("a secretName")
+        .to_owned();
+    assert_eq!(certificate["spec"]["issuerRef"]["name"], "ca");
+    let names: Vec<&str> = certificate["spec"]["dnsNames"]
+        .as_sequence()
+        .expect("dnsNames")
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert!(
+        names.contains(&"stoker-coordinator-webhook.stoker-system.svc"),
+        "{names:?}"
+    );
+    let webhook = kind("MutatingWebhookConfiguration");
+    assert_eq!(
+        webhook["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "stoker-system/stoker-coordinator-webhook"
+    );
+    let deployment = kind("Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let env = |name: &str| {
+        container["env"]
+            .as_sequence()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].as_str().unwrap_or_default().to_owned())
+    };
+    let dir = env("STOKER_COORDINATOR_WEBHOOK_CERT_DIR").expect("the coordinator reads files");
+    assert!(
+        env("STOKER_COORDINATOR_WEBHOOK_SECRET").is_none(),
+        "the coordinator issues nothing of its own"
+    );
+    let mount = container["volumeMounts"]
+        .as_sequence()
+        .expect("mounts")
+        .iter()
+        .find(|m| m["mountPath"] == dir.as_str())
+        .expect("the certificate's directory is mounted");
+    let volume = pod["volumes"]
+        .as_sequence()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("its volume");
+    assert_eq!(
+        volume["secret"]["secretName"].as_str(),
+        Some(secret.as_str()),
+        "the mounted Secret is the one cert-manager writes"
+    );
 }

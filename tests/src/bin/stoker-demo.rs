@@ -176,6 +176,7 @@ async fn main() -> anyhow::Result<()> {
                 agent_bin: PathBuf::from(agent_bin),
                 agent_jmx_exporter_jar: kafka_home()?.join("agents/jmx_prometheus_javaagent.jar"),
                 cruise_control_home: stoker_testenv::CruiseControl::home()?,
+                coordinator_bin: None,
             },
             api_server: Some((host, port?)),
             api_ca: Some(plane.ca_cert()),

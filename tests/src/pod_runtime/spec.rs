@@ -22,6 +22,9 @@ pub struct ImageMap {
     pub agent_jmx_exporter_jar: PathBuf,
     /// Cruise Control laid out like an image's `/opt/cruise-control`.
     pub cruise_control_home: PathBuf,
+    /// The built `stoker-coordinator` binary, for a runtime that runs the coordinator's
+    /// own Deployment (None: its image is refused like any unknown one).
+    pub coordinator_bin: Option<PathBuf>,
 }
 
 /// Where Kafka lives in the `apache/kafka` image.
@@ -30,6 +33,8 @@ pub const KAFKA_HOME_IN_IMAGE: &str = "/opt/kafka";
 pub const CRUISE_CONTROL_HOME_IN_IMAGE: &str = "/opt/cruise-control";
 /// Where the agent's binary lives in its image (`Dockerfile.agent`).
 pub const AGENT_BIN_IN_IMAGE: &str = "/usr/local/bin/stoker-agent";
+/// Where the coordinator's binary lives in its image (`Dockerfile.coordinator`).
+pub const COORDINATOR_BIN_IN_IMAGE: &str = "/usr/local/bin/stoker-coordinator";
 /// Where the agent's image carries the JMX exporter javaagent (`Dockerfile.agent`).
 pub const AGENT_JMX_JAR_IN_IMAGE: &str = "/usr/share/stoker/jmx_prometheus_javaagent.jar";
 
@@ -81,8 +86,17 @@ pub fn map_image(image: &str, images: &ImageMap) -> Result<MappedImage, String> 
             entrypoint: vec![AGENT_BIN_IN_IMAGE.to_owned()],
             cmd: vec!["run".to_owned()],
         }),
+        "stoker-coordinator" if images.coordinator_bin.is_some() => Ok(MappedImage {
+            mounts: images
+                .coordinator_bin
+                .iter()
+                .map(|bin| (bin.clone(), COORDINATOR_BIN_IN_IMAGE.to_owned()))
+                .collect(),
+            entrypoint: vec![COORDINATOR_BIN_IN_IMAGE.to_owned()],
+            cmd: vec!["run".to_owned()],
+        }),
         _ => Err(format!(
-            "image {image:?} has no local install: the local Pod runtime runs */kafka:* (the test environment's Kafka at {KAFKA_HOME_IN_IMAGE}), */cruise-control:* (the provisioned Cruise Control at {CRUISE_CONTROL_HOME_IN_IMAGE}) and */stoker-agent:* (the built agent)"
+            "image {image:?} has no local install: the local Pod runtime runs */kafka:* (the test environment's Kafka at {KAFKA_HOME_IN_IMAGE}), */cruise-control:* (the provisioned Cruise Control at {CRUISE_CONTROL_HOME_IN_IMAGE}), */stoker-agent:* (the built agent) and, when given one, */stoker-coordinator:* (the built coordinator)"
         )),
     }
 }
@@ -466,6 +480,7 @@ mod tests {
             agent_bin: "/target/stoker-agent".into(),
             agent_jmx_exporter_jar: "/cache/kafka/agents/jmx_prometheus_javaagent.jar".into(),
             cruise_control_home: "/cache/cruise-control".into(),
+            coordinator_bin: None,
         }
     }
 
@@ -481,6 +496,16 @@ mod tests {
         assert_eq!(a.entrypoint, vec![AGENT_BIN_IN_IMAGE.to_owned()]);
         let e = map_image("nginx:1.27", &images()).expect_err("nginx");
         assert!(e.contains("\"nginx:1.27\" has no local install"), "{e}");
+        // The coordinator's image only where its binary is given.
+        let image = "ghcr.io/stoker-operator/stoker-coordinator:0.1.0";
+        map_image(image, &images()).expect_err("no coordinator binary given");
+        let with = ImageMap {
+            coordinator_bin: Some("/target/stoker-coordinator".into()),
+            ..images()
+        };
+        let c = map_image(image, &with).expect("coordinator");
+        assert_eq!(c.entrypoint, vec![COORDINATOR_BIN_IN_IMAGE.to_owned()]);
+        assert_eq!(c.cmd, vec!["run".to_owned()]);
     }
 
     #[test]

@@ -32,6 +32,64 @@ pub fn kafka_home() -> PathBuf {
         .to_owned()
 }
 
+/// The images the local Pod runtime maps: the provisioned Kafka and Cruise Control,
+/// the built agent and, with `coordinator`, the built coordinator.
+pub fn local_images(coordinator: bool) -> ImageMap {
+    ImageMap {
+        kafka_home: kafka_home(),
+        agent_bin: workspace_binary("stoker-agent").expect("agent binary"),
+        agent_jmx_exporter_jar: kafka_home().join("agents/jmx_prometheus_javaagent.jar"),
+        cruise_control_home: stoker_testenv::CruiseControl::home()
+            .expect("cruise control provisioned"),
+        coordinator_bin: coordinator
+            .then(|| workspace_binary("stoker-coordinator").expect("coordinator binary")),
+    }
+}
+
+/// The local node's labels: a region and a zone, as the example's `rackAwareness`
+/// reads them.
+pub fn node_labels() -> std::collections::BTreeMap<String, String> {
+    [
+        ("topology.kubernetes.io/region", "local"),
+        ("topology.kubernetes.io/zone", "local-a"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// A control plane (with the controller manager when asked), the namespaces `ns`, and
+/// the local Pod runtime (its node labelled as [`node_labels`]) running whatever Pods
+/// appear — no coordinator.
+pub async fn bare_runtime(
+    ns: &[&str],
+    controller_manager: bool,
+    images: ImageMap,
+) -> (ControlPlane, kube::Client, PodRuntime) {
+    let plane = ControlPlane::start_with(stoker_testenv::control_plane::ControlPlaneOptions {
+        controller_manager,
+    })
+    .await
+    .expect("control plane");
+    let client = plane.client().await.expect("client");
+    for ns in ns {
+        plane.create_namespace(ns).await.expect("namespace");
+    }
+    let runtime = PodRuntime::start(
+        client.clone(),
+        PodRuntimeOptions {
+            node_name: DEFAULT_NODE_NAME.into(),
+            images,
+            api_server: Some(api_server(&plane)),
+            api_ca: Some(plane.ca_cert()),
+            node_labels: node_labels(),
+        },
+    )
+    .await
+    .expect("runtime");
+    (plane, client, runtime)
+}
+
 pub fn api_server(plane: &ControlPlane) -> (String, u16) {
     let hostport = plane
         .server()
@@ -177,13 +235,10 @@ pub fn consume_all(runtime: &PodRuntime, bootstrap: &str, topic: &str, group: &s
 /// token is cancelled.
 pub fn start_coordinator(
     client: &kube::Client,
+    registry: &prometheus::Registry,
 ) -> (CancellationToken, tokio::task::JoinHandle<()>) {
     let token = CancellationToken::new();
-    let ctx = Context::new(
-        client.clone(),
-        AGENT_IMAGE.into(),
-        &prometheus::Registry::new(),
-    );
+    let ctx = Context::new(client.clone(), AGENT_IMAGE.into(), registry);
     let controller = tokio::spawn({
         let token = token.clone();
         async move {
@@ -204,7 +259,11 @@ pub struct Env {
     pub controller: tokio::task::JoinHandle<()>,
     pub clusters: Api<KafkaCluster>,
     pub pods: Api<Pod>,
-    /// The coordinator's own client (counted when asked, see [`Env::start_counted`]).
+    /// The coordinator's metrics, as its `/metrics` serves them: its controllers'
+    /// reconciles and, unless counted elsewhere ([`Env::start_counted`]), its API
+    /// requests. A restarted coordinator reports into a registry of its own.
+    pub registry: prometheus::Registry,
+    /// The coordinator's own client (always counted, as in production).
     coordinator_client: kube::Client,
     // Dropped last.
     plane: ControlPlane,
@@ -249,49 +308,36 @@ impl Env {
             )
             .await
             .expect("enforce the restricted Pod Security Standard");
-        let coordinator_client = match requests {
-            None => client.clone(),
-            Some(metrics) => {
-                let kubeconfig =
-                    kube::config::Kubeconfig::read_from(plane.kubeconfig()).expect("kubeconfig");
-                let config = kube::Config::from_custom_kubeconfig(
-                    kubeconfig,
-                    &kube::config::KubeConfigOptions::default(),
-                )
-                .await
-                .expect("config");
-                stoker_coordinator::kube_client::connect_with(config, metrics)
-                    .expect("a counted client")
-            }
+        let registry = prometheus::Registry::new();
+        let requests = requests
+            .unwrap_or_else(|| stoker_coordinator::kube_client::RequestMetrics::new(&registry));
+        let coordinator_client = {
+            let kubeconfig =
+                kube::config::Kubeconfig::read_from(plane.kubeconfig()).expect("kubeconfig");
+            let config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .expect("config");
+            stoker_coordinator::kube_client::connect_with(config, requests)
+                .expect("a counted client")
         };
 
         let runtime = PodRuntime::start(
             client.clone(),
             PodRuntimeOptions {
                 node_name: DEFAULT_NODE_NAME.into(),
-                images: ImageMap {
-                    kafka_home: kafka_home(),
-                    agent_bin: workspace_binary("stoker-agent").expect("agent binary"),
-                    agent_jmx_exporter_jar: kafka_home()
-                        .join("agents/jmx_prometheus_javaagent.jar"),
-                    cruise_control_home: stoker_testenv::CruiseControl::home()
-                        .expect("cruise control provisioned"),
-                },
+                images: local_images(false),
                 api_server: Some(api_server(&plane)),
                 api_ca: Some(plane.ca_cert()),
-                node_labels: [
-                    ("topology.kubernetes.io/region", "local"),
-                    ("topology.kubernetes.io/zone", "local-a"),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
+                node_labels: node_labels(),
             },
         )
         .await
         .expect("runtime");
 
-        let (token, controller) = start_coordinator(&coordinator_client);
+        let (token, controller) = start_coordinator(&coordinator_client, &registry);
 
         let clusters: Api<KafkaCluster> = Api::namespaced(client.clone(), NS);
         let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
@@ -306,6 +352,7 @@ impl Env {
             controller,
             clusters,
             pods,
+            registry,
             coordinator_client,
             plane,
         }
@@ -323,7 +370,8 @@ impl Env {
         self.token.cancel();
         let old = std::mem::replace(&mut self.controller, tokio::spawn(async {}));
         let _ = old.await;
-        let (token, controller) = start_coordinator(&self.coordinator_client);
+        let (token, controller) =
+            start_coordinator(&self.coordinator_client, &prometheus::Registry::new());
         self.token = token;
         self.controller = controller;
     }
@@ -334,7 +382,8 @@ impl Env {
         self.controller.abort();
         let old = std::mem::replace(&mut self.controller, tokio::spawn(async {}));
         let _ = old.await;
-        let (token, controller) = start_coordinator(&self.coordinator_client);
+        let (token, controller) =
+            start_coordinator(&self.coordinator_client, &prometheus::Registry::new());
         self.token = token;
         self.controller = controller;
     }
