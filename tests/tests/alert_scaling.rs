@@ -90,7 +90,7 @@ fn rule_file(prometheus_rule: &str) -> String {
 /// The scrape targets the shipped PodMonitors give (`deploy/monitoring/podmonitor.yaml`):
 /// each running broker Pod's agent (port `agent-admin`) and Cruise Control's exporter
 /// (port `metrics`, labelled with its cluster).
-async fn write_agent_targets(pods: &Api<k8s_openapi::api::core::v1::Pod>, file: &std::path::Path) {
+async fn write_scrape_targets(pods: &Api<k8s_openapi::api::core::v1::Pod>, file: &std::path::Path) {
     let Ok(list) = pods
         .list(&kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=stoker"))
         .await
@@ -281,14 +281,14 @@ async fn alerts_scale_the_cluster_up_and_down_through_cruise_control_without_los
     // discovery, so the test lists the Pods and writes them into a file_sd file.
     let sd = WorkDir::new("alert-scaling-sd").expect("work dir");
     let targets = sd.path().join("agents.json");
-    write_agent_targets(&env.pods, &targets).await;
+    write_scrape_targets(&env.pods, &targets).await;
     let discovery = tokio::spawn({
         let pods = env.pods.clone();
         let targets = targets.clone();
         async move {
             loop {
                 tokio::time::sleep(Duration::from_secs(2)).await;
-                write_agent_targets(&pods, &targets).await;
+                write_scrape_targets(&pods, &targets).await;
             }
         }
     });

@@ -23,7 +23,12 @@ use k8s_openapi::{
     },
 };
 
-use super::{ClusterMeta, advertised_host, cluster_labels, jmx_exporter::AGENT_IMAGE_JAR};
+use super::{
+    ClusterMeta, advertised_host, cluster_labels,
+    jmx_exporter::{
+        COPIED_JAR_DIR, COPIED_JAR_VOLUME, JMX_EXPORTER_PORT, ValidatedMonitoring, javaagent_option,
+    },
+};
 use crate::{
     controller::kafka_cluster::validate::ValidatedCluster,
     cruise_control::{API_PREFIX, COMPONENT, LABEL_COMPONENT, LABEL_INSTANCE, PORT},
@@ -51,18 +56,12 @@ pub const OWNED_KEYS: &[&str] = &[
     "webserver.http.address",
     "webserver.api.urlprefix",
 ];
-/// Where Cruise Control's JMX exporter serves `/metrics` (its Pod's port `metrics`).
-pub const METRICS_PORT: i32 = 9020;
 /// The JMX exporter's rules for Cruise Control's MBeans (key `jmx-exporter.yaml` of its
 /// ConfigMap).
 pub const JMX_EXPORTER_RULES: &str =
     include_str!("../../../../assets/cruise-control-jmx-exporter.yml");
 /// The ConfigMap key of those rules.
 const JMX_EXPORTER_KEY: &str = "jmx-exporter.yaml";
-/// Where the init container puts the exporter's jar.
-const JMX_JAR_DIR: &str = "/opt/jmx-exporter";
-/// The jar's file name there.
-const JAR_FILE: &str = "jmx_prometheus_javaagent.jar";
 
 /// A `capacity.json` for every broker: 100 GB of disk, 100% of a CPU and 1 Gbit/s
 /// each way (Cruise Control's own sample values).
@@ -446,6 +445,8 @@ pub fn deployment(
     cc: &ValidatedCruiseControl,
     config_hash: &str,
 ) -> Deployment {
+    // The exporter's jar, from the agent image (which carries it for the brokers too).
+    let exporter = ValidatedMonitoring::from_agent_image(&meta.agent_image);
     let container = Container {
         name: "cruise-control".into(),
         image: Some(cc.image.clone()),
@@ -461,7 +462,7 @@ pub fn deployment(
             },
             ContainerPort {
                 name: Some("metrics".into()),
-                container_port: METRICS_PORT,
+                container_port: JMX_EXPORTER_PORT,
                 ..ContainerPort::default()
             },
         ]),
@@ -485,8 +486,9 @@ pub fn deployment(
             },
             EnvVar {
                 name: "KAFKA_OPTS".into(),
-                value: Some(format!(
-                    "-javaagent:{JMX_JAR_DIR}/{JAR_FILE}=$(POD_IP):{METRICS_PORT}:{CONFIG_DIR}/{JMX_EXPORTER_KEY}"
+                value: Some(javaagent_option(
+                    &exporter.jar_in_kafka(),
+                    &format!("{CONFIG_DIR}/{JMX_EXPORTER_KEY}"),
                 )),
                 ..EnvVar::default()
             },
@@ -518,29 +520,12 @@ pub fn deployment(
                 ..VolumeMount::default()
             },
             VolumeMount {
-                name: "jmx-exporter".into(),
-                mount_path: JMX_JAR_DIR.into(),
+                name: COPIED_JAR_VOLUME.into(),
+                mount_path: COPIED_JAR_DIR.into(),
                 read_only: Some(true),
                 ..VolumeMount::default()
             },
         ]),
-        ..Container::default()
-    };
-    // The exporter's jar, from the agent image (which carries it for the brokers too).
-    let copy_jar = Container {
-        name: "jmx-exporter".into(),
-        image: Some(meta.agent_image.clone()),
-        command: Some(vec![
-            "cp".into(),
-            AGENT_IMAGE_JAR.into(),
-            format!("{JMX_JAR_DIR}/{JAR_FILE}"),
-        ]),
-        security_context: Some(super::security::restricted_container(None, true)),
-        volume_mounts: Some(vec![VolumeMount {
-            name: "jmx-exporter".into(),
-            mount_path: JMX_JAR_DIR.into(),
-            ..VolumeMount::default()
-        }]),
         ..Container::default()
     };
     let mut pod_labels = selector(meta);
@@ -574,7 +559,7 @@ pub fn deployment(
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
-                    init_containers: Some(vec![copy_jar]),
+                    init_containers: exporter.copy_container().map(|c| vec![c]),
                     containers: vec![container],
                     // It writes only into its state volume (and the JVM's /tmp).
                     security_context: Some(super::security::restricted_pod(
@@ -596,7 +581,7 @@ pub fn deployment(
                             ..Volume::default()
                         },
                         Volume {
-                            name: "jmx-exporter".into(),
+                            name: COPIED_JAR_VOLUME.into(),
                             empty_dir: Some(EmptyDirVolumeSource::default()),
                             ..Volume::default()
                         },
@@ -668,7 +653,7 @@ mod tests {
         assert_eq!(copy.image.as_deref(), Some("stoker-agent:1"));
         assert_eq!(
             copy.command.as_deref().map(|c| c[1].as_str()),
-            Some(AGENT_IMAGE_JAR)
+            Some(super::super::jmx_exporter::AGENT_IMAGE_JAR)
         );
         let env = pod.containers[0].env.clone().expect("env");
         let names: Vec<&str> = env.iter().map(|e| e.name.as_str()).collect();
@@ -687,7 +672,8 @@ mod tests {
                 .ports
                 .iter()
                 .flatten()
-                .any(|p| p.name.as_deref() == Some("metrics") && p.container_port == METRICS_PORT)
+                .any(|p| p.name.as_deref() == Some("metrics")
+                    && p.container_port == JMX_EXPORTER_PORT)
         );
     }
 

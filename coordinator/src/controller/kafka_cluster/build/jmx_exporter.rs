@@ -73,17 +73,31 @@ impl ValidatedMonitoring {
         match &self.jar {
             JarSource::Agent => format!("{RENDERED_DIR}/{}", stoker_proto::JMX_EXPORTER_JAR_FILE),
             JarSource::KafkaImage(path) => path.clone(),
-            JarSource::Image { .. } => format!("{COPIED_JAR_DIR}/jmx_prometheus_javaagent.jar"),
+            JarSource::Image { .. } => {
+                format!("{COPIED_JAR_DIR}/{}", stoker_proto::JMX_EXPORTER_JAR_FILE)
+            }
         }
     }
 
     /// The `-javaagent` option: the exporter on the Pod's address (never on every
     /// interface; the agent is its only reader), with the mounted rules.
     pub fn javaagent(&self) -> String {
-        format!(
-            "-javaagent:{}=$(POD_IP):{JMX_EXPORTER_PORT}:{JMX_CONFIG_DIR}/{JMX_CONFIG_KEY}",
-            self.jar_in_kafka()
+        javaagent_option(
+            &self.jar_in_kafka(),
+            &format!("{JMX_CONFIG_DIR}/{JMX_CONFIG_KEY}"),
         )
+    }
+
+    /// The jar copied out of Stoker's agent image, which carries it for every JVM
+    /// Stoker runs (brokers and Cruise Control).
+    pub fn from_agent_image(agent_image: &str) -> Self {
+        Self {
+            jar: JarSource::Image {
+                image: agent_image.to_owned(),
+                path: AGENT_IMAGE_JAR.to_owned(),
+            },
+            config: DEFAULT_RULES.to_owned(),
+        }
     }
 
     /// The init container that copies a `jmxImage`'s jar, when that is the source.
@@ -104,6 +118,12 @@ impl ValidatedMonitoring {
             ..Container::default()
         })
     }
+}
+
+/// The `-javaagent` option for the exporter at `jar`, serving on the Pod's address (never
+/// on every interface) with the rules at `rules`.
+pub fn javaagent_option(jar: &str, rules: &str) -> String {
+    format!("-javaagent:{jar}=$(POD_IP):{JMX_EXPORTER_PORT}:{rules}")
 }
 
 /// The Pod volume holding a copied jar.
