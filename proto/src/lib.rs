@@ -14,6 +14,10 @@ pub mod agent {
     }
 }
 
+pub mod agent_tls;
+#[cfg(feature = "pki")]
+pub mod pki;
+
 use sha2::{Digest, Sha256};
 
 /// Broker config keys Stoker owns: they follow from the cluster's topology, so both

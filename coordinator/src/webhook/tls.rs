@@ -4,13 +4,16 @@
 
 use std::sync::{Arc, RwLock};
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 use rustls::{
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
     server::{ClientHello, ResolvesServerCert},
     sign::CertifiedKey,
 };
+use stoker_proto::pki;
 use time::{Duration, OffsetDateTime};
+
+/// The webhook CA's common name (fixed, so the stored CA key alone re-signs).
+const CA_NAME: &str = "stoker-webhook-ca";
 
 /// How long the CA the coordinator issues is valid.
 pub const CA_VALIDITY: Duration = Duration::days(3650);
@@ -22,14 +25,9 @@ pub const RENEW_BEFORE: Duration = Duration::days(30);
 /// Why certificate material could not be made or read.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// rcgen refused to issue.
-    #[error("failed to issue the webhook's {what}: {source}")]
-    Issue {
-        /// What was being issued.
-        what: &'static str,
-        /// The cause.
-        source: rcgen::Error,
-    },
+    /// The webhook's CA or serving certificate could not be issued.
+    #[error("failed to issue the webhook's certificate")]
+    Issue(#[from] pki::IssueError),
     /// PEM that does not hold what it should.
     #[error("failed to read the webhook's {what} PEM: {detail}")]
     Pem {
@@ -89,31 +87,10 @@ pub fn renewal(stored: Option<&Material>, names: &[String], now: OffsetDateTime)
     Renewal::Keep
 }
 
-fn issue_err(what: &'static str) -> impl FnOnce(rcgen::Error) -> TlsError {
-    move |source| TlsError::Issue { what, source }
-}
-
 /// A new CA, and a serving certificate for `names` signed by it.
 pub fn issue_all(names: &[String], now: OffsetDateTime) -> Result<Material, TlsError> {
-    let ca_key = KeyPair::generate().map_err(issue_err("CA key"))?;
-    let mut params = ca_params()?;
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + CA_VALIDITY;
-    let ca_cert = params.self_signed(&ca_key).map_err(issue_err("CA"))?;
-    let ca = (ca_cert.pem(), ca_key.serialize_pem());
-    issue_leaf(&ca.0, &ca.1, names, now)
-}
-
-/// The CA's identity: what a certificate it signs names as its issuer (fixed, so the
-/// stored CA key alone re-signs).
-fn ca_params() -> Result<CertificateParams, TlsError> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(issue_err("CA"))?;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "stoker-webhook-ca");
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    Ok(params)
+    let ca = pki::issue_ca(CA_NAME, now, CA_VALIDITY)?;
+    issue_leaf(&ca.cert, &ca.key, names, now)
 }
 
 /// A serving certificate for `names`, signed by the CA in `ca_cert`/`ca_key`.
@@ -123,25 +100,19 @@ pub fn issue_leaf(
     names: &[String],
     now: OffsetDateTime,
 ) -> Result<Material, TlsError> {
-    let signer = KeyPair::from_pem(ca_key).map_err(issue_err("CA key (stored)"))?;
-    let issuer = Issuer::new(ca_params()?, signer);
-    let key = KeyPair::generate().map_err(issue_err("serving key"))?;
-    let mut params = CertificateParams::new(names.to_vec()).map_err(issue_err("serving names"))?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "stoker-webhook");
-    params.not_before = now - Duration::hours(1);
-    params.not_after = now + LEAF_VALIDITY;
-    let cert = params
-        .signed_by(&key, &issuer)
-        .map_err(issue_err("serving certificate"))?;
+    let ca = pki::Ca {
+        common_name: CA_NAME.to_owned(),
+        cert: ca_cert.to_owned(),
+        key: ca_key.to_owned(),
+    };
+    let leaf = pki::issue_leaf(&ca, names, pki::Usage::Server, now, LEAF_VALIDITY)?;
     Ok(Material {
-        ca_cert: ca_cert.to_owned(),
-        ca_key: ca_key.to_owned(),
-        cert: cert.pem(),
-        key: key.serialize_pem(),
+        ca_cert: ca.cert,
+        ca_key: ca.key,
+        cert: leaf.cert,
+        key: leaf.key,
         names: names.to_vec(),
-        not_after: params.not_after.unix_timestamp(),
+        not_after: leaf.not_after,
     })
 }
 
