@@ -38,9 +38,18 @@ pub struct ServeArgs {
     /// Admin HTTP address (/livez, /readyz, /healthz, /metrics).
     #[arg(long, env = "STOKER_AGENT_ADMIN_ADDR", default_value = "0.0.0.0:8080")]
     pub admin_addr: SocketAddr,
-    /// gRPC address (the coordinator's fast path).
+    /// gRPC address (the coordinator's fast path; served only with `--tls-dir`).
     #[arg(long, env = "STOKER_AGENT_GRPC_ADDR", default_value = "0.0.0.0:8081")]
     pub grpc_addr: SocketAddr,
+    /// Folder with the agent's certificate (`tls.crt`, `tls.key`) and its cluster's
+    /// agent CA (`ca.crt`): gRPC is served over mTLS with them, re-read as they change;
+    /// unset: no gRPC server.
+    #[arg(long, env = "STOKER_AGENT_TLS_DIR")]
+    pub tls_dir: Option<PathBuf>,
+    /// Folder only the Pod's containers share, where the Kafka container's preStop hook
+    /// asks the agent to stop; unset: no preStop handshake.
+    #[arg(long, env = "STOKER_AGENT_CONTROL_DIR")]
+    pub control_dir: Option<PathBuf>,
     /// The JMX exporter's /metrics URL inside the Pod, re-exposed on the agent's
     /// /metrics; empty disables the pass-through.
     #[arg(long, env = "STOKER_AGENT_JMX_EXPORTER_URL", default_value = "")]

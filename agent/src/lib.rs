@@ -18,6 +18,7 @@ pub mod admin;
 pub mod args;
 pub mod broker;
 pub mod config;
+pub mod control;
 pub mod facts;
 pub mod grpc;
 pub mod guard;
@@ -270,6 +271,39 @@ async fn render_and_start(
     )))
 }
 
+/// Serves `stoker.agent.v1.Agent` on `addr` over mTLS with the files in `dir`
+/// ([`grpc::tls`]), every call checked to come from the coordinator.
+async fn serve_grpc(
+    addr: std::net::SocketAddr,
+    dir: std::path::PathBuf,
+    shared: Arc<Shared>,
+    token: CancellationToken,
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("failed to bind the gRPC server to {addr}: {e}"))?;
+    let tls = Arc::new(grpc::tls::Reloading::new(dir));
+    tokio::spawn(tls.clone().keep_current(token.clone()));
+    let (tx, rx) = tokio::sync::mpsc::channel(32);
+    tokio::spawn(
+        grpc::tls::accept(listener, tls, tx, token.clone()).instrument(info_span!("grpc")),
+    );
+    let service = stoker_proto::agent::v1::agent_server::AgentServer::with_interceptor(
+        grpc::server::AgentService::new(shared),
+        grpc::tls::require_coordinator,
+    );
+    info!(%addr, "gRPC server listening (mTLS; commands only from the coordinator)");
+    Ok(tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+                token.cancelled_owned(),
+            )
+            .instrument(info_span!("grpc")),
+    ))
+}
+
 async fn run_agent(a: ServeArgs, start: Start) -> anyhow::Result<()> {
     let jmx = (!a.jmx_exporter_url.is_empty()).then(|| JmxSource {
         url: a.jmx_exporter_url.clone(),
@@ -324,19 +358,23 @@ async fn run_agent(a: ServeArgs, start: Start) -> anyhow::Result<()> {
         });
     }
 
-    let grpc_addr = a.grpc_addr;
-    let grpc_token = token.clone();
-    let service = grpc::server::AgentService::new(shared.clone()).into_server();
-    let grpc_task = tokio::spawn(
-        async move {
-            info!(addr = %grpc_addr, "gRPC server listening");
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_shutdown(grpc_addr, grpc_token.cancelled_owned())
-                .await
+    let grpc_task = match &a.tls_dir {
+        Some(dir) => {
+            Some(serve_grpc(a.grpc_addr, dir.clone(), shared.clone(), token.clone()).await?)
         }
-        .instrument(info_span!("grpc")),
-    );
+        None => {
+            warn!(
+                "No --tls-dir: the gRPC server is off (it serves only over mTLS), so the coordinator's fast path to this broker is closed"
+            );
+            None
+        }
+    };
+    if let Some(dir) = a.control_dir.clone() {
+        info!(dir = %dir.display(), "preStop requests are taken from the Pod's control folder");
+        tokio::spawn(
+            control::serve(dir, shared.clone(), token.clone()).instrument(info_span!("control")),
+        );
+    }
     let observer = tokio::spawn(
         observe::run(shared.clone(), token.clone()).instrument(info_span!("observer")),
     );
@@ -349,7 +387,9 @@ async fn run_agent(a: ServeArgs, start: Start) -> anyhow::Result<()> {
     guard::release_stop_lock(&shared).await;
     token.cancel();
     observer.abort();
-    if let Ok(Err(e)) = grpc_task.await {
+    if let Some(task) = grpc_task
+        && let Ok(Err(e)) = task.await
+    {
         warn!(error = %error_chain(&e), "gRPC server ended with an error");
     }
     let _ = admin_task.await;

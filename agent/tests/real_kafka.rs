@@ -232,16 +232,14 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
     drop(prometheus);
 
     // Safe-to-stop follows the ISR (Strimzi's rule).
-    let mut grpc1 = AgentClient::connect(
-        kafka
-            .node(1)
-            .expect("b1")
-            .agent()
-            .expect("agent")
-            .grpc_url(),
-    )
-    .await
-    .expect("gRPC");
+    let mut grpc1 = kafka
+        .node(1)
+        .expect("b1")
+        .agent()
+        .expect("agent")
+        .grpc_client()
+        .await
+        .expect("gRPC over mTLS as the coordinator");
     let safe = grpc1
         .safe_to_stop(SafeToStopRequest {
             broker: broker(1),
@@ -452,9 +450,10 @@ async fn agents_render_probe_guard_reconfigure_and_stop_a_real_cluster() {
     };
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let b2 = kafka.node(2).expect("b2").agent().expect("agent").admin;
-    let prestop = http::get(b2, "/prestop").await.expect("preStop answers");
-    assert!(prestop.body.starts_with("safe to stop"), "{}", prestop.body);
+    let agent2 = kafka.node(2).expect("b2").agent().expect("agent");
+    let b2 = agent2.admin;
+    let prestop = agent2.prestop().await.expect("the preStop hook runs");
+    assert!(prestop.starts_with("safe to stop"), "{prestop}");
     let readyz = http::get(b2, "/readyz").await.expect("readyz");
     assert_eq!(
         readyz.status, 503,
@@ -633,7 +632,7 @@ async fn safe_to_stop_is_unsafe_while_a_topic_config_cannot_be_read() {
     assert!(created.iter().all(Result::is_ok), "{created:?}");
 
     let b1 = kafka.node(1).expect("broker 1").agent().expect("agent");
-    let mut grpc1 = AgentClient::connect(b1.grpc_url()).await.expect("gRPC");
+    let mut grpc1 = b1.grpc_client().await.expect("gRPC over mTLS");
     let ask = |mut c: AgentClient<tonic::transport::Channel>| async move {
         c.safe_to_stop(SafeToStopRequest {
             broker: broker(1),
@@ -690,8 +689,8 @@ async fn safe_to_stop_is_unsafe_while_a_topic_config_cannot_be_read() {
     );
 
     // The preStop wait holds the stop while the agent is blind...
-    let admin_addr = b1.admin;
-    let prestop = tokio::spawn(async move { http::get(admin_addr, "/prestop").await });
+    let control = b1.control_dir.clone();
+    let prestop = tokio::spawn(async move { stoker_testenv::agent::prestop_hook(&control).await });
     tokio::time::sleep(Duration::from_secs(5)).await;
     assert!(!prestop.is_finished(), "preStop let the broker stop blind");
     // ...and lets it go once the config is readable again.
@@ -700,13 +699,8 @@ async fn safe_to_stop_is_unsafe_while_a_topic_config_cannot_be_read() {
         .await
         .expect("preStop answers once it can see")
         .expect("the task ran")
-        .expect("an HTTP answer");
-    assert_eq!(answer.status, 200);
-    assert!(
-        answer.body.starts_with("safe to stop after"),
-        "{}",
-        answer.body
-    );
+        .expect("the hook ran");
+    assert!(answer.starts_with("safe to stop after"), "{answer}");
     let _ = grpc1
         .get_status(GetStatusRequest { broker: broker(1) })
         .await

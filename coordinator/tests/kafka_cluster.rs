@@ -144,14 +144,17 @@ async fn the_controller_builds_changes_and_removes_brokers_on_a_real_api_server(
             .and_then(|h| h.path.as_deref()),
         Some("/startupz")
     );
-    assert_eq!(
+    assert!(
         kafka0
             .lifecycle
             .as_ref()
             .and_then(|l| l.pre_stop.as_ref())
-            .and_then(|p| p.http_get.as_ref())
-            .and_then(|h| h.path.as_deref()),
-        Some("/prestop")
+            .and_then(|p| p.exec.as_ref())
+            .and_then(|e| e.command.as_ref())
+            .is_some_and(|c| c
+                .join(" ")
+                .contains("/var/run/stoker-control/prestop.request")),
+        "Kafka's preStop asks the agent through the Pod's control folder"
     );
     assert_eq!(
         spec0.service_account_name.as_deref(),

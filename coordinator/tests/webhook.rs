@@ -130,9 +130,20 @@ async fn the_api_server_injects_the_agent_through_the_coordinators_webhook_over_
             .lifecycle
             .as_ref()
             .and_then(|l| l.pre_stop.as_ref())
-            .and_then(|h| h.http_get.as_ref())
-            .is_some_and(|g| g.path.as_deref() == Some("/prestop")),
+            .and_then(|h| h.exec.as_ref())
+            .and_then(|e| e.command.as_ref())
+            .is_some_and(|c| c
+                .join(" ")
+                .contains("/var/run/stoker-control/prestop.request")),
         "Kafka's preStop is the agent's safety wait"
+    );
+    assert!(
+        kafka
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == "/var/run/stoker-control"),
+        "Kafka shares the control folder with the agent"
     );
     assert!(kafka.readiness_probe.is_some());
     let configured = configs.get(CONFIGURATION).await.expect("configuration");

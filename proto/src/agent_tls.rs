@@ -20,6 +20,12 @@ pub const CA_KEY_FILE: &str = "ca.key";
 /// The DNS name in the coordinator's client certificate.
 pub const COORDINATOR_NAME: &str = "coordinator.agents.stoker.io";
 
+/// The common name of a cluster's agent CA: what every certificate it signs names as
+/// its issuer (so it is fixed by the cluster, and the stored key alone signs again).
+pub fn ca_common_name(cluster: &str, namespace: &str) -> String {
+    format!("stoker-agent-ca.{cluster}.{namespace}")
+}
+
 /// The DNS name in broker `broker_id`'s agent certificate: the coordinator connects to
 /// the Pod's address and expects exactly this name, so a certificate of another broker
 /// (or another cluster) is refused even though the same CA signed it.

@@ -17,6 +17,7 @@ pub mod agent {
 pub mod agent_tls;
 #[cfg(feature = "pki")]
 pub mod pki;
+pub mod prestop;
 
 use sha2::{Digest, Sha256};
 

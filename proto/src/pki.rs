@@ -56,8 +56,8 @@ pub struct Leaf {
 }
 
 fn ca_params(common_name: &str) -> Result<CertificateParams, IssueError> {
-    let mut params =
-        CertificateParams::new(Vec::<String>::new()).map_err(failed(format!("CA {common_name}")))?;
+    let mut params = CertificateParams::new(Vec::<String>::new())
+        .map_err(failed(format!("CA {common_name}")))?;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
     params
         .distinguished_name
@@ -97,7 +97,8 @@ pub fn issue_leaf(
     validity: Duration,
 ) -> Result<Leaf, IssueError> {
     let first = names.first().cloned().unwrap_or_default();
-    let signer = KeyPair::from_pem(&ca.key).map_err(failed(format!("CA {} key", ca.common_name)))?;
+    let signer =
+        KeyPair::from_pem(&ca.key).map_err(failed(format!("CA {} key", ca.common_name)))?;
     let issuer = Issuer::new(ca_params(&ca.common_name)?, signer);
     let key = KeyPair::generate().map_err(failed(format!("key for {first}")))?;
     let mut params =

@@ -119,6 +119,24 @@ pub async fn spawn(
             .map_err(|e| Error::Other(format!("serialise desired config: {e}")))?,
     )?;
     let out_dir = work.subdir(&format!("node-{id}/rendered"))?;
+    let control_dir = work.subdir(&format!("node-{id}/control"))?;
+    // The cluster's agent CA (one per work folder), and this agent's certificate.
+    let broker = doc.broker.clone().unwrap_or_default();
+    let ca = crate::agent_tls::ca_in(
+        &work.path().join("agent-ca"),
+        &broker.cluster,
+        &broker.namespace,
+    )?;
+    let tls_dir = crate::agent_tls::agent_dir(&work.path().join(format!("node-{id}")), id);
+    crate::agent_tls::write_agent_files(
+        &ca,
+        &tls_dir,
+        &stoker_proto::agent_tls::agent_name(&broker.cluster, &broker.namespace, id),
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(1),
+    )?;
+    let coordinator =
+        crate::agent_tls::Caller::coordinator(&ca, &broker.cluster, &broker.namespace, id)?;
     let admin = SocketAddr::from((addr, AGENT_ADMIN_PORT));
     let grpc = SocketAddr::from((addr, AGENT_GRPC_PORT));
     let mut cmd = Command::new(agent_bin);
@@ -127,6 +145,8 @@ pub async fn spawn(
         .env("STOKER_AGENT_GRPC_ADDR", grpc.to_string())
         .env("STOKER_AGENT_DESIRED_CONFIG", &desired)
         .env("STOKER_AGENT_OUTPUT_DIR", &out_dir)
+        .env("STOKER_AGENT_TLS_DIR", &tls_dir)
+        .env("STOKER_AGENT_CONTROL_DIR", &control_dir)
         .env("STOKER_AGENT_SHUTDOWN_TIMEOUT", "60s")
         .env("POD_NAME", format!("kafka-{id}"))
         .env("POD_NAMESPACE", TEST_NAMESPACE)
@@ -162,7 +182,27 @@ pub async fn spawn(
     )
     .await?;
     let readyz = http::get(admin, "/readyz").await.ok().map(|r| r.status);
-    let mut handle = AgentHandle::new(process, desired, out_dir, admin, grpc);
+    let mut handle = AgentHandle::new(
+        process,
+        desired,
+        out_dir,
+        (admin, grpc),
+        (tls_dir, control_dir),
+        coordinator,
+    );
     handle.readyz_before_kafka = readyz;
     Ok(handle)
+}
+
+/// Runs the Kafka container's preStop hook on `control_dir` as the kubelet would (the
+/// very command the coordinator puts in the Pod) and returns what the agent answered.
+pub async fn prestop_hook(control_dir: &Path) -> Result<String, Error> {
+    let dir = control_dir.display().to_string();
+    let cmd = stoker_proto::prestop::hook_command(&dir, 120);
+    let out = tokio::process::Command::new(&cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .await
+        .map_err(|e| Error::Other(format!("failed to run the preStop hook: {e}")))?;
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

@@ -85,6 +85,12 @@ pub struct AgentHandle {
     pub grpc: std::net::SocketAddr,
     /// What its /readyz answered after it rendered, before Kafka was started.
     pub readyz_before_kafka: Option<u16>,
+    /// Its mTLS files (`tls.crt`, `tls.key`, `ca.crt`).
+    pub tls_dir: PathBuf,
+    /// The folder its preStop handshake runs through.
+    pub control_dir: PathBuf,
+    /// The coordinator as it calls this agent.
+    pub coordinator: crate::agent_tls::Caller,
 }
 
 impl AgentHandle {
@@ -93,8 +99,9 @@ impl AgentHandle {
         process: ManagedProcess,
         desired_config: PathBuf,
         out_dir: PathBuf,
-        admin: std::net::SocketAddr,
-        grpc: std::net::SocketAddr,
+        (admin, grpc): (std::net::SocketAddr, std::net::SocketAddr),
+        (tls_dir, control_dir): (PathBuf, PathBuf),
+        coordinator: crate::agent_tls::Caller,
     ) -> Self {
         Self {
             process,
@@ -103,17 +110,29 @@ impl AgentHandle {
             admin,
             grpc,
             readyz_before_kafka: None,
+            tls_dir,
+            control_dir,
+            coordinator,
         }
+    }
+
+    /// A gRPC client of the agent, connected as the coordinator (mTLS).
+    pub async fn grpc_client(
+        &self,
+    ) -> Result<stoker_proto::agent::v1::agent_client::AgentClient<tonic::transport::Channel>, Error>
+    {
+        crate::agent_tls::client(self.grpc, &self.coordinator).await
+    }
+
+    /// Runs the Kafka container's preStop hook as the kubelet would (the same command)
+    /// and returns what the agent answered.
+    pub async fn prestop(&self) -> Result<String, Error> {
+        crate::agent::prestop_hook(&self.control_dir).await
     }
 
     /// The agent's process.
     pub fn process(&mut self) -> &mut ManagedProcess {
         &mut self.process
-    }
-
-    /// `http://addr:8081`, for a tonic client.
-    pub fn grpc_url(&self) -> String {
-        format!("http://{}", self.grpc)
     }
 }
 

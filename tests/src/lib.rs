@@ -17,6 +17,7 @@
 //! loudly, they never skip.
 
 pub mod agent;
+pub mod agent_tls;
 pub mod chart;
 pub mod control_plane;
 pub mod cruise_control;

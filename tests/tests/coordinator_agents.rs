@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::{
     Api, ResourceExt,
     api::{Patch, PatchParams, PostParams},
@@ -19,9 +19,17 @@ use rdkafka::{
     client::DefaultClientContext,
 };
 use stoker_coordinator::{context::Context, crd::v1alpha1::KafkaCluster as KafkaClusterResource};
+use stoker_proto::{
+    agent::v1::{BrokerRef, PrepareShutdownRequest},
+    agent_tls::agent_name,
+    pki::Ca,
+};
 use stoker_testenv::{
-    KafkaCluster, KubeEnv, agent::TEST_NAMESPACE, control_plane::ControlPlaneOptions,
-    workspace_binary,
+    KafkaCluster, KubeEnv,
+    agent::TEST_NAMESPACE,
+    agent_tls::{self, Caller},
+    control_plane::ControlPlaneOptions,
+    http, workspace_binary,
 };
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +92,18 @@ async fn the_coordinator_reads_agent_status_and_applies_dynamic_config_live() {
         )
         .await
         .expect("cluster id");
+
+    // The agents were given certificates by the cluster's agent CA; the coordinator finds
+    // that CA in its Secret (it never replaces one it finds) and signs itself from it.
+    let ca = agent_tls::ca_in(&kafka.work_dir().join("agent-ca"), "kafka", TEST_NAMESPACE)
+        .expect("the agents' CA");
+    Api::<Secret>::namespaced(client.clone(), TEST_NAMESPACE)
+        .create(
+            &PostParams::default(),
+            &agent_tls::ca_secret(&ca, "kafka", TEST_NAMESPACE),
+        )
+        .await
+        .expect("the CA Secret");
 
     let token = CancellationToken::new();
     let ctx = Context::new(
@@ -199,6 +219,68 @@ async fn the_coordinator_reads_agent_status_and_applies_dynamic_config_live() {
     }
     let _ = clusters.get("kafka").await.expect("get").name_any();
 
+    // The coordinator issued the brokers' agent certificates from that CA.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), TEST_NAMESPACE);
+    for id in [1, 2, 3, 100] {
+        let s = secrets
+            .get(&format!("kafka-agent-{id}-tls"))
+            .await
+            .expect("a broker's agent Secret");
+        let data = s.data.expect("data");
+        assert_eq!(
+            data.get("ca.crt").map(|b| b.0.clone()),
+            Some(ca.cert.clone().into_bytes())
+        );
+    }
+
+    only_the_coordinator_commands_an_agent(&kafka, &ca).await;
+    assert_eq!(
+        kafka.node(1).expect("broker 1").process_id(),
+        pid_before,
+        "no broker restarted"
+    );
+
     token.cancel();
     let _ = controller.await;
+}
+
+/// From another address, nothing on an agent's HTTP port stops its broker (the old
+/// shutdown endpoints are gone), and a serving broker stays ready; its gRPC port does
+/// not take the call of a client that is not the coordinator. (Every refusal and the
+/// live rotation are in the agent's `control_surface` test.)
+async fn only_the_coordinator_commands_an_agent(kafka: &KafkaCluster, ca: &Ca) {
+    let agent1 = kafka.node(1).expect("broker 1").agent().expect("agent 1");
+    for (method, path) in [("POST", "/prepare-shutdown"), ("GET", "/prestop")] {
+        let r = http::request(agent1.admin, method, path, None)
+            .await
+            .expect("the admin port answers");
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+    }
+    let stranger = Caller {
+        trusts: ca.cert.clone(),
+        identity: None,
+        expects: agent_name("kafka", TEST_NAMESPACE, 1),
+    };
+    let call = async {
+        let mut c = agent_tls::client(agent1.grpc, &stranger).await?;
+        c.prepare_shutdown(PrepareShutdownRequest {
+            broker: Some(BrokerRef {
+                cluster: "kafka".into(),
+                namespace: TEST_NAMESPACE.into(),
+                broker_id: 1,
+            }),
+        })
+        .await
+        .map_err(|s| stoker_testenv::Error::Other(s.to_string()))
+    };
+    assert!(
+        call.await.is_err(),
+        "a client without a certificate was served"
+    );
+    let ready = http::get(agent1.admin, "/readyz").await.expect("readyz");
+    assert_eq!(
+        ready.status, 200,
+        "broker 1 stays in service: {}",
+        ready.body
+    );
 }

@@ -9,9 +9,9 @@
 //! - `GET /healthz`: every check, its result and why, as JSON.
 //! - `GET /metrics`: Prometheus text: the agent's registry plus the last sample of the
 //!   JMX exporter's series, re-labelled (sampled in the background, never on a scrape).
-//! - `GET /prestop`: the Kafka container's preStop hook: turns not-ready and waits,
-//!   bounded, until stopping is safe.
-//! - `POST /prepare-shutdown`: turns not-ready.
+//!
+//! Nothing here changes the broker: stopping is asked from inside the Pod
+//! ([`crate::control`]) or by the coordinator over mTLS ([`crate::grpc`]).
 
 pub mod jmx;
 pub mod metrics;
@@ -23,10 +23,10 @@ use axum::{
     extract::State,
     http::{StatusCode, header},
     response::IntoResponse,
-    routing::{get, post},
+    routing::get,
 };
 
-use crate::{guard, state::Shared};
+use crate::state::Shared;
 
 /// Builds the router.
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -36,8 +36,6 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/prestop", get(prestop).post(prestop))
-        .route("/prepare-shutdown", post(prepare_shutdown))
         .with_state(shared)
 }
 
@@ -107,17 +105,6 @@ async fn metrics(State(shared): State<Arc<Shared>>) -> impl IntoResponse {
     )
 }
 
-async fn prepare_shutdown(State(shared): State<Arc<Shared>>) -> &'static str {
-    shared.begin_shutdown("prepare-shutdown requested");
-    "not ready\n"
-}
-
-/// The Kafka container's preStop hook ([`guard::prestop`]). Always answers 200 so the
-/// kubelet proceeds to SIGTERM; the body and the log say whether the stop was safe.
-async fn prestop(State(shared): State<Arc<Shared>>) -> String {
-    guard::prestop(&shared).await
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -168,19 +155,25 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn prepare_shutdown_latches_not_ready() {
+    async fn nothing_on_the_network_stops_the_broker() {
         let shared = Arc::new(Shared::new(Duration::from_secs(1), None));
-        let resp = router(shared.clone())
-            .oneshot(
-                axum::http::Request::post("/prepare-shutdown")
-                    .body(axum::body::Body::empty())
-                    .expect("request"),
-            )
-            .await
-            .expect("answers");
-        assert_eq!(resp.status(), StatusCode::OK);
-        assert!(shared.shutting_down());
-        let (_, body) = get(&shared, "/readyz").await;
-        assert!(body.contains("shutting down"), "{body}");
+        for (method, path) in [
+            ("POST", "/prepare-shutdown"),
+            ("GET", "/prestop"),
+            ("POST", "/prestop"),
+        ] {
+            let resp = router(shared.clone())
+                .oneshot(
+                    axum::http::Request::builder()
+                        .method(method)
+                        .uri(path)
+                        .body(axum::body::Body::empty())
+                        .expect("request"),
+                )
+                .await
+                .expect("answers");
+            assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{method} {path}");
+        }
+        assert!(!shared.shutting_down());
     }
 }

@@ -3,3 +3,4 @@
 //! prepare-shutdown. Never a start-up dependency: brokers start from the ConfigMap.
 
 pub mod server;
+pub mod tls;

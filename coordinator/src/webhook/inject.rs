@@ -15,7 +15,8 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use serde_json::{Value, json};
 
 use crate::controller::kafka_cluster::build::agent::{
-    AGENT_CONTAINER, agent_container, env, kafka_prestop, kafka_readiness_probe,
+    AGENT_CONTAINER, agent_container, control_mount, control_volume, env, kafka_prestop,
+    kafka_readiness_probe,
 };
 
 /// The label a Pod asks for the agent with.
@@ -170,7 +171,26 @@ fn patch(pod: &Pod, image: &str, labels: &BTreeMap<String, String>) -> Result<Ve
     } else {
         ops.push(json!({"op": "add", "path": "/spec/initContainers/0", "value": agent}));
     }
-    let pre_stop = kafka_prestop().pre_stop;
+    // The control folder the preStop hook asks the agent through, in both containers.
+    if spec.volumes.is_none() {
+        ops.push(json!({"op": "add", "path": "/spec/volumes", "value": [control_volume()]}));
+    } else {
+        ops.push(json!({"op": "add", "path": "/spec/volumes/-", "value": control_volume()}));
+    }
+    if kafka.volume_mounts.is_none() {
+        ops.push(json!({
+            "op": "add",
+            "path": format!("/spec/containers/{index}/volumeMounts"),
+            "value": [control_mount()],
+        }));
+    } else {
+        ops.push(json!({
+            "op": "add",
+            "path": format!("/spec/containers/{index}/volumeMounts/-"),
+            "value": control_mount(),
+        }));
+    }
+    let pre_stop = kafka_prestop(grace).pre_stop;
     if kafka.lifecycle.is_some() {
         // Beside what else its lifecycle has (a postStart hook).
         ops.push(json!({
@@ -317,7 +337,7 @@ mod tests {
             }
         }
         let mut own_hook = pod(KAFKA);
-        own_hook.spec.as_mut().expect("spec").containers[0].lifecycle = Some(kafka_prestop());
+        own_hook.spec.as_mut().expect("spec").containers[0].lifecycle = Some(kafka_prestop(30));
         assert!(
             matches!(inject(&own_hook, "a"), Injection::Denied(w) if w.contains("its own preStop hook"))
         );

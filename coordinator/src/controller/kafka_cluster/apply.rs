@@ -9,7 +9,9 @@
 use std::fmt::Debug;
 
 use futures::future::join_all;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::{
     apps::v1::Deployment,
     coordination::v1::Lease,
@@ -21,12 +23,15 @@ use kube::{
     api::{DeleteParams, Patch, PatchParams, PostParams},
 };
 use serde::{Serialize, de::DeserializeOwned};
-use stoker_proto::agent::v1::BrokerRef;
+use stoker_proto::{agent::v1::BrokerRef, pki::Ca};
 use tracing::{info, warn};
 
 use super::{
     Error, State,
-    build::FIELD_MANAGER,
+    build::{
+        FIELD_MANAGER,
+        agent_tls::{self, TlsPlan},
+    },
     dereference::{Kind, ObjectKey},
     plan::{Object, Plan, Write},
 };
@@ -59,6 +64,74 @@ fn kube_err<'a>(
         name: key.name.clone(),
         source,
     }
+}
+
+/// Carries out the agents' mTLS part of the plan: a CA when there is none (never one
+/// over another: a CA someone else just made is read back), each broker certificate
+/// due, and the Secrets of brokers gone. Returns the CA in force.
+async fn agent_tls(state: &State, ns: &str, tls: &TlsPlan) -> Result<Option<Ca>, Error> {
+    if tls.is_empty() {
+        return Ok(tls.ca.clone());
+    }
+    let api: Api<Secret> = Api::namespaced(state.ctx.client.clone(), ns);
+    let err = |action: &'static str, name: &str| {
+        let name = name.to_owned();
+        move |source| Error::Kube {
+            action,
+            kind: "Secret",
+            name,
+            source,
+        }
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let ca = match (&tls.ca, tls.new_ca) {
+        (Some(ca), _) => ca.clone(),
+        (None, why) => {
+            let (ca, secret) = agent_tls::issue_ca(&tls.meta, now).map_err(Error::Issue)?;
+            let name = agent_tls::ca_secret_name(&tls.meta.name);
+            match api.create(&PostParams::default(), &secret).await {
+                Ok(_) => {
+                    info!(secret = %name, why = why.unwrap_or_default(), "Issued the cluster's agent CA");
+                    ca
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => {
+                    let stored = api.get(&name).await.map_err(err("get", &name))?;
+                    agent_tls::AgentTlsView::read(&tls.meta.name, ns, [&stored])
+                        .ca
+                        .ok_or_else(|| Error::Kube {
+                            action: "read",
+                            kind: "Secret",
+                            name: name.clone(),
+                            source: kube::Error::Api(e),
+                        })?
+                }
+                Err(e) => return Err(err("create", &name)(e)),
+            }
+        }
+    };
+    for (&id, why) in &tls.issue {
+        let secret = agent_tls::issue_broker(&tls.meta, &ca, id, now).map_err(Error::Issue)?;
+        let name = agent_tls::broker_secret_name(&tls.meta.name, id);
+        api.patch(
+            &name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .map_err(err("apply", &name))?;
+        info!(broker_id = id, secret = %name, why = %why, "Issued the agent's certificate");
+    }
+    for &id in &tls.delete {
+        let name = agent_tls::broker_secret_name(&tls.meta.name, id);
+        match api.delete(&name, &DeleteParams::default()).await {
+            Ok(_) => {
+                info!(broker_id = id, secret = %name, "Deleted the agent certificate of a broker gone")
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(err("delete", &name)(e)),
+        }
+    }
+    Ok(Some(ca))
 }
 
 /// Server-side applies `obj`: an update only when the API server's resourceVersion
@@ -178,6 +251,7 @@ pub async fn run(kc: &KafkaCluster, state: &State, plan: Plan) -> Result<(), Err
     let ns = kc.namespace().unwrap_or_default();
     let publish = |note: Note| resource_status::publish(&state.ctx.recorder, kc, note);
 
+    let agent_ca = agent_tls(state, &ns, &plan.agent_tls).await?;
     let mut changes = Vec::new();
     for w in plan.writes {
         match write(state, &ns, w).await? {
@@ -215,6 +289,7 @@ pub async fn run(kc: &KafkaCluster, state: &State, plan: Plan) -> Result<(), Err
     // Live reconfiguration, every agent at once: dynamic keys apply without a restart,
     // the rest waits for one (the next pass reads it from the agents' reports).
     let name = kc.name_any();
+    let agent_ca = agent_ca.as_ref();
     let outcomes = join_all(plan.reconfigure.iter().map(|r| {
         let broker = BrokerRef {
             cluster: name.clone(),
@@ -227,7 +302,7 @@ pub async fn run(kc: &KafkaCluster, state: &State, plan: Plan) -> Result<(), Err
                 state
                     .ctx
                     .agents
-                    .reconfigure(&r.addr, &broker, &r.desired)
+                    .reconfigure(agent_ca, &r.addr, &broker, &r.desired)
                     .await,
             )
         }

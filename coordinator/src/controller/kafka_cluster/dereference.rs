@@ -15,7 +15,7 @@ use futures::future::join_all;
 use k8s_openapi::api::{
     apps::v1::Deployment,
     coordination::v1::Lease,
-    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service, ServiceAccount},
+    core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, Service, ServiceAccount},
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
@@ -26,7 +26,10 @@ use kube::{
 use stoker_proto::agent::v1::{BrokerRef, BrokerStatus, DescribeReplicasResponse};
 
 use super::{
-    build::{AGENT_GRPC_PORT, ANNOTATION_SPEC_HASH, LABEL_BROKER_ID, LABEL_CLUSTER},
+    build::{
+        AGENT_GRPC_PORT, ANNOTATION_SPEC_HASH, LABEL_BROKER_ID, LABEL_CLUSTER,
+        agent_tls::AgentTlsView,
+    },
     claims::{ClaimView, Refusal},
     roll::{StopQuestion, Verdict},
     validate::ValidatedCluster,
@@ -274,10 +277,14 @@ pub struct Observed {
     pub rebalances: BTreeMap<String, RebalanceView>,
     /// The cluster's Cruise Control, when the spec has one: where, and what it said.
     pub cruise_control: Option<CruiseControlView>,
+    /// The agents' mTLS Secrets: the CA every call to an agent is made with.
+    pub agent_tls: AgentTlsView,
     /// A new KRaft cluster id, used only when status has none.
     pub fresh_cluster_id: String,
     /// Now, RFC 3339.
     pub now: String,
+    /// Now, Unix seconds.
+    pub now_unix: i64,
 }
 
 /// The brokers on their way out of the cluster, whose agents must show they hold
@@ -353,6 +360,8 @@ pub struct OwnedStores {
     pub cruise_control_pods: Store<Pod>,
     /// KafkaRebalances the controller created for scaling.
     pub rebalances: Store<KafkaRebalance>,
+    /// The agents' mTLS Secrets (CA and per-broker certificates).
+    pub agent_tls: Store<Secret>,
 }
 
 impl OwnedStores {
@@ -370,6 +379,7 @@ impl OwnedStores {
             self.deployments.wait_until_ready(),
             self.rebalances.wait_until_ready(),
             self.cruise_control_pods.wait_until_ready(),
+            self.agent_tls.wait_until_ready(),
         );
         ready.0.is_ok()
             && ready.1.is_ok()
@@ -382,6 +392,7 @@ impl OwnedStores {
             && ready.8.is_ok()
             && ready.9.is_ok()
             && ready.10.is_ok()
+            && ready.11.is_ok()
             && self.agent_rbac_ready().await
     }
 
@@ -617,6 +628,16 @@ pub async fn observe(
         }
     }
 
+    let agent_tls_secrets = stores.agent_tls.state();
+    let agent_tls = AgentTlsView::read(
+        &name,
+        &namespace,
+        agent_tls_secrets
+            .iter()
+            .filter(|s| in_ns(s.namespace()) && ours(s.labels()))
+            .map(AsRef::as_ref),
+    );
+    let ca = agent_tls.ca.as_ref();
     let reports = join_all(cluster.brokers.keys().filter_map(|id| {
         let pod = pods.get(id).filter(|p| p.running())?;
         let addr = pod.agent_addr()?;
@@ -627,7 +648,7 @@ pub async fn observe(
         };
         Some(async move {
             let report =
-                match tokio::time::timeout(AGENT_STATUS_TIMEOUT, agents.status(&addr, &broker))
+                match tokio::time::timeout(AGENT_STATUS_TIMEOUT, agents.status(ca, &addr, &broker))
                     .await
                 {
                     Ok(Ok(s)) => AgentReport::Status(s),
@@ -671,7 +692,7 @@ pub async fn observe(
                 None => Err("its Pod is not running".to_owned()),
                 Some(addr) => match tokio::time::timeout(
                     SAFE_TO_STOP_TIMEOUT,
-                    agents.describe_replicas(&addr, &broker),
+                    agents.describe_replicas(ca, &addr, &broker),
                 )
                 .await
                 {
@@ -751,8 +772,10 @@ pub async fn observe(
         replicas,
         rebalances,
         cruise_control,
+        agent_tls,
         fresh_cluster_id: super::new_cluster_id(),
         now: crate::controller::conditions::now(),
+        now_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
     }
 }
 
@@ -781,7 +804,12 @@ pub async fn ask_safe_to_stop(
     };
     match tokio::time::timeout(
         SAFE_TO_STOP_TIMEOUT,
-        agents.safe_to_stop(&addr, &broker, &question.with),
+        agents.safe_to_stop(
+            observed.agent_tls.ca.as_ref(),
+            &addr,
+            &broker,
+            &question.with,
+        ),
     )
     .await
     {

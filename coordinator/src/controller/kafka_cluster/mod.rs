@@ -85,6 +85,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The agents' mTLS material could not be issued.
+    #[error("failed to issue the agents' mTLS material")]
+    Issue(#[source] stoker_proto::pki::IssueError),
     /// The caches of owned objects were not filled in time.
     #[error("failed to fill the caches of owned objects within {0:?}")]
     Caches(Duration),
@@ -103,6 +106,7 @@ impl ReconcileError for Error {
                 _ => "status",
             },
             Self::Caches(_) => "cache",
+            Self::Issue(_) => "tls",
             Self::Finalizer(_) => "finalizer",
         }
     }

@@ -180,6 +180,8 @@ pub struct Restart {
 pub struct Plan {
     /// The status to record (written only when it differs from the previous one).
     pub status: KafkaClusterStatus,
+    /// The agents' mTLS material to issue (before any Pod that mounts it).
+    pub agent_tls: build::agent_tls::TlsPlan,
     /// Objects to write, in order: accounts and RBAC, Services (brokers advertise and
     /// find the voters through their names), then each broker's ConfigMap, PVCs and
     /// Pod, then the PodDisruptionBudget.
@@ -209,6 +211,7 @@ impl Plan {
     fn only_status(status: KafkaClusterStatus, events: Vec<Note>, requeue: Duration) -> Self {
         Self {
             status,
+            agent_tls: build::agent_tls::TlsPlan::default(),
             writes: Vec::new(),
             removals: Vec::new(),
             deletes: Vec::new(),
@@ -733,8 +736,10 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
     } else {
         RESYNC
     };
+    let ids: std::collections::BTreeSet<i32> = cluster.brokers.keys().copied().collect();
     Plan {
         status,
+        agent_tls: build::agent_tls::plan(&meta, &ids, &observed.agent_tls, observed.now_unix),
         writes: w.out,
         removals,
         deletes: scaled.delete.into_iter().chain(disked.delete).collect(),
@@ -888,6 +893,8 @@ mod tests {
             cruise_control: None,
             fresh_cluster_id: "BBBBBBBBBBBBBBBBBBBBBB".into(),
             now: "2026-12-02T00:00:00Z".into(),
+            now_unix: 1_796_169_600,
+            agent_tls: Default::default(),
         }
     }
 

@@ -7,7 +7,7 @@ use k8s_openapi::api::{
     apps::v1::Deployment,
     coordination::v1::Lease,
     core::v1::{
-        ConfigMap, Container, PersistentVolumeClaim, Pod, PodSpec, Service, ServiceAccount,
+        ConfigMap, Container, PersistentVolumeClaim, Pod, PodSpec, Secret, Service, ServiceAccount,
     },
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
@@ -187,6 +187,21 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
     })
     .reflect(writer)
     .touched_objects();
+    // The agents' mTLS Secrets only (by their component label): a deleted one is
+    // issued again at once.
+    let (agent_tls, writer) = reflector::store();
+    let secret_events = watcher(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels(&format!(
+            "{}={}",
+            super::build::agent_tls::LABEL_COMPONENT,
+            super::build::agent_tls::COMPONENT
+        )),
+    )
+    .default_backoff()
+    .modify(slim)
+    .reflect(writer)
+    .touched_objects();
     let (rebalances, writer) = reflector::store();
     let rebalance_events = watcher(Api::<KafkaRebalance>::all(client.clone()), labelled.clone())
         .default_backoff()
@@ -209,12 +224,14 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
         deployments,
         rebalances,
         cruise_control_pods,
+        agent_tls,
     };
     let controller = Controller::new(Api::<KafkaCluster>::all(client), watcher::Config::default())
         .owns_stream(pod_events)
         .owns_stream(deployment_events)
         .owns_stream(rebalance_events)
         .owns_stream(cm_events)
+        .owns_stream(secret_events)
         .owns_stream(svc_events)
         .owns_stream(sa_events)
         .owns_stream(pdb_events)

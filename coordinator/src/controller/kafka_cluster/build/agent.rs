@@ -5,10 +5,11 @@
 
 use k8s_openapi::{
     api::core::v1::{
-        Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, Lifecycle, LifecycleHandler,
-        ObjectFieldSelector, Probe, VolumeMount,
+        Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+        HTTPGetAction, Lifecycle, LifecycleHandler, ObjectFieldSelector, Probe, Volume,
+        VolumeMount,
     },
-    apimachinery::pkg::util::intstr::IntOrString,
+    apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
 
 use super::{AGENT_ADMIN_PORT, AGENT_GRPC_PORT, security};
@@ -74,15 +75,42 @@ pub fn kafka_readiness_probe() -> Probe {
     http_probe("/readyz", 5, 3)
 }
 
-/// The Kafka container's preStop hook: the agent holds the stop until no partition
-/// would fall below `min.insync.replicas`.
-pub fn kafka_prestop() -> Lifecycle {
+/// Where the agent and the Kafka container share their control folder.
+pub const CONTROL_DIR: &str = "/var/run/stoker-control";
+/// The Pod volume of that folder (an `emptyDir`: only the Pod's containers see it).
+pub const CONTROL_VOLUME: &str = "stoker-control";
+
+/// The control folder's volume.
+pub fn control_volume() -> Volume {
+    Volume {
+        name: CONTROL_VOLUME.into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            medium: Some("Memory".into()),
+            size_limit: Some(Quantity("1Mi".into())),
+        }),
+        ..Volume::default()
+    }
+}
+
+/// A container's mount of the control folder.
+pub fn control_mount() -> VolumeMount {
+    VolumeMount {
+        name: CONTROL_VOLUME.into(),
+        mount_path: CONTROL_DIR.into(),
+        ..VolumeMount::default()
+    }
+}
+
+/// The Kafka container's preStop hook: it asks the agent through the Pod's control
+/// folder ([`stoker_proto::prestop`]) and waits while the agent holds the stop until no
+/// partition would fall below `min.insync.replicas`, at most the Pod's grace period.
+/// An exec hook, so no port of the Pod can ask a broker to stop.
+pub fn kafka_prestop(grace_seconds: i64) -> Lifecycle {
+    let max = u32::try_from(grace_seconds.max(1)).unwrap_or(u32::MAX);
     Lifecycle {
         pre_stop: Some(LifecycleHandler {
-            http_get: Some(HTTPGetAction {
-                path: Some("/prestop".into()),
-                port: IntOrString::Int(AGENT_ADMIN_PORT),
-                ..HTTPGetAction::default()
+            exec: Some(ExecAction {
+                command: Some(stoker_proto::prestop::hook_command(CONTROL_DIR, max)),
             }),
             ..LifecycleHandler::default()
         }),
@@ -110,6 +138,7 @@ pub fn agent_container(
             "STOKER_AGENT_GRPC_ADDR",
             format!("$(POD_IP):{AGENT_GRPC_PORT}"),
         ),
+        env("STOKER_AGENT_CONTROL_DIR", CONTROL_DIR),
         env(
             "STOKER_AGENT_SHUTDOWN_TIMEOUT",
             format!(
@@ -141,7 +170,7 @@ pub fn agent_container(
                 ..ContainerPort::default()
             },
         ]),
-        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        volume_mounts: Some(std::iter::once(control_mount()).chain(mounts).collect()),
         // It writes only to volumes.
         security_context: Some(security::restricted_container(
             Some(security::AGENT_UID),
@@ -179,6 +208,19 @@ mod tests {
             Some("Always"),
             "a native sidecar"
         );
-        assert!(c.volume_mounts.is_none());
+        assert_eq!(
+            c.volume_mounts,
+            Some(vec![control_mount()]),
+            "only the control folder, unless asked"
+        );
+    }
+
+    #[test]
+    fn the_prestop_hook_is_an_exec_bounded_by_the_grace_period() {
+        let hook = kafka_prestop(45).pre_stop.expect("a preStop hook");
+        assert!(hook.http_get.is_none(), "no port asks a broker to stop");
+        let cmd = hook.exec.and_then(|e| e.command).expect("a command");
+        assert!(cmd[2].contains(CONTROL_DIR), "{cmd:?}");
+        assert!(cmd[2].contains("-lt 225 ]"), "45 s in 0.2 s ticks: {cmd:?}");
     }
 }

@@ -3,6 +3,7 @@
 //! cluster (Services, PodDisruptionBudget, the JMX exporter's rules, Cruise Control). No I/O; `apply` writes what they return.
 
 pub mod agent;
+pub mod agent_tls;
 pub mod config;
 pub mod cruise_control;
 pub mod jmx_exporter;
@@ -50,7 +51,7 @@ pub const KAFKA_HOME: &str = "/opt/kafka";
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 /// What every builder needs to know about the cluster resource.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ClusterMeta {
     /// The KafkaCluster's name.
     pub name: String,

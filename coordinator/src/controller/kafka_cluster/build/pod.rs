@@ -16,8 +16,11 @@ use k8s_openapi::{
 use super::{
     ANNOTATION_MOUNT_PATH, ClusterMeta, DESIRED_CONFIG_DIR, KAFKA_HOME, LABEL_CLUSTER,
     RENDERED_DIR,
-    agent::{agent_container, downward_env, env, kafka_prestop, kafka_readiness_probe},
-    broker_labels, broker_name,
+    agent::{
+        agent_container, control_mount, control_volume, downward_env, env, kafka_prestop,
+        kafka_readiness_probe,
+    },
+    agent_tls, broker_labels, broker_name,
     config::DESIRED_CONFIG_KEY,
     jmx_exporter::{self, JMX_EXPORTER_PORT, JarSource},
     security,
@@ -109,13 +112,19 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
             empty_dir: Some(EmptyDirVolumeSource::default()),
             ..Volume::default()
         },
+        // The preStop handshake, and the agent's mTLS certificate.
+        control_volume(),
+        agent_tls::volume(&meta.name, b.id),
     ];
-    let mut kafka_mounts = vec![VolumeMount {
-        name: "rendered".into(),
-        mount_path: RENDERED_DIR.into(),
-        read_only: Some(true),
-        ..VolumeMount::default()
-    }];
+    let mut kafka_mounts = vec![
+        VolumeMount {
+            name: "rendered".into(),
+            mount_path: RENDERED_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        control_mount(),
+    ];
     // The JMX exporter: its rules (a folder mount, so an edit reaches the running
     // exporter), and the jar copied out of a `jmxImage` when that is its source.
     let monitoring = &cluster.monitoring;
@@ -159,6 +168,7 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
             mount_path: RENDERED_DIR.into(),
             ..VolumeMount::default()
         },
+        agent_tls::mount(),
     ];
     for s in &b.storage {
         let vol = disk_volume_name(&s.mount_path);
@@ -197,6 +207,7 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
             format!("{DESIRED_CONFIG_DIR}/{DESIRED_CONFIG_KEY}"),
         ),
         env("STOKER_AGENT_OUTPUT_DIR", RENDERED_DIR),
+        env("STOKER_AGENT_TLS_DIR", agent_tls::MOUNT_DIR),
         env("STOKER_AGENT_STOP_LEASE", super::stop_lease_name(meta)),
         env(
             "STOKER_AGENT_JMX_EXPORTER_URL",
@@ -264,7 +275,7 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
         ),
         resources: b.config.resource_requirements.clone(),
         readiness_probe: Some(kafka_readiness_probe()),
-        lifecycle: Some(kafka_prestop()),
+        lifecycle: Some(kafka_prestop(grace)),
         volume_mounts: Some(kafka_mounts),
         ..Container::default()
     };
