@@ -16,7 +16,8 @@ use super::build::{
 };
 use crate::crd::v1alpha1::{
     Broker, BrokerConfig, CruiseControlConfig, DisruptionBudget, InternalListener,
-    KafkaClusterSpec, MonitoringConfig, PvcDeletionPolicy, RollingUpgradeConfig, StorageConfig,
+    KafkaClusterSpec, ListenersConfig, MonitoringConfig, PvcDeletionPolicy, RollingUpgradeConfig,
+    StorageConfig,
 };
 
 /// A spec that cannot be reconciled, and why.
@@ -206,6 +207,7 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         ));
     }
 
+    refuse_unbuilt_listeners(&spec.listeners_config)?;
     let listeners = validate_listeners(&spec.listeners_config.internal_listeners)?;
     let inner: Vec<_> = spec
         .listeners_config
@@ -546,6 +548,40 @@ fn validate_cruise_control(
     })
 }
 
+/// TLS listeners and external access are not built yet: a spec asking for them is
+/// refused, naming the field, rather than run as a cluster that cannot serve them.
+fn refuse_unbuilt_listeners(config: &ListenersConfig) -> Result<(), InvalidSpec> {
+    for (i, l) in config.internal_listeners.iter().enumerate() {
+        let t = l.type_.to_ascii_lowercase();
+        if t == "ssl" || t == "sasl_ssl" {
+            return Err(invalid(
+                "ListenerNotSupported",
+                format!(
+                    "spec.listenersConfig.internalListeners[{i}].type is {:?}, but Stoker does not render TLS listeners yet (no keystore would be served); use plaintext or sasl_plaintext",
+                    l.type_
+                ),
+            ));
+        }
+    }
+    if config.ssl_secrets.is_some() {
+        return Err(invalid(
+            "ListenerNotSupported",
+            "spec.listenersConfig.sslSecrets is set, but Stoker does not render TLS listeners yet; remove it",
+        ));
+    }
+    if config
+        .external_listeners
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        return Err(invalid(
+            "ListenerNotSupported",
+            "spec.listenersConfig.externalListeners is set, but Stoker does not build external access yet (no Service or advertised address would exist); remove it and reach the brokers inside the cluster",
+        ));
+    }
+    Ok(())
+}
+
 fn validate_listeners(listeners: &[InternalListener]) -> Result<Vec<Listener>, InvalidSpec> {
     let mut names = BTreeSet::new();
     let mut ports = BTreeSet::new();
@@ -779,6 +815,39 @@ mod tests {
         );
         assert!(v.brokers[&100].roles.controller);
         assert_eq!(b0.read_only_config["num.partitions"], "32");
+    }
+
+    #[test]
+    fn listeners_not_built_yet_are_refused_naming_the_field() {
+        let mut spec = example_spec();
+        spec.listeners_config.internal_listeners[0].type_ = "ssl".into();
+        let e = validate(&spec).expect_err("no TLS listeners yet");
+        assert_eq!(e.reason, "ListenerNotSupported");
+        assert!(
+            e.message.contains("internalListeners[0].type"),
+            "{}",
+            e.message
+        );
+
+        let mut spec = example_spec();
+        spec.listeners_config.ssl_secrets = Some(crate::crd::v1alpha1::SslSecrets {
+            tls_secret_name: "tls".into(),
+            create: true,
+        });
+        let e = validate(&spec).expect_err("no sslSecrets yet");
+        assert!(e.message.contains("sslSecrets"), "{}", e.message);
+
+        let mut spec = example_spec();
+        spec.listeners_config.external_listeners =
+            Some(vec![crate::crd::v1alpha1::ExternalListener {
+                type_: "plaintext".into(),
+                name: "external".into(),
+                container_port: 9094,
+                external_starting_port: 19090,
+                ..Default::default()
+            }]);
+        let e = validate(&spec).expect_err("no external access yet");
+        assert!(e.message.contains("externalListeners"), "{}", e.message);
     }
 
     #[test]
