@@ -218,6 +218,10 @@ pub async fn accept(
                 }
             },
         };
+        // gRPC's small frames would otherwise wait for delayed ACKs (40 ms a round).
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(%peer, error = %e, "Could not set TCP_NODELAY");
+        }
         let Some(config) = tls.current() else {
             warn!(%peer, "gRPC connection refused: no usable agent TLS certificate loaded yet");
             continue;
