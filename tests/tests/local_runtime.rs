@@ -6,17 +6,24 @@
 //! (replication factor, min.insync.replicas, no Cruise Control) is refused naming why;
 //! a claim a Pod uses is bound and grows with its request; a Pod whose port another
 //! process holds on every address waits for it, and a force-deleted Pod of a
-//! Deployment is replaced and runs.
+//! Deployment is replaced and runs; the agents' CA replaced is served by every agent
+//! without a restart.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
 use kube::{
     Api,
     api::{DeleteParams, PostParams},
 };
+use stoker_proto::{
+    agent::v1::{BrokerRef, GetStatusRequest},
+    agent_tls::ca_common_name,
+    pki::Ca,
+};
+use stoker_testenv::agent_tls::{self, Caller};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,7 +186,118 @@ async fn the_example_cluster_runs_serves_clients_and_survives_a_killed_and_a_del
     );
     assert!(!event_notes(&env, "ScaleDownBlocked").await.is_empty());
 
+    agent_ca_replaced_live(&env).await;
     env.stop().await;
+}
+
+/// The agents' CA Secret deleted: the coordinator issues a new CA and every broker's
+/// certificate, the runtime updates the mounted Secrets, each agent serves its new
+/// certificate, and the coordinator reaches every agent again — no Pod restarted.
+async fn agent_ca_replaced_live(env: &Env) {
+    let pods = &env.pods;
+    let secrets: Api<Secret> = Api::namespaced(pods.clone().into_client(), NS);
+    let ca_name = format!("{CLUSTER}-agent-ca");
+    let listed = pods
+        .list(&kube::api::ListParams::default().labels(&format!("kafka_cr={CLUSTER}")))
+        .await
+        .expect("broker Pods")
+        .items;
+    let before: Vec<(String, Option<String>, i32)> = listed
+        .iter()
+        .map(|p| {
+            let restarts = p
+                .status
+                .iter()
+                .flat_map(|s| s.container_statuses.iter().flatten())
+                .map(|c| c.restart_count)
+                .sum();
+            (p.metadata.name.clone().unwrap_or_default(), p.metadata.uid.clone(), restarts)
+        })
+        .collect();
+    let text = |s: &Secret, key: &str| {
+        s.data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+            .unwrap_or_default()
+    };
+    let old = text(&secrets.get(&ca_name).await.expect("the agents' CA"), "ca.crt");
+    let started = Instant::now();
+    secrets
+        .delete(&ca_name, &DeleteParams::default())
+        .await
+        .expect("delete the CA Secret");
+    let deadline = started + Duration::from_secs(120);
+    let ca = loop {
+        if let Some(s) = secrets.get_opt(&ca_name).await.expect("get")
+            && text(&s, "ca.crt") != old
+            && !text(&s, "ca.key").is_empty()
+        {
+            break Ca {
+                common_name: ca_common_name(CLUSTER, NS),
+                cert: text(&s, "ca.crt"),
+                key: text(&s, "ca.key"),
+            };
+        }
+        assert!(Instant::now() < deadline, "no new agent CA was issued");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    for p in &listed {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        let id: i32 = p
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("brokerId"))
+            .and_then(|v| v.parse().ok())
+            .expect("a broker id label");
+        let ip = p
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.clone())
+            .expect("a Pod IP");
+        let addr = std::net::SocketAddr::new(ip.parse().expect("an IP"), 8081);
+        let caller = Caller::coordinator(&ca, CLUSTER, NS, id).expect("identity");
+        loop {
+            let served = match agent_tls::client(addr, &caller).await {
+                Ok(mut c) => c
+                    .get_status(GetStatusRequest {
+                        broker: Some(BrokerRef {
+                            cluster: CLUSTER.into(),
+                            namespace: NS.into(),
+                            broker_id: id,
+                        }),
+                    })
+                    .await
+                    .map_err(|s| s.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            match served {
+                Ok(_) => break,
+                Err(e) => assert!(
+                    Instant::now() < deadline,
+                    "{name}'s agent never served a certificate of the new CA: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    println!(
+        "agent CA replaced: {} agents served certificates of the new CA {:.1} s after the old CA's Secret was deleted",
+        listed.len(),
+        started.elapsed().as_secs_f64()
+    );
+    for (name, uid, restarts) in before {
+        let p = pods.get(&name).await.expect("the Pod is still there");
+        let now: i32 = p
+            .status
+            .iter()
+            .flat_map(|s| s.container_statuses.iter().flatten())
+            .map(|c| c.restart_count)
+            .sum();
+        assert_eq!(p.metadata.uid, uid, "{name} was not replaced");
+        assert_eq!(now, restarts, "no container of {name} restarted");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
