@@ -211,7 +211,11 @@ async fn agent_ca_replaced_live(env: &Env) {
                 .flat_map(|s| s.container_statuses.iter().flatten())
                 .map(|c| c.restart_count)
                 .sum();
-            (p.metadata.name.clone().unwrap_or_default(), p.metadata.uid.clone(), restarts)
+            (
+                p.metadata.name.clone().unwrap_or_default(),
+                p.metadata.uid.clone(),
+                restarts,
+            )
         })
         .collect();
     let text = |s: &Secret, key: &str| {
@@ -221,7 +225,10 @@ async fn agent_ca_replaced_live(env: &Env) {
             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
             .unwrap_or_default()
     };
-    let old = text(&secrets.get(&ca_name).await.expect("the agents' CA"), "ca.crt");
+    let old = text(
+        &secrets.get(&ca_name).await.expect("the agents' CA"),
+        "ca.crt",
+    );
     let started = Instant::now();
     secrets
         .delete(&ca_name, &DeleteParams::default())
