@@ -71,7 +71,7 @@ async fn topics_are_created_grown_corrected_adopted_and_refused_against_real_kaf
         token.clone(),
     ));
     let topics: Api<KafkaTopic> = Api::namespaced(client.clone(), NS);
-    let admin = KafkaAdmin::new(&kafka.bootstrap_servers()).expect("admin");
+    let admin = KafkaAdmin::new(&kafka.bootstrap_servers());
 
     // Created with the spec's partitions, RF and config; status says what Kafka has.
     topics
@@ -384,6 +384,33 @@ async fn topics_are_created_grown_corrected_adopted_and_refused_against_real_kaf
             .1
             .is_some(),
         "Retain keeps the topic"
+    );
+
+    // The admin calls themselves: a topic already gone counts as deleted; fewer
+    // partitions are refused with Kafka's code and message, and nothing changes.
+    admin
+        .delete_topic("orders")
+        .await
+        .expect("deleting a topic that is gone is not an error");
+    let refusal = admin
+        .create_partitions("legacy", 1)
+        .await
+        .expect_err("fewer partitions are refused");
+    assert_eq!(
+        refusal.kafka_error(),
+        Some(stoker_kafka::kafka_protocol::ResponseError::InvalidPartitions),
+        "{refusal}"
+    );
+    assert!(!refusal.is_retriable(), "{refusal}");
+    assert_eq!(
+        admin
+            .describe_topic("legacy")
+            .await
+            .expect("describe")
+            .1
+            .expect("legacy")
+            .partitions,
+        2
     );
 
     token.cancel();

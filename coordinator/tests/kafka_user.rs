@@ -165,7 +165,7 @@ async fn users_get_scram_credentials_exact_acls_and_quotas_against_real_kafka() 
     ));
     let users: Api<KafkaUser> = Api::namespaced(client.clone(), NS);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), NS);
-    let admin = KafkaAdmin::new(&kafka.bootstrap_servers()).expect("admin");
+    let admin = KafkaAdmin::new(&kafka.bootstrap_servers());
 
     // alice: a generated password, read+write on orders, a produce quota.
     users

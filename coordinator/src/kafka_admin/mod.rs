@@ -1,10 +1,10 @@
 //! Kafka admin access for the controllers, in one place and exactly the operations
-//! they need: rdkafka where it has the call (CreatePartitions, DeleteTopics), the Kafka
-//! protocol through `stoker-kafka` where it has not or where Stoker needs more than it
-//! gives: Metadata, CreateTopics and DescribeConfigs batched across reconciles with
-//! topic ids and config sources ([`batch`]), IncrementalAlterConfigs (never the
-//! non-incremental AlterConfigs, which would wipe every key not named), ACLs
-//! ([`acls`]), SCRAM credentials and quotas ([`users`]).
+//! they need, all over the Kafka protocol through `stoker-kafka` (one client path, no
+//! librdkafka in the coordinator): Metadata, CreateTopics and DescribeConfigs batched
+//! across reconciles with topic ids and config sources ([`batch`]), CreatePartitions,
+//! DeleteTopics, IncrementalAlterConfigs (never the non-incremental AlterConfigs, which
+//! would wipe every key not named), ACLs ([`acls`]), SCRAM credentials and quotas
+//! ([`users`]).
 
 pub mod acls;
 pub mod batch;
@@ -19,17 +19,15 @@ use std::{
     time::Duration,
 };
 
-use rdkafka::{
-    ClientConfig,
-    admin::{AdminClient, AdminOptions, NewPartitions},
-    client::DefaultClientContext,
-};
 use stoker_kafka::{
     Connection, WireError,
     kafka_protocol::{
         ResponseError,
         messages::{
-            IncrementalAlterConfigsRequest,
+            CreatePartitionsRequest, DeleteTopicsRequest, IncrementalAlterConfigsRequest,
+            TopicName,
+            create_partitions_request::CreatePartitionsTopic,
+            delete_topics_request::DeleteTopicState,
             incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
         },
         protocol::StrBytes,
@@ -37,6 +35,9 @@ use stoker_kafka::{
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the controller may take over a topic operation: under [`TIMEOUT`], so its
+/// own `REQUEST_TIMED_OUT` (retriable) arrives before the connection gives up.
+const OPERATION_TIMEOUT_MS: i32 = 8_000;
 const RESOURCE_TOPIC: i8 = 2;
 /// Kafka's `DEFAULT_CONFIG` config source.
 const SOURCE_DEFAULT: i8 = 5;
@@ -95,15 +96,6 @@ pub enum AdminError {
     /// The system's random number generator failed (passwords and salts need it).
     #[error("failed to draw random bytes for a password or salt")]
     Random,
-    /// The rdkafka client failed.
-    #[error("failed to {operation}")]
-    Client {
-        /// What was being done.
-        operation: &'static str,
-        /// The cause.
-        #[source]
-        source: rdkafka::error::KafkaError,
-    },
 }
 
 impl AdminError {
@@ -146,15 +138,6 @@ fn is_authorization(error: ResponseError) -> bool {
     )
 }
 
-/// Kafka's error code for an rdkafka error code (librdkafka's local errors, which are
-/// negative, have none).
-fn from_rdkafka(code: rdkafka::types::RDKafkaErrorCode) -> Option<ResponseError> {
-    i16::try_from(code as i32)
-        .ok()
-        .filter(|c| *c > 0)
-        .and_then(ResponseError::try_from_code)
-}
-
 /// A topic as Kafka has it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicState {
@@ -178,7 +161,6 @@ pub struct ConfigValue {
 /// The admin client of one Kafka cluster.
 pub struct KafkaAdmin {
     bootstrap: String,
-    client: AdminClient<DefaultClientContext>,
     batcher: batch::Batcher,
 }
 
@@ -223,20 +205,11 @@ async fn connect_any(bootstrap: &str) -> Result<Connection, AdminError> {
 impl KafkaAdmin {
     /// A client of the cluster reachable at `bootstrap` (host:port,...); starts its
     /// batching task, so it must be called inside a Tokio runtime.
-    pub fn new(bootstrap: &str) -> Result<Self, AdminError> {
-        let client = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .set("client.id", "stoker-coordinator")
-            .create()
-            .map_err(|source| AdminError::Client {
-                operation: "create a Kafka admin client",
-                source,
-            })?;
-        Ok(Self {
+    pub fn new(bootstrap: &str) -> Self {
+        Self {
             bootstrap: bootstrap.to_owned(),
-            client,
             batcher: batch::Batcher::start(bootstrap.to_owned()),
-        })
+        }
     }
 
     async fn connect(&self) -> Result<Connection, AdminError> {
@@ -317,64 +290,70 @@ impl KafkaAdmin {
         self.batcher.create(topic).await
     }
 
-    /// Raises the partition count to `total`.
+    /// Raises the partition count to `total` (Kafka spreads the new partitions' replicas
+    /// itself).
     pub async fn create_partitions(&self, name: &str, total: i32) -> Result<(), AdminError> {
-        let total = usize::try_from(total).unwrap_or(0);
-        let opts = AdminOptions::new()
-            .operation_timeout(Some(TIMEOUT))
-            .request_timeout(Some(TIMEOUT));
-        let res = self
-            .client
-            .create_partitions([&NewPartitions::new(name, total)], &opts)
+        const OPERATION: &str = "add partitions";
+        let req = CreatePartitionsRequest::default()
+            .with_topics(vec![
+                CreatePartitionsTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+                    .with_count(total)
+                    .with_assignments(None),
+            ])
+            .with_timeout_ms(OPERATION_TIMEOUT_MS);
+        let mut conn = self.connect().await?;
+        let resp = conn
+            .send("CreatePartitions", &req, 3)
             .await
-            .map_err(|source| AdminError::Client {
-                operation: "add partitions",
+            .map_err(|source| AdminError::Wire {
+                operation: OPERATION,
                 source,
             })?;
-        match res.into_iter().next() {
-            Some(Err((_, code))) => Err(match from_rdkafka(code) {
-                Some(error) => AdminError::Refused {
-                    operation: "add partitions",
-                    error,
-                    message: None,
-                },
-                None => AdminError::Client {
-                    operation: "add partitions",
-                    source: rdkafka::error::KafkaError::AdminOp(code),
-                },
-            }),
-            _ => Ok(()),
+        let result = resp
+            .results
+            .into_iter()
+            .find(|r| r.name.0.as_str() == name)
+            .ok_or(AdminError::NoAnswer {
+                operation: OPERATION,
+            })?;
+        match refused(OPERATION, result.error_code, result.error_message) {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
-    /// Deletes the topic.
+    /// Deletes the topic; a topic that is already gone counts as deleted.
     pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
-        let opts = AdminOptions::new()
-            .operation_timeout(Some(TIMEOUT))
-            .request_timeout(Some(TIMEOUT));
-        let res = self
-            .client
-            .delete_topics(&[name], &opts)
+        const OPERATION: &str = "delete the topic";
+        let req = DeleteTopicsRequest::default()
+            .with_topics(vec![
+                DeleteTopicState::default()
+                    .with_name(Some(TopicName(StrBytes::from_string(name.to_owned())))),
+            ])
+            .with_timeout_ms(OPERATION_TIMEOUT_MS);
+        let mut conn = self.connect().await?;
+        let resp = conn
+            .send("DeleteTopics", &req, 6)
             .await
-            .map_err(|source| AdminError::Client {
-                operation: "delete the topic",
+            .map_err(|source| AdminError::Wire {
+                operation: OPERATION,
                 source,
             })?;
-        match res.into_iter().next() {
-            Some(Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)))
-            | None
-            | Some(Ok(_)) => Ok(()),
-            Some(Err((_, code))) => Err(match from_rdkafka(code) {
-                Some(error) => AdminError::Refused {
-                    operation: "delete the topic",
-                    error,
-                    message: None,
-                },
-                None => AdminError::Client {
-                    operation: "delete the topic",
-                    source: rdkafka::error::KafkaError::AdminOp(code),
-                },
-            }),
+        let result = resp
+            .responses
+            .into_iter()
+            .find(|r| r.name.as_ref().is_some_and(|n| n.0.as_str() == name))
+            .ok_or(AdminError::NoAnswer {
+                operation: OPERATION,
+            })?;
+        match refused(OPERATION, result.error_code, result.error_message) {
+            Some(AdminError::Refused {
+                error: ResponseError::UnknownTopicOrPartition,
+                ..
+            })
+            | None => Ok(()),
+            Some(e) => Err(e),
         }
     }
 }
@@ -387,17 +366,15 @@ pub struct AdminPool {
 
 impl AdminPool {
     /// The client of the cluster at `bootstrap`.
-    pub fn get(&self, bootstrap: &str) -> Result<Arc<KafkaAdmin>, AdminError> {
+    pub fn get(&self, bootstrap: &str) -> Arc<KafkaAdmin> {
         let mut clients = self
             .clients
             .lock()
             .expect("the admin pool lock is never poisoned");
-        if let Some(c) = clients.get(bootstrap) {
-            return Ok(c.clone());
-        }
-        let c = Arc::new(KafkaAdmin::new(bootstrap)?);
-        clients.insert(bootstrap.to_owned(), c.clone());
-        Ok(c)
+        clients
+            .entry(bootstrap.to_owned())
+            .or_insert_with(|| Arc::new(KafkaAdmin::new(bootstrap)))
+            .clone()
     }
 }
 
@@ -445,15 +422,5 @@ mod tests {
             }
             .is_retriable()
         );
-    }
-
-    #[test]
-    fn rdkafka_codes_map_to_kafka_codes_and_local_ones_to_none() {
-        use rdkafka::types::RDKafkaErrorCode;
-        assert_eq!(
-            from_rdkafka(RDKafkaErrorCode::InvalidPartitions),
-            Some(ResponseError::InvalidPartitions)
-        );
-        assert_eq!(from_rdkafka(RDKafkaErrorCode::OperationTimedOut), None);
     }
 }

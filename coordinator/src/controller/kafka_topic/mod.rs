@@ -340,7 +340,7 @@ async fn apply(kt: &KafkaTopic, ctx: &State) -> Result<Action, Error> {
         )
         .await;
     };
-    let admin = ctx.admins.get(&bootstrap).map_err(Error::Kafka)?;
+    let admin = ctx.admins.get(&bootstrap);
     let (brokers, topic) = admin
         .describe_topic(&kt.spec.name)
         .await
@@ -541,7 +541,7 @@ async fn cleanup(kt: &KafkaTopic, ctx: &State) -> Result<Action, Error> {
         warn!(topic = %name, "The KafkaCluster is gone; nothing to delete the topic from");
         return Ok(Action::await_change());
     };
-    let admin = ctx.admins.get(&bootstrap).map_err(Error::Kafka)?;
+    let admin = ctx.admins.get(&bootstrap);
     admin.delete_topic(name).await.map_err(Error::Kafka)?;
     info!(topic = %name, "Deleted the Kafka topic (deletionPolicy: Delete)");
     Ok(Action::await_change())

@@ -388,9 +388,7 @@ async fn cluster_access(ku: &KafkaUser, ctx: &Context) -> Result<ClusterAccess, 
         return Ok(ClusterAccess::Missing { namespace });
     };
     match bootstrap_servers(&cluster) {
-        Some(b) => Ok(ClusterAccess::Admin(
-            ctx.admins.get(&b).map_err(Error::Kafka)?,
-        )),
+        Some(b) => Ok(ClusterAccess::Admin(ctx.admins.get(&b))),
         None => Ok(ClusterAccess::NoListener),
     }
 }
