@@ -8,7 +8,10 @@ STOKER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STOKER_CACHE="${STOKER_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stoker}"
 # Builds live outside the repository too, so a fresh clone (CI) reuses them.
 CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$STOKER_CACHE/target}"
-export STOKER_ROOT STOKER_CACHE CARGO_TARGET_DIR
+# No incremental state: a fresh clone (CI) never reuses it (its paths differ), and it
+# grows the shared target dir by gigabytes per run.
+CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+export STOKER_ROOT STOKER_CACHE CARGO_TARGET_DIR CARGO_INCREMENTAL
 mkdir -p "$STOKER_CACHE"
 
 # Pinned versions of every real component the tests and the demo run.

@@ -63,9 +63,25 @@ impl WorkDir {
 impl Drop for WorkDir {
     fn drop(&mut self) {
         let keep = std::thread::panicking() || std::env::var_os("STOKER_KEEP_TEST_DIRS").is_some();
-        if keep && let Some(dir) = self.dir.take() {
+        let Some(dir) = self.dir.take() else { return };
+        if keep {
             let kept = dir.keep();
             eprintln!("test work dir kept at {}", kept.display());
+            return;
+        }
+        // A task that has not seen its abort yet (a Pod supervisor writing a log, the
+        // hosts file rewritten) can add a file while the folder is removed; try again
+        // briefly rather than leave the folder behind.
+        let path = dir.keep();
+        for attempt in 1..=10 {
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => return,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+                Err(e) if attempt == 10 => {
+                    eprintln!("failed to remove the test work dir {}: {e}", path.display());
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(100)),
+            }
         }
     }
 }

@@ -103,6 +103,19 @@ impl Drop for PodRuntime {
         for t in &self.tasks {
             t.abort();
         }
+        // Every container dies now, not when its supervisor next runs, so nothing
+        // writes into the work dir while it is removed.
+        let pids: Vec<u32> = self
+            .shared
+            .lock()
+            .map(|s| s.pids.values().copied().collect())
+            .unwrap_or_default();
+        for pid in pids.into_iter().filter_map(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
     }
 }
 
