@@ -101,6 +101,9 @@ pub struct ValidatedListener {
     pub advertised_host: Option<String>,
     /// Advertised port.
     pub advertised_port: u16,
+    /// For SSL and SASL_SSL listeners: the mounted Secret folder the PEM stores are
+    /// rendered from.
+    pub tls_dir: Option<PathBuf>,
 }
 
 /// A desired config that passed every check; rendering needs nothing else.
@@ -268,12 +271,43 @@ impl ValidatedConfig {
                     "must be a host name or address".into(),
                 ));
             }
+            let tls = matches!(l.security_protocol.as_str(), "SSL" | "SASL_SSL");
+            let tls_dir = match (tls, l.tls_dir.as_str()) {
+                (false, "") => None,
+                (false, _) => {
+                    return Err(field(
+                        &format!("{at}.tlsDir"),
+                        format!(
+                            "is set on a {} listener; only SSL and SASL_SSL listeners use TLS files",
+                            l.security_protocol
+                        ),
+                    ));
+                }
+                (true, "") if port.is_some() => {
+                    return Err(field(
+                        &format!("{at}.tlsDir"),
+                        format!(
+                            "is empty; a bound {} listener needs the folder of its mounted Secret (tls.crt, tls.key, ca.crt)",
+                            l.security_protocol
+                        ),
+                    ));
+                }
+                (true, "") => None,
+                (true, dir) if !Path::new(dir).is_absolute() || dir.contains(['\n', '\r']) => {
+                    return Err(field(
+                        &format!("{at}.tlsDir"),
+                        "must be an absolute path".into(),
+                    ));
+                }
+                (true, dir) => Some(PathBuf::from(dir)),
+            };
             listeners.push(ValidatedListener {
                 name: l.name.clone(),
                 protocol: l.security_protocol.clone(),
                 port,
                 advertised_host: (!l.advertised_host.is_empty()).then(|| l.advertised_host.clone()),
                 advertised_port,
+                tls_dir,
             });
         }
         let bound = |name: &str| listeners.iter().any(|l| l.name == name && l.port.is_some());
@@ -329,6 +363,26 @@ impl ValidatedConfig {
             None
         };
 
+        // The agent reads its broker (and controller) over these listeners in
+        // plaintext: TLS between nodes is not built yet.
+        for name in doc
+            .controller_listeners
+            .iter()
+            .chain(inter_broker_listener.as_ref())
+        {
+            if listeners
+                .iter()
+                .any(|l| &l.name == name && l.protocol.ends_with("SSL"))
+            {
+                return Err(field(
+                    "listeners",
+                    format!(
+                        "makes {name:?} an SSL listener, but TLS between brokers and controllers is not supported yet (the agent and peers reach the node over it in plaintext); keep it PLAINTEXT and put TLS on a client listener"
+                    ),
+                ));
+            }
+        }
+
         if !is_voters(&doc.controller_quorum_voters) {
             return Err(field(
                 "controllerQuorumVoters",
@@ -363,6 +417,26 @@ impl ValidatedConfig {
             for (k, v) in map {
                 check_entry(section, k, v, !doc.rack_labels.is_empty())?;
                 user_config.insert(k.clone(), v.clone());
+            }
+        }
+
+        // A TLS listener's store keys are rendered from its Secret folder.
+        for l in listeners.iter().filter(|l| l.tls_dir.is_some()) {
+            let prefix = format!("listener.name.{}.ssl.", l.name.to_ascii_lowercase());
+            if let Some(key) = user_config.keys().find(|k| {
+                k.strip_prefix(&prefix).is_some_and(|rest| {
+                    rest.starts_with("keystore.")
+                        || rest.starts_with("truststore.")
+                        || rest == "key.password"
+                })
+            }) {
+                return Err(field(
+                    key,
+                    format!(
+                        "sets a store of listener {}, whose stores Stoker renders from its tlsDir; remove the key",
+                        l.name
+                    ),
+                ));
             }
         }
 
@@ -528,6 +602,7 @@ pub(crate) mod tests {
                     container_port: 29092,
                     advertised_host: "kafka-1.kafka-headless.default.svc".into(),
                     advertised_port: 0,
+                    tls_dir: String::new(),
                 },
                 Listener {
                     name: "CONTROLLER".into(),
@@ -535,6 +610,7 @@ pub(crate) mod tests {
                     container_port: 0,
                     advertised_host: String::new(),
                     advertised_port: 0,
+                    tls_dir: String::new(),
                 },
             ],
             inter_broker_listener: "INTERNAL".into(),
@@ -678,5 +754,50 @@ pub(crate) mod tests {
                 .to_string()
                 .contains("failed to parse")
         );
+    }
+
+    fn with_client_tls(tls_dir: &str) -> DesiredConfig {
+        let mut doc = broker_doc();
+        doc.listeners.push(Listener {
+            name: "CLIENT_TLS".into(),
+            security_protocol: "SSL".into(),
+            container_port: 9094,
+            advertised_host: String::new(),
+            advertised_port: 0,
+            tls_dir: tls_dir.into(),
+        });
+        doc
+    }
+
+    #[test]
+    fn tls_listeners_need_a_secret_folder_and_only_they_take_one() {
+        let v = ValidatedConfig::validate(with_client_tls("/etc/kafka-tls/client")).expect("ok");
+        assert_eq!(
+            v.listeners[2].tls_dir.as_deref(),
+            Some(Path::new("/etc/kafka-tls/client"))
+        );
+        assert!(rejects(with_client_tls("")).contains("listeners[2].tlsDir"));
+        assert!(rejects(with_client_tls("relative")).contains("absolute"));
+        let mut plain = broker_doc();
+        plain.listeners[0].tls_dir = "/etc/tls".into();
+        assert!(rejects(plain).contains("only SSL and SASL_SSL"));
+    }
+
+    #[test]
+    fn tls_between_nodes_and_user_set_stores_are_refused_with_the_reason() {
+        let mut doc = with_client_tls("/tls");
+        doc.listeners[0].security_protocol = "SSL".into();
+        doc.listeners[0].tls_dir = "/tls-internal".into();
+        let e = rejects(doc);
+        assert!(
+            e.contains("\"INTERNAL\"") && e.contains("not supported yet"),
+            "{e}"
+        );
+        let mut doc = with_client_tls("/tls");
+        doc.broker_config.insert(
+            "listener.name.client_tls.ssl.keystore.location".into(),
+            "/elsewhere".into(),
+        );
+        assert!(rejects(doc).contains("renders from its tlsDir"));
     }
 }

@@ -62,6 +62,7 @@ pub fn pod_facts_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Pod
         pod_ip: need("POD_IP")?,
         node_name: lookup("NODE_NAME").unwrap_or_default(),
         rack: None,
+        config_dir: std::path::PathBuf::new(),
     })
 }
 

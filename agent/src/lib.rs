@@ -34,6 +34,7 @@ pub mod shutdown;
 pub mod state;
 pub mod stop_lock;
 pub mod telemetry;
+pub mod tls_store;
 
 use std::{process::ExitCode, sync::Arc, time::Duration};
 
@@ -134,9 +135,10 @@ fn render_offline(a: &RenderArgs) -> ExitCode {
             pod_ip: a.pod_ip.clone(),
             node_name: String::new(),
             rack: a.rack.clone(),
+            config_dir: a.out.clone(),
         };
         let secrets = facts::read_secrets(&config)?;
-        write_rendered(&config, &doc, &facts, &secrets, &a.out)
+        write_rendered(&config, &doc, &facts, &secrets, &a.out).map(|(hash, _)| hash)
     })();
     match result {
         Ok(hash) => {
@@ -168,7 +170,9 @@ fn write_rendered(
     facts: &PodFacts,
     secrets: &render::SecretValues,
     out: &std::path::Path,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Vec<tls_store::ListenerStores>)> {
+    // The stores first: server.properties names them.
+    let tls = tls_store::write_all(config, out)?;
     let hash = stoker_proto::config_hash(doc);
     let rendered = render::render(config, facts, secrets, &hash);
     // With secrets inside, keep the file from other users (the Pod's fsGroup reads it).
@@ -185,7 +189,7 @@ fn write_rendered(
         &rendered.server_properties,
         mode,
     )?;
-    Ok(hash)
+    Ok((hash, tls))
 }
 
 /// Starts once (renders, or reads what it observes); on success the agent serves.
@@ -241,6 +245,7 @@ async fn render_and_start(
 ) -> anyhow::Result<Arc<Running>> {
     let (config, doc) = load(desired_config)?;
     let mut facts = facts::pod_facts_from_env(|k| std::env::var(k).ok())?;
+    facts.config_dir = output_dir.to_owned();
     if !config.rack_labels.is_empty() {
         let labels = facts::node_labels(&facts.node_name).await?;
         facts.rack = Some(facts::rack_from_labels(
@@ -253,7 +258,7 @@ async fn render_and_start(
     if let Some(jar) = jmx_exporter_jar {
         output::copy_atomically(jar, output_dir, stoker_proto::JMX_EXPORTER_JAR_FILE)?;
     }
-    let hash = write_rendered(&config, &doc, &facts, &secrets, output_dir)?;
+    let (hash, tls) = write_rendered(&config, &doc, &facts, &secrets, output_dir)?;
     info!(
         broker_id = config.broker.broker_id,
         cluster = %config.broker.cluster,
@@ -263,12 +268,37 @@ async fn render_and_start(
         rack = facts.rack.as_deref().unwrap_or(""),
         "Rendered server.properties"
     );
-    Ok(Arc::new(Running::new(
-        config,
-        &doc,
-        &facts.pod_ip,
-        facts.rack,
-    )))
+    let mut running = Running::new(config, &doc, &facts.pod_ip, facts.rack);
+    running.tls_stores = (output_dir.to_owned(), tls);
+    Ok(Arc::new(running))
+}
+
+/// The agent's own broker as a TLS renewal drives it: its per-broker dynamic configs.
+struct OwnBroker {
+    client: broker::kafka::BrokerClient,
+    id: i32,
+}
+
+impl tls_store::BrokerConfigs for OwnBroker {
+    async fn alter(
+        &self,
+        set: &std::collections::BTreeMap<String, String>,
+        delete: &[String],
+    ) -> anyhow::Result<()> {
+        Ok(self
+            .client
+            .incremental_alter(self.id, set, delete, false)
+            .await?)
+    }
+
+    async fn value_of(&self, key: &str) -> anyhow::Result<Option<String>> {
+        Ok(self
+            .client
+            .broker_configs(self.id)
+            .await?
+            .remove(key)
+            .and_then(|e| e.value))
+    }
 }
 
 /// Serves `stoker.agent.v1.Agent` on `addr` over mTLS with the files in `dir`
@@ -373,6 +403,21 @@ async fn run_agent(a: ServeArgs, start: Start) -> anyhow::Result<()> {
         info!(dir = %dir.display(), "preStop requests are taken from the Pod's control folder");
         tokio::spawn(
             control::serve(dir, shared.clone(), token.clone()).instrument(info_span!("control")),
+        );
+    }
+    let (stores_dir, tls_listeners) = running.tls_stores.clone();
+    if !tls_listeners.is_empty() && running.roles.broker {
+        info!(
+            listeners = tls_listeners.len(),
+            "TLS listeners' certificates are renewed from their Secrets without a restart"
+        );
+        let broker = Arc::new(OwnBroker {
+            client: running.client.clone(),
+            id: running.broker.broker_id,
+        });
+        tokio::spawn(
+            tls_store::keep_current(broker, stores_dir, tls_listeners, token.clone())
+                .instrument(info_span!("tls")),
         );
     }
     let observer = tokio::spawn(

@@ -122,6 +122,7 @@ impl Target {
             port: Some(port),
             advertised_host: None,
             advertised_port: port,
+            tls_dir: None,
         };
         let mut listeners = Vec::new();
         if self.roles.broker {

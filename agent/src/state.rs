@@ -197,6 +197,9 @@ pub struct Running {
     /// Beside a broker Stoker did not build (`stoker-agent observe`): it owns no config,
     /// so it refuses to reconfigure.
     pub observe_only: bool,
+    /// The folder the stores were rendered into and each TLS listener's material in
+    /// force; empty without TLS listeners.
+    pub tls_stores: (PathBuf, Vec<crate::tls_store::ListenerStores>),
 }
 
 impl Running {
@@ -252,6 +255,7 @@ impl Running {
             observation: RwLock::new(Observation::default()),
             quorum_fetch_timeout_ms,
             observe_only: false,
+            tls_stores: (PathBuf::new(), Vec::new()),
         }
     }
 

@@ -28,6 +28,7 @@ fn doc() -> DesiredConfig {
                 container_port: 29092,
                 advertised_host: String::new(),
                 advertised_port: 0,
+                tls_dir: String::new(),
             },
             Listener {
                 name: "CONTROLLER".into(),
@@ -35,6 +36,7 @@ fn doc() -> DesiredConfig {
                 container_port: 0,
                 advertised_host: String::new(),
                 advertised_port: 0,
+                tls_dir: String::new(),
             },
         ],
         inter_broker_listener: "INTERNAL".into(),

@@ -58,6 +58,7 @@ fuzz_target!(|data: &[u8]| {
         pod_ip: "10.0.0.1".into(),
         node_name: "node".into(),
         rack: None,
+        config_dir: "/etc/kafka".into(),
     };
     let secrets = SecretValues::default();
     let want = effective_properties(&config, &facts, &secrets);

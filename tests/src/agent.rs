@@ -16,7 +16,7 @@ use crate::{
     Error, ManagedProcess, WorkDir, http,
     kafka::{
         AGENT_ADMIN_PORT, AGENT_GRPC_PORT, AgentHandle, BROKER_PORT, CONTROLLER_PORT,
-        JMX_EXPORTER_PORT, NodeRole,
+        JMX_EXPORTER_PORT, NodeRole, TLS_PORT,
     },
     wait_for,
 };
@@ -43,6 +43,9 @@ pub struct NodeSpec<'a> {
     pub log_dir: &'a Path,
     /// Non-topology config.
     pub config: &'a BTreeMap<String, String>,
+    /// The Secret-like folder of an SSL client listener (`CLIENT_TLS` on
+    /// [`TLS_PORT`]), for brokers that have one.
+    pub tls_dir: Option<&'a Path>,
 }
 
 /// The desired-config document for one node, as the coordinator writes it.
@@ -62,6 +65,17 @@ pub fn desired_config(spec: &NodeSpec<'_>) -> DesiredConfig {
             container_port: u32::from(BROKER_PORT),
             advertised_host: String::new(),
             advertised_port: 0,
+            tls_dir: String::new(),
+        });
+    }
+    if let Some(dir) = spec.tls_dir.filter(|_| spec.role.is_broker()) {
+        listeners.push(Listener {
+            name: "CLIENT_TLS".into(),
+            security_protocol: "SSL".into(),
+            container_port: u32::from(TLS_PORT),
+            advertised_host: String::new(),
+            advertised_port: 0,
+            tls_dir: dir.display().to_string(),
         });
     }
     listeners.push(Listener {
@@ -74,6 +88,7 @@ pub fn desired_config(spec: &NodeSpec<'_>) -> DesiredConfig {
         },
         advertised_host: String::new(),
         advertised_port: 0,
+        tls_dir: String::new(),
     });
     DesiredConfig {
         schema_version: 1,

@@ -29,6 +29,8 @@ pub const BROKER_PORT: u16 = 9092;
 pub const CONTROLLER_PORT: u16 = 9093;
 /// Port of the SASL_PLAINTEXT (SCRAM-SHA-512) client listener, when enabled.
 pub const SCRAM_PORT: u16 = 9094;
+/// Port of the SSL client listener the agents render, when enabled.
+pub const TLS_PORT: u16 = 9095;
 /// Port of the JMX exporter javaagent, when enabled.
 pub const JMX_EXPORTER_PORT: u16 = 9404;
 /// Port of a node's agent admin server, when agents run.
@@ -204,6 +206,7 @@ pub struct KafkaClusterBuilder {
     agent_bin: Option<PathBuf>,
     cluster_name: String,
     scram: bool,
+    tls: bool,
     cruise_control_reporter: bool,
 }
 
@@ -220,6 +223,7 @@ impl Default for KafkaClusterBuilder {
             agent_bin: None,
             cluster_name: "kafka".into(),
             scram: false,
+            tls: false,
             cruise_control_reporter: false,
         }
     }
@@ -258,6 +262,16 @@ impl KafkaClusterBuilder {
     /// on the node's address.
     pub fn with_agents(mut self, agent_bin: PathBuf) -> Self {
         self.agent_bin = Some(agent_bin);
+        self
+    }
+
+    /// Adds an SSL client listener (`CLIENT_TLS`) on port [`TLS_PORT`] of every broker,
+    /// rendered by its agent from a folder laid out as a mounted Secret (`tls.crt`,
+    /// `tls.key`, `ca.crt`) holding a certificate for the broker's address signed by
+    /// the cluster's test CA ([`KafkaCluster::tls_ca_file`]). Needs
+    /// [`with_agents`](Self::with_agents).
+    pub fn with_tls_listener(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -328,6 +342,7 @@ impl KafkaClusterBuilder {
             BROKER_PORT,
             CONTROLLER_PORT,
             SCRAM_PORT,
+            TLS_PORT,
             JMX_EXPORTER_PORT,
             AGENT_ADMIN_PORT,
             AGENT_GRPC_PORT,
@@ -352,12 +367,35 @@ impl KafkaClusterBuilder {
                 "with_scram_listener() renders its own server.properties and cannot be combined with with_agents()".into(),
             ));
         }
+        if self.tls && self.agent_bin.is_none() {
+            return Err(Error::Other(
+                "with_tls_listener() is rendered by the agents: add with_agents()".into(),
+            ));
+        }
+        let tls_ca = if self.tls {
+            Some(crate::agent_tls::ca_in(
+                &work.path().join("kafka-ca"),
+                &format!("kafka-tls-{}", self.cluster_name),
+                crate::agent::TEST_NAMESPACE,
+            )?)
+        } else {
+            None
+        };
         let mut prepared = Vec::new();
         let mut agents = BTreeMap::new();
         for (&(id, role), &addr) in layout.iter().zip(&addrs) {
             let log_dir = work.subdir(&format!("node-{id}/data"))?;
             let properties = if let Some(agent_bin) = &self.agent_bin {
+                let tls_dir = match &tls_ca {
+                    Some(ca) if role.is_broker() => {
+                        let dir = work.path().join(format!("node-{id}/kafka-tls"));
+                        write_broker_tls(ca, &dir, addr)?;
+                        Some(dir)
+                    }
+                    _ => None,
+                };
                 let doc = crate::agent::desired_config(&crate::agent::NodeSpec {
+                    tls_dir: tls_dir.as_deref(),
                     cluster: &self.cluster_name,
                     id,
                     role,
@@ -482,6 +520,7 @@ impl KafkaClusterBuilder {
             nodes,
             cluster_id,
             home,
+            tls_ca,
             work,
         };
         cluster.wait_brokers_registered(broker_count).await?;
@@ -496,7 +535,24 @@ pub struct KafkaCluster {
     nodes: Vec<KafkaNode>,
     cluster_id: String,
     home: PathBuf,
+    tls_ca: Option<stoker_proto::pki::Ca>,
     work: WorkDir,
+}
+
+/// Writes broker certificate material for `addr` (valid a day, from now) into `dir`
+/// as a mounted Secret holds it.
+fn write_broker_tls(
+    ca: &stoker_proto::pki::Ca,
+    dir: &Path,
+    addr: std::net::Ipv4Addr,
+) -> Result<(), Error> {
+    crate::agent_tls::write_agent_files(
+        ca,
+        dir,
+        &addr.to_string(),
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(1),
+    )
 }
 
 impl KafkaCluster {
@@ -513,6 +569,41 @@ impl KafkaCluster {
             .map(KafkaNode::broker_endpoint)
             .collect::<Vec<_>>()
             .join(",")
+    }
+
+    /// `host:port,...` of every broker's SSL listener (see
+    /// [`KafkaClusterBuilder::with_tls_listener`]).
+    pub fn tls_bootstrap_servers(&self) -> String {
+        self.nodes
+            .iter()
+            .filter(|n| n.role.is_broker())
+            .map(|n| format!("{}:{TLS_PORT}", n.addr))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The PEM file of the CA the SSL listeners' certificates chain to.
+    pub fn tls_ca_file(&self) -> PathBuf {
+        self.work
+            .path()
+            .join("kafka-ca")
+            .join(stoker_proto::agent_tls::CA_FILE)
+    }
+
+    /// The folder broker `id`'s agent renders its SSL listener's stores from.
+    pub fn tls_dir(&self, id: i32) -> PathBuf {
+        self.work.path().join(format!("node-{id}/kafka-tls"))
+    }
+
+    /// Replaces broker `id`'s SSL certificate with a fresh one from the same CA, as a
+    /// renewed Secret reaches a running Pod.
+    pub fn renew_tls_certificate(&self, id: i32) -> Result<(), Error> {
+        let ca = self
+            .tls_ca
+            .as_ref()
+            .ok_or_else(|| Error::Other("the cluster has no TLS listener".into()))?;
+        let node = self.node(id)?;
+        write_broker_tls(ca, &self.tls_dir(id), node.addr)
     }
 
     /// `host:port,...` of every broker's SCRAM listener (see

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 pub use properties::escape_value;
 
-use crate::config::ValidatedConfig;
+use crate::{config::ValidatedConfig, tls_store};
 
 /// The rendered files, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +44,8 @@ pub struct PodFacts {
     pub node_name: String,
     /// broker.rack from the Node's labels, when rack labels are configured.
     pub rack: Option<String>,
+    /// The folder the agent renders into (server.properties, TLS listeners' stores).
+    pub config_dir: std::path::PathBuf,
 }
 
 /// Values read from mounted Secret files, by config key. Their `Debug` form hides
@@ -166,6 +168,10 @@ fn owned_properties(config: &ValidatedConfig, facts: &PodFacts) -> BTreeMap<Stri
             .collect::<Vec<_>>()
             .join(","),
     );
+    for l in config.listeners.iter().filter(|l| l.tls_dir.is_some()) {
+        let paths = tls_store::store_paths(&facts.config_dir, &l.name, tls_store::Pair::Static);
+        p.extend(tls_store::location_properties(&l.name, &paths));
+    }
     if let Some(ibl) = &config.inter_broker_listener {
         p.insert("inter.broker.listener.name".into(), ibl.clone());
     }
@@ -211,6 +217,7 @@ mod tests {
             pod_ip: "10.0.0.7".into(),
             node_name: "node-a".into(),
             rack: None,
+            config_dir: "/etc/kafka".into(),
         }
     }
 
@@ -304,5 +311,28 @@ mod tests {
             ConfigFileName::Log4j2Properties.as_str(),
             "log4j2.properties"
         );
+    }
+
+    #[test]
+    fn tls_listeners_point_kafka_at_the_rendered_pem_stores() {
+        let mut doc = broker_doc();
+        doc.listeners.push(stoker_proto::agent::v1::Listener {
+            name: "CLIENT_TLS".into(),
+            security_protocol: "SSL".into(),
+            container_port: 9094,
+            advertised_host: String::new(),
+            advertised_port: 0,
+            tls_dir: "/etc/kafka-tls/client".into(),
+        });
+        let out = rendered(doc, &facts(), &SecretValues::default());
+        for line in [
+            "listener.name.client_tls.ssl.keystore.type=PEM\n",
+            "listener.name.client_tls.ssl.keystore.location=/etc/kafka/tls/client_tls.keystore.pem\n",
+            "listener.name.client_tls.ssl.truststore.location=/etc/kafka/tls/client_tls.truststore.pem\n",
+            "CLIENT_TLS:SSL",
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
+        assert!(!out.contains("listener.name.internal.ssl"));
     }
 }

@@ -37,6 +37,13 @@ pub struct Listener {
     /// Port advertised to clients; 0 means container_port.
     #[prost(uint32, tag = "5")]
     pub advertised_port: u32,
+    /// For an SSL or SASL_SSL listener: the folder of a mounted Secret holding its PEM
+    /// files — tls.crt (the broker's certificate, then its chain), tls.key (its PKCS#8
+    /// key) and ca.crt (the CAs trusted for peers and clients). The agent renders Kafka's
+    /// PEM key and trust stores from them and serves a renewed certificate without a
+    /// restart. Empty for PLAINTEXT and SASL_PLAINTEXT listeners.
+    #[prost(string, tag = "6")]
+    pub tls_dir: ::prost::alloc::string::String,
 }
 /// A config value read from a file mounted from a Secret, so it never travels in a
 /// ConfigMap, a log line or an error.

@@ -37,6 +37,7 @@ pub fn desired_config(
                 container_port: if bound { u32::from(l.port) } else { 0 },
                 advertised_host: host.clone(),
                 advertised_port: 0,
+                tls_dir: String::new(),
             }
         })
         .filter(|l| l.container_port != 0 || l.name == cluster.controller_listener)
