@@ -20,55 +20,22 @@ use rdkafka::{
     consumer::{Consumer, StreamConsumer},
     producer::{FutureProducer, FutureRecord},
 };
-use rustls::{
-    ClientConfig as TlsConfig, RootCertStore,
-    pki_types::{CertificateDer, ServerName, pem::PemObject},
-};
 use stoker_testenv::{KafkaCluster, kafka::TLS_PORT};
 
 const TOPIC: &str = "over-tls";
 
 /// The certificate the listener at `addr` serves to a new connection (its DER).
 async fn served_certificate(addr: std::net::Ipv4Addr, ca_file: &Path) -> Result<Vec<u8>, String> {
-    let mut roots = RootCertStore::empty();
-    for ca in CertificateDer::pem_file_iter(ca_file).map_err(|e| e.to_string())? {
-        roots
-            .add(ca.map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    }
-    let config =
-        TlsConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect((addr, TLS_PORT))
+    let ca = std::fs::read(ca_file).map_err(|e| e.to_string())?;
+    stoker_testenv::tls::served_certificate((addr, TLS_PORT).into(), &addr.to_string(), &ca)
         .await
-        .map_err(|e| e.to_string())?;
-    let tls = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_rustls::TlsConnector::from(Arc::new(config))
-            .connect(ServerName::IpAddress(addr.into()), tcp),
-    )
-    .await
-    .map_err(|_| "TLS handshake timed out".to_owned())?
-    .map_err(|e| e.to_string())?;
-    let (_, session) = tls.get_ref();
-    session
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec())
-        .ok_or_else(|| "no certificate served".to_owned())
+        .map_err(|e| e.to_string())
 }
 
 /// The certificate in the folder's `tls.crt` (its DER).
 fn certificate_in(dir: &Path) -> Vec<u8> {
-    CertificateDer::pem_file_iter(dir.join("tls.crt"))
-        .expect("tls.crt")
-        .next()
+    stoker_testenv::tls::first_certificate(&std::fs::read(dir.join("tls.crt")).expect("tls.crt"))
         .expect("a certificate")
-        .expect("PEM")
-        .to_vec()
 }
 
 fn tls_client(kafka: &KafkaCluster) -> ClientConfig {

@@ -30,7 +30,7 @@ use super::{
     Error, State,
     build::{
         FIELD_MANAGER,
-        agent_tls::{self, TlsPlan},
+        certificates::{self, CertificateView, TlsPlan},
     },
     dereference::{Kind, ObjectKey},
     plan::{Object, Plan, Write},
@@ -66,10 +66,11 @@ fn kube_err<'a>(
     }
 }
 
-/// Carries out the agents' mTLS part of the plan: a CA when there is none (never one
-/// over another: a CA someone else just made is read back), each broker certificate
-/// due, and the Secrets of brokers gone. Returns the CA in force.
-async fn agent_tls(state: &State, ns: &str, tls: &TlsPlan) -> Result<Option<Ca>, Error> {
+/// Carries out one certificate set of the plan (the agents' mTLS or the client
+/// listeners' TLS): a CA when there is none (never one over another: a CA someone else
+/// just made is read back), each broker certificate due, and the Secrets of brokers
+/// gone. Returns the CA in force.
+async fn certificates(state: &State, ns: &str, tls: &TlsPlan) -> Result<Option<Ca>, Error> {
     if tls.is_empty() {
         return Ok(tls.ca.clone());
     }
@@ -83,55 +84,58 @@ async fn agent_tls(state: &State, ns: &str, tls: &TlsPlan) -> Result<Option<Ca>,
             source,
         }
     };
+    let purpose = tls.set.purpose.component();
     let now = time::OffsetDateTime::now_utc();
     let ca = match (&tls.ca, tls.new_ca) {
-        (Some(ca), _) => ca.clone(),
-        (None, why) => {
-            let (ca, secret) = agent_tls::issue_ca(&tls.meta, now).map_err(Error::Issue)?;
-            let name = agent_tls::ca_secret_name(&tls.meta.name);
+        (Some(ca), _) => Some(ca.clone()),
+        (None, None) => None,
+        (None, Some(why)) => {
+            let (ca, secret) =
+                certificates::issue_ca(&tls.meta, &tls.set, now).map_err(Error::Issue)?;
+            let name = &tls.set.ca_secret;
             match api.create(&PostParams::default(), &secret).await {
                 Ok(_) => {
-                    info!(secret = %name, why = why.unwrap_or_default(), "Issued the cluster's agent CA");
-                    ca
+                    info!(secret = %name, purpose, why, "Issued the cluster's CA");
+                    Some(ca)
                 }
                 Err(kube::Error::Api(e)) if e.code == 409 => {
-                    let stored = api.get(&name).await.map_err(err("get", &name))?;
-                    agent_tls::AgentTlsView::read(&tls.meta.name, ns, [&stored])
-                        .ca
-                        .ok_or_else(|| Error::Kube {
-                            action: "read",
-                            kind: "Secret",
-                            name: name.clone(),
-                            source: kube::Error::Api(e),
-                        })?
+                    let stored = api.get(name).await.map_err(err("get", name))?;
+                    Some(
+                        CertificateView::read(&tls.set, &tls.meta.name, [&stored])
+                            .ca
+                            .ok_or_else(|| Error::CaSecret { name: name.clone() })?,
+                    )
                 }
-                Err(e) => return Err(err("create", &name)(e)),
+                Err(e) => return Err(err("create", name)(e)),
             }
         }
     };
-    for (&id, why) in &tls.issue {
-        let secret = agent_tls::issue_broker(&tls.meta, &ca, id, now).map_err(Error::Issue)?;
-        let name = agent_tls::broker_secret_name(&tls.meta.name, id);
-        api.patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .map_err(err("apply", &name))?;
-        info!(broker_id = id, secret = %name, why = %why, "Issued the agent's certificate");
+    if let Some(ca) = &ca {
+        for (&id, why) in &tls.issue {
+            let secret = certificates::issue_broker(&tls.meta, &tls.set, ca, id, now)
+                .map_err(Error::Issue)?;
+            let name = tls.set.broker_secret(&tls.meta.name, id);
+            api.patch(
+                &name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await
+            .map_err(err("apply", &name))?;
+            info!(broker_id = id, secret = %name, purpose, why = %why, "Issued the broker's certificate");
+        }
     }
     for &id in &tls.delete {
-        let name = agent_tls::broker_secret_name(&tls.meta.name, id);
+        let name = tls.set.broker_secret(&tls.meta.name, id);
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {
-                info!(broker_id = id, secret = %name, "Deleted the agent certificate of a broker gone")
+                info!(broker_id = id, secret = %name, purpose, "Deleted the certificate of a broker gone")
             }
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(e) => return Err(err("delete", &name)(e)),
         }
     }
-    Ok(Some(ca))
+    Ok(ca)
 }
 
 /// Server-side applies `obj`: an update only when the API server's resourceVersion
@@ -251,7 +255,8 @@ pub async fn run(kc: &KafkaCluster, state: &State, plan: Plan) -> Result<(), Err
     let ns = kc.namespace().unwrap_or_default();
     let publish = |note: Note| resource_status::publish(&state.ctx.recorder, kc, note);
 
-    let agent_ca = agent_tls(state, &ns, &plan.agent_tls).await?;
+    let agent_ca = certificates(state, &ns, &plan.agent_tls).await?;
+    certificates(state, &ns, &plan.listener_tls).await?;
     let mut changes = Vec::new();
     for w in plan.writes {
         match write(state, &ns, w).await? {

@@ -28,7 +28,7 @@ use stoker_proto::agent::v1::{BrokerRef, BrokerStatus, DescribeReplicasResponse}
 use super::{
     build::{
         AGENT_GRPC_PORT, ANNOTATION_SPEC_HASH, LABEL_BROKER_ID, LABEL_CLUSTER,
-        agent_tls::AgentTlsView,
+        certificates::{CertificateSet, CertificateView},
     },
     claims::{ClaimView, Refusal},
     roll::{StopQuestion, Verdict},
@@ -278,7 +278,10 @@ pub struct Observed {
     /// The cluster's Cruise Control, when the spec has one: where, and what it said.
     pub cruise_control: Option<CruiseControlView>,
     /// The agents' mTLS Secrets: the CA every call to an agent is made with.
-    pub agent_tls: AgentTlsView,
+    pub agent_tls: CertificateView,
+    /// The client listeners' TLS Secrets (left-over brokers' Secrets only, when no
+    /// listener uses TLS).
+    pub listener_tls: CertificateView,
     /// A new KRaft cluster id, used only when status has none.
     pub fresh_cluster_id: String,
     /// Now, RFC 3339.
@@ -361,7 +364,7 @@ pub struct OwnedStores {
     /// KafkaRebalances the controller created for scaling.
     pub rebalances: Store<KafkaRebalance>,
     /// The agents' mTLS Secrets (CA and per-broker certificates).
-    pub agent_tls: Store<Secret>,
+    pub certificates: Store<Secret>,
 }
 
 impl OwnedStores {
@@ -379,7 +382,7 @@ impl OwnedStores {
             self.deployments.wait_until_ready(),
             self.rebalances.wait_until_ready(),
             self.cruise_control_pods.wait_until_ready(),
-            self.agent_tls.wait_until_ready(),
+            self.certificates.wait_until_ready(),
         );
         ready.0.is_ok()
             && ready.1.is_ok()
@@ -628,14 +631,29 @@ pub async fn observe(
         }
     }
 
-    let agent_tls_secrets = stores.agent_tls.state();
-    let agent_tls = AgentTlsView::read(
-        &name,
-        &namespace,
-        agent_tls_secrets
+    let certificate_secrets = stores.certificates.state();
+    let ours_certificates = || {
+        certificate_secrets
             .iter()
             .filter(|s| in_ns(s.namespace()) && ours(s.labels()))
-            .map(AsRef::as_ref),
+            .map(AsRef::as_ref)
+    };
+    let agent_tls = CertificateView::read(
+        &CertificateSet::agents(&name, &namespace),
+        &name,
+        ours_certificates(),
+    );
+    let listener_tls = CertificateView::read(
+        &CertificateSet::listeners(
+            &name,
+            &namespace,
+            cluster
+                .listener_tls
+                .as_ref()
+                .map_or("", |t| t.ca_secret.as_str()),
+        ),
+        &name,
+        ours_certificates(),
     );
     let ca = agent_tls.ca.as_ref();
     let reports = join_all(cluster.brokers.keys().filter_map(|id| {
@@ -773,6 +791,7 @@ pub async fn observe(
         rebalances,
         cruise_control,
         agent_tls,
+        listener_tls,
         fresh_cluster_id: super::new_cluster_id(),
         now: crate::controller::conditions::now(),
         now_unix: time::OffsetDateTime::now_utc().unix_timestamp(),

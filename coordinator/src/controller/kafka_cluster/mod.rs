@@ -85,9 +85,17 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    /// The agents' mTLS material could not be issued.
-    #[error("failed to issue the agents' mTLS material")]
+    /// A CA or broker certificate could not be issued.
+    #[error("failed to issue TLS material")]
     Issue(#[source] stoker_proto::pki::IssueError),
+    /// A CA Secret exists but holds no CA Stoker can sign with.
+    #[error(
+        "failed to use Secret {name} as the cluster's CA: it exists but holds no ca.crt and ca.key; delete it and Stoker creates the CA there, or name another Secret in sslSecrets.tlsSecretName"
+    )]
+    CaSecret {
+        /// The Secret.
+        name: String,
+    },
     /// The caches of owned objects were not filled in time.
     #[error("failed to fill the caches of owned objects within {0:?}")]
     Caches(Duration),
@@ -106,7 +114,7 @@ impl ReconcileError for Error {
                 _ => "status",
             },
             Self::Caches(_) => "cache",
-            Self::Issue(_) => "tls",
+            Self::Issue(_) | Self::CaSecret { .. } => "tls",
             Self::Finalizer(_) => "finalizer",
         }
     }

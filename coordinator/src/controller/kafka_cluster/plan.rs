@@ -181,7 +181,9 @@ pub struct Plan {
     /// The status to record (written only when it differs from the previous one).
     pub status: KafkaClusterStatus,
     /// The agents' mTLS material to issue (before any Pod that mounts it).
-    pub agent_tls: build::agent_tls::TlsPlan,
+    pub agent_tls: build::certificates::TlsPlan,
+    /// The client listeners' TLS material to issue (likewise).
+    pub listener_tls: build::certificates::TlsPlan,
     /// Objects to write, in order: accounts and RBAC, Services (brokers advertise and
     /// find the voters through their names), then each broker's ConfigMap, PVCs and
     /// Pod, then the PodDisruptionBudget.
@@ -211,7 +213,8 @@ impl Plan {
     fn only_status(status: KafkaClusterStatus, events: Vec<Note>, requeue: Duration) -> Self {
         Self {
             status,
-            agent_tls: build::agent_tls::TlsPlan::default(),
+            agent_tls: build::certificates::TlsPlan::default(),
+            listener_tls: build::certificates::TlsPlan::default(),
             writes: Vec::new(),
             removals: Vec::new(),
             deletes: Vec::new(),
@@ -739,7 +742,33 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
     let ids: std::collections::BTreeSet<i32> = cluster.brokers.keys().copied().collect();
     Plan {
         status,
-        agent_tls: build::agent_tls::plan(&meta, &ids, &observed.agent_tls, observed.now_unix),
+        agent_tls: build::certificates::plan(
+            &meta,
+            &build::certificates::CertificateSet::agents(&meta.name, &meta.namespace),
+            &ids,
+            &observed.agent_tls,
+            observed.now_unix,
+        ),
+        listener_tls: build::certificates::plan(
+            &meta,
+            &build::certificates::CertificateSet::listeners(
+                &meta.name,
+                &meta.namespace,
+                cluster
+                    .listener_tls
+                    .as_ref()
+                    .map_or("", |t| t.ca_secret.as_str()),
+            ),
+            // Certificates only for a cluster with TLS listeners; without, those left
+            // over are deleted.
+            &if cluster.listener_tls.is_some() {
+                ids.clone()
+            } else {
+                Default::default()
+            },
+            &observed.listener_tls,
+            observed.now_unix,
+        ),
         writes: w.out,
         removals,
         deletes: scaled.delete.into_iter().chain(disked.delete).collect(),
@@ -895,6 +924,7 @@ mod tests {
             now: "2026-12-02T00:00:00Z".into(),
             now_unix: 1_796_169_600,
             agent_tls: Default::default(),
+            listener_tls: Default::default(),
         }
     }
 

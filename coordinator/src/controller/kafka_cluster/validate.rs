@@ -129,6 +129,16 @@ pub struct ValidatedCluster {
     pub cruise_control: Option<ValidatedCruiseControl>,
     /// The brokers' JMX exporter.
     pub monitoring: ValidatedMonitoring,
+    /// TLS on client listeners, when a listener is `ssl` or `sasl_ssl`.
+    pub listener_tls: Option<ListenerTls>,
+}
+
+/// TLS on the cluster's client listeners: Stoker keeps a CA in `ca_secret` and issues
+/// every broker a certificate for its names from it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// The Secret holding the cluster's listener CA (`sslSecrets.tlsSecretName`).
+    pub ca_secret: String,
 }
 
 /// The Kafka image used when neither the broker nor the cluster names one.
@@ -209,6 +219,7 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
 
     refuse_unbuilt_listeners(&spec.listeners_config)?;
     let listeners = validate_listeners(&spec.listeners_config.internal_listeners)?;
+    let listener_tls = validate_listener_tls(&spec.listeners_config)?;
     let inner: Vec<_> = spec
         .listeners_config
         .internal_listeners
@@ -332,6 +343,7 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         roll: spec.rolling_upgrade_config.clone(),
         cruise_control,
         monitoring,
+        listener_tls,
     })
 }
 
@@ -548,27 +560,82 @@ fn validate_cruise_control(
     })
 }
 
-/// TLS listeners and external access are not built yet: a spec asking for them is
-/// refused, naming the field, rather than run as a cluster that cannot serve them.
-fn refuse_unbuilt_listeners(config: &ListenersConfig) -> Result<(), InvalidSpec> {
-    for (i, l) in config.internal_listeners.iter().enumerate() {
-        let t = l.type_.to_ascii_lowercase();
-        if t == "ssl" || t == "sasl_ssl" {
-            return Err(invalid(
-                "ListenerNotSupported",
-                format!(
-                    "spec.listenersConfig.internalListeners[{i}].type is {:?}, but Stoker does not render TLS listeners yet (no keystore would be served); use plaintext or sasl_plaintext",
-                    l.type_
-                ),
-            ));
-        }
-    }
-    if config.ssl_secrets.is_some() {
+/// TLS on client listeners: which listeners may have it, and the CA Secret that
+/// issues their certificates. TLS between brokers and controllers is refused (the
+/// agents and the coordinator reach brokers over those listeners in plaintext), and so
+/// is a CA the user brings (`create: false`): Stoker signs only with a CA it made.
+fn validate_listener_tls(config: &ListenersConfig) -> Result<Option<ListenerTls>, InvalidSpec> {
+    let tls: Vec<(usize, &InternalListener)> = config
+        .internal_listeners
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| matches!(l.type_.to_ascii_lowercase().as_str(), "ssl" | "sasl_ssl"))
+        .collect();
+    for (i, l) in &tls {
+        let role = if l.used_for_inner_broker_communication {
+            "the inter-broker listener"
+        } else if l.used_for_controller_communication {
+            "the controller listener"
+        } else {
+            continue;
+        };
         return Err(invalid(
             "ListenerNotSupported",
-            "spec.listenersConfig.sslSecrets is set, but Stoker does not render TLS listeners yet; remove it",
+            format!(
+                "spec.listenersConfig.internalListeners[{i}] is {role} and its type is {:?}, but TLS between brokers and controllers is not built yet (the agents and the coordinator reach brokers over it in plaintext); keep it plaintext or sasl_plaintext and put TLS on a client listener",
+                l.type_
+            ),
         ));
     }
+    match (tls.first(), &config.ssl_secrets) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err(invalid(
+            "InvalidListeners",
+            "spec.listenersConfig.sslSecrets is set, but no internal listener is ssl or sasl_ssl; remove sslSecrets or give a client listener type: ssl",
+        )),
+        (Some((i, l)), None) => Err(invalid(
+            "InvalidListeners",
+            format!(
+                "spec.listenersConfig.internalListeners[{i}].type is {:?}, but spec.listenersConfig.sslSecrets is not set; set sslSecrets: {{tlsSecretName: <name>, create: true}} and Stoker issues every broker's certificate from a CA it keeps in that Secret",
+                l.type_
+            ),
+        )),
+        (Some(_), Some(s)) if !s.create => Err(invalid(
+            "ListenerNotSupported",
+            format!(
+                "spec.listenersConfig.sslSecrets.create is false (a CA you bring in Secret {:?}), but Stoker signs only with a CA it creates yet; set create: true and Stoker creates that Secret",
+                s.tls_secret_name
+            ),
+        )),
+        (Some(_), Some(s)) if !is_dns_subdomain(&s.tls_secret_name) => Err(invalid(
+            "InvalidListeners",
+            format!(
+                "spec.listenersConfig.sslSecrets.tlsSecretName {:?} is not a Secret name (lower-case letters, digits, '-' and '.', at most 253)",
+                s.tls_secret_name
+            ),
+        )),
+        (Some(_), Some(s)) => Ok(Some(ListenerTls {
+            ca_secret: s.tls_secret_name.clone(),
+        })),
+    }
+}
+
+fn is_dns_subdomain(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !part.starts_with('-')
+                && !part.ends_with('-')
+        })
+}
+
+/// External access is not built yet: a spec asking for it is refused, naming the
+/// field, rather than run as a cluster that cannot serve it.
+fn refuse_unbuilt_listeners(config: &ListenersConfig) -> Result<(), InvalidSpec> {
     if config
         .external_listeners
         .as_ref()
@@ -818,13 +885,63 @@ mod tests {
     }
 
     #[test]
+    fn a_tls_client_listener_takes_its_certificates_from_a_ca_stoker_creates() {
+        let tls_listener = crate::crd::v1alpha1::InternalListener {
+            type_: "ssl".into(),
+            name: "tls".into(),
+            container_port: 29094,
+            ..Default::default()
+        };
+        let mut spec = example_spec();
+        spec.listeners_config
+            .internal_listeners
+            .push(tls_listener.clone());
+        let e = validate(&spec).expect_err("no CA Secret named");
+        assert!(
+            e.message.contains("internalListeners[2].type") && e.message.contains("sslSecrets"),
+            "{}",
+            e.message
+        );
+        spec.listeners_config.ssl_secrets = Some(crate::crd::v1alpha1::SslSecrets {
+            tls_secret_name: "kafka-tls-ca".into(),
+            create: false,
+        });
+        let e = validate(&spec).expect_err("a CA brought by the user");
+        assert_eq!(e.reason, "ListenerNotSupported");
+        assert!(e.message.contains("create: true"), "{}", e.message);
+        spec.listeners_config.ssl_secrets = Some(crate::crd::v1alpha1::SslSecrets {
+            tls_secret_name: "Not_A_Name".into(),
+            create: true,
+        });
+        assert!(
+            validate(&spec)
+                .expect_err("bad name")
+                .message
+                .contains("tlsSecretName")
+        );
+        spec.listeners_config.ssl_secrets = Some(crate::crd::v1alpha1::SslSecrets {
+            tls_secret_name: "kafka-tls-ca".into(),
+            create: true,
+        });
+        let v = validate(&spec).expect("valid");
+        assert_eq!(
+            v.listener_tls,
+            Some(ListenerTls {
+                ca_secret: "kafka-tls-ca".into()
+            })
+        );
+        assert_eq!(v.listeners[2].protocol, "SSL");
+    }
+
+    #[test]
     fn listeners_not_built_yet_are_refused_naming_the_field() {
         let mut spec = example_spec();
         spec.listeners_config.internal_listeners[0].type_ = "ssl".into();
-        let e = validate(&spec).expect_err("no TLS listeners yet");
+        let e = validate(&spec).expect_err("no TLS between brokers yet");
         assert_eq!(e.reason, "ListenerNotSupported");
         assert!(
-            e.message.contains("internalListeners[0].type"),
+            e.message
+                .contains("internalListeners[0] is the inter-broker listener"),
             "{}",
             e.message
         );
@@ -834,8 +951,13 @@ mod tests {
             tls_secret_name: "tls".into(),
             create: true,
         });
-        let e = validate(&spec).expect_err("no sslSecrets yet");
-        assert!(e.message.contains("sslSecrets"), "{}", e.message);
+        let e = validate(&spec).expect_err("sslSecrets without a TLS listener");
+        assert!(
+            e.message
+                .contains("sslSecrets is set, but no internal listener"),
+            "{}",
+            e.message
+        );
 
         let mut spec = example_spec();
         spec.listeners_config.external_listeners =

@@ -187,15 +187,17 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
     })
     .reflect(writer)
     .touched_objects();
-    // The agents' mTLS Secrets only (by their component label): a deleted one is
-    // issued again at once.
-    let (agent_tls, writer) = reflector::store();
+    // The certificate Secrets only (by their component label: the agents' mTLS and the
+    // client listeners' TLS): a deleted one is issued again at once.
+    let (certificates, writer) = reflector::store();
+    let components = super::build::certificates::Purpose::ALL
+        .map(super::build::certificates::Purpose::component)
+        .join(",");
     let secret_events = watcher(
         Api::<Secret>::all(client.clone()),
         watcher::Config::default().labels(&format!(
-            "{}={}",
-            super::build::agent_tls::LABEL_COMPONENT,
-            super::build::agent_tls::COMPONENT
+            "{} in ({components})",
+            super::build::certificates::LABEL_COMPONENT,
         )),
     )
     .default_backoff()
@@ -224,7 +226,7 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
         deployments,
         rebalances,
         cruise_control_pods,
-        agent_tls,
+        certificates,
     };
     let controller = Controller::new(Api::<KafkaCluster>::all(client), watcher::Config::default())
         .owns_stream(pod_events)

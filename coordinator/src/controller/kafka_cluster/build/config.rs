@@ -37,7 +37,14 @@ pub fn desired_config(
                 container_port: if bound { u32::from(l.port) } else { 0 },
                 advertised_host: host.clone(),
                 advertised_port: 0,
-                tls_dir: String::new(),
+                // The agent renders a TLS listener's stores from the broker's Secret.
+                tls_dir: if l.protocol.ends_with("SSL") {
+                    super::certificates::Purpose::Listeners
+                        .mount_dir()
+                        .to_owned()
+                } else {
+                    String::new()
+                },
             }
         })
         .filter(|l| l.container_port != 0 || l.name == cluster.controller_listener)

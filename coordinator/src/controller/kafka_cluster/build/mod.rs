@@ -3,7 +3,7 @@
 //! cluster (Services, PodDisruptionBudget, the JMX exporter's rules, Cruise Control). No I/O; `apply` writes what they return.
 
 pub mod agent;
-pub mod agent_tls;
+pub mod certificates;
 pub mod config;
 pub mod cruise_control;
 pub mod jmx_exporter;

@@ -20,7 +20,8 @@ use super::{
         agent_container, control_mount, control_volume, downward_env, env, kafka_prestop,
         kafka_readiness_probe,
     },
-    agent_tls, broker_labels, broker_name,
+    broker_labels, broker_name,
+    certificates::{self, CertificateSet, Purpose},
     config::DESIRED_CONFIG_KEY,
     jmx_exporter::{self, JMX_EXPORTER_PORT, JarSource},
     security,
@@ -114,7 +115,11 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
         },
         // The preStop handshake, and the agent's mTLS certificate.
         control_volume(),
-        agent_tls::volume(&meta.name, b.id),
+        certificates::volume(
+            &CertificateSet::agents(&meta.name, &meta.namespace),
+            &meta.name,
+            b.id,
+        ),
     ];
     let mut kafka_mounts = vec![
         VolumeMount {
@@ -168,8 +173,17 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
             mount_path: RENDERED_DIR.into(),
             ..VolumeMount::default()
         },
-        agent_tls::mount(),
+        certificates::mount(Purpose::Agents),
     ];
+    // The client listeners' certificate, which the agent renders Kafka's stores from.
+    if let Some(tls) = &cluster.listener_tls {
+        volumes.push(certificates::volume(
+            &CertificateSet::listeners(&meta.name, &meta.namespace, &tls.ca_secret),
+            &meta.name,
+            b.id,
+        ));
+        agent_mounts.push(certificates::mount(Purpose::Listeners));
+    }
     for s in &b.storage {
         let vol = disk_volume_name(&s.mount_path);
         volumes.push(Volume {
@@ -207,7 +221,7 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
             format!("{DESIRED_CONFIG_DIR}/{DESIRED_CONFIG_KEY}"),
         ),
         env("STOKER_AGENT_OUTPUT_DIR", RENDERED_DIR),
-        env("STOKER_AGENT_TLS_DIR", agent_tls::MOUNT_DIR),
+        env("STOKER_AGENT_TLS_DIR", Purpose::Agents.mount_dir()),
         env("STOKER_AGENT_STOP_LEASE", super::stop_lease_name(meta)),
         env(
             "STOKER_AGENT_JMX_EXPORTER_URL",
