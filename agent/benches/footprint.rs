@@ -21,6 +21,7 @@ use stoker_testenv::{
     kafka::JMX_EXPORTER_PORT,
     net::free_port,
     proc_stats::{cpu_seconds, peak_rss_mib, rss_mib},
+    stats::{ms, percentile as pct},
 };
 
 async fn latencies(addr: SocketAddr, path: &str, n: usize) -> Vec<Duration> {
@@ -33,15 +34,6 @@ async fn latencies(addr: SocketAddr, path: &str, n: usize) -> Vec<Duration> {
     }
     out.sort();
     out
-}
-
-fn pct(v: &[Duration], p: f64) -> Duration {
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i.min(v.len() - 1)]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -27,17 +27,13 @@ use stoker_proto::agent::v1::{
 use stoker_testenv::{
     WorkDir,
     agent_tls::{self, Caller},
+    stats::percentile as pct,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
 const CALLS: usize = 2000;
 const CONNECTIONS: usize = 200;
-
-fn pct(v: &[Duration], p: f64) -> Duration {
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i.min(v.len() - 1)]
-}
 
 fn request() -> GetStatusRequest {
     GetStatusRequest {

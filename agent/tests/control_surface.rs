@@ -7,7 +7,7 @@
 use std::{net::SocketAddr, path::PathBuf, process::Command, time::Duration};
 
 use stoker_proto::{
-    agent::v1::{BrokerRef, DesiredConfig, GetStatusRequest, Listener, PrepareShutdownRequest},
+    agent::v1::{BrokerRef, DesiredConfig, GetStatusRequest, PrepareShutdownRequest},
     agent_tls::{COORDINATOR_NAME, agent_name},
     pki::{self, Ca, Usage},
 };
@@ -24,30 +24,7 @@ const CLUSTER: &str = "kafka";
 const NAMESPACE: &str = "default";
 
 fn doc() -> DesiredConfig {
-    DesiredConfig {
-        schema_version: 1,
-        broker: Some(broker(1)),
-        process_roles: vec!["broker".into()],
-        cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
-        listeners: vec![
-            Listener {
-                name: "INTERNAL".into(),
-                security_protocol: "PLAINTEXT".into(),
-                container_port: 29092,
-                ..Listener::default()
-            },
-            Listener {
-                name: "CONTROLLER".into(),
-                security_protocol: "PLAINTEXT".into(),
-                ..Listener::default()
-            },
-        ],
-        inter_broker_listener: "INTERNAL".into(),
-        controller_listeners: vec!["CONTROLLER".into()],
-        controller_quorum_voters: "100@kafka-100:29093".into(),
-        log_dirs: vec!["/kafka-logs/kafka".into()],
-        ..DesiredConfig::default()
-    }
+    stoker_testenv::agent::broker_only_doc(broker(1))
 }
 
 fn broker(id: i32) -> BrokerRef {

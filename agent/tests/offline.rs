@@ -4,7 +4,7 @@
 
 use std::{path::PathBuf, process::Command, time::Duration};
 
-use stoker_proto::agent::v1::{BrokerRef, DesiredConfig, Listener};
+use stoker_proto::agent::v1::{BrokerRef, DesiredConfig};
 use stoker_testenv::{ManagedProcess, WorkDir, http, net::free_port};
 
 fn agent_bin() -> PathBuf {
@@ -12,39 +12,11 @@ fn agent_bin() -> PathBuf {
 }
 
 fn doc() -> DesiredConfig {
-    DesiredConfig {
-        schema_version: 1,
-        broker: Some(BrokerRef {
-            cluster: "kafka".into(),
-            namespace: "default".into(),
-            broker_id: 1,
-        }),
-        process_roles: vec!["broker".into()],
-        cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
-        listeners: vec![
-            Listener {
-                name: "INTERNAL".into(),
-                security_protocol: "PLAINTEXT".into(),
-                container_port: 29092,
-                advertised_host: String::new(),
-                advertised_port: 0,
-                tls_dir: String::new(),
-            },
-            Listener {
-                name: "CONTROLLER".into(),
-                security_protocol: "PLAINTEXT".into(),
-                container_port: 0,
-                advertised_host: String::new(),
-                advertised_port: 0,
-                tls_dir: String::new(),
-            },
-        ],
-        inter_broker_listener: "INTERNAL".into(),
-        controller_listeners: vec!["CONTROLLER".into()],
-        controller_quorum_voters: "100@kafka-100:29093".into(),
-        log_dirs: vec!["/kafka-logs/kafka".into()],
-        ..DesiredConfig::default()
-    }
+    stoker_testenv::agent::broker_only_doc(BrokerRef {
+        cluster: "kafka".into(),
+        namespace: "default".into(),
+        broker_id: 1,
+    })
 }
 
 #[test]

@@ -21,6 +21,7 @@ pub mod kube_client;
 pub mod lease;
 pub mod metrics;
 pub mod quantity;
+pub mod secret_data;
 pub mod webhook;
 
 use std::{process::ExitCode, sync::Arc, sync::atomic::Ordering, time::Duration};

@@ -117,6 +117,36 @@ pub fn desired_config(spec: &NodeSpec<'_>) -> DesiredConfig {
     }
 }
 
+/// The document of broker `broker` alone (an `INTERNAL` listener on 29092, a
+/// controller it does not bind, one log dir): for tests of the agent that need no
+/// Kafka to reach.
+pub fn broker_only_doc(broker: BrokerRef) -> DesiredConfig {
+    DesiredConfig {
+        schema_version: 1,
+        broker: Some(broker),
+        process_roles: vec!["broker".into()],
+        cluster_id: "MkU3OEVBNTcwNTJENDM2Qk".into(),
+        listeners: vec![
+            Listener {
+                name: "INTERNAL".into(),
+                security_protocol: "PLAINTEXT".into(),
+                container_port: 29092,
+                ..Listener::default()
+            },
+            Listener {
+                name: "CONTROLLER".into(),
+                security_protocol: "PLAINTEXT".into(),
+                ..Listener::default()
+            },
+        ],
+        inter_broker_listener: "INTERNAL".into(),
+        controller_listeners: vec!["CONTROLLER".into()],
+        controller_quorum_voters: "100@kafka-100:29093".into(),
+        log_dirs: vec!["/kafka-logs/kafka".into()],
+        ..DesiredConfig::default()
+    }
+}
+
 /// Writes `doc` and starts the agent for node `id`, then waits until it has
 /// rendered (its /startupz answers 200), as a kubelet waits on a native sidecar's
 /// startup probe before starting the Kafka container.

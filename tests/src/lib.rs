@@ -29,6 +29,7 @@ pub mod pod_runtime;
 pub mod proc_stats;
 pub mod process;
 pub mod prometheus;
+pub mod stats;
 pub mod tls;
 pub mod workdir;
 

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::tls::{self, Material, Renewal, SwappableCert, TlsError};
+use crate::secret_data::text;
 
 const NAMES_ANNOTATION: &str = "kafka.stoker.io/webhook-names";
 const NOT_AFTER_ANNOTATION: &str = "kafka.stoker.io/not-after";
@@ -159,15 +160,6 @@ pub async fn keep_current(
             }
         }
     }
-}
-
-fn text(secret: &Secret, key: &str) -> String {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .unwrap_or_default()
 }
 
 fn stored(secret: &Secret) -> Material {

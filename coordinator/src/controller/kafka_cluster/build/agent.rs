@@ -120,7 +120,9 @@ pub fn kafka_prestop(grace_seconds: i64) -> Lifecycle {
 
 /// The agent container: `args` (`run` or `observe`), the mode's own environment
 /// (`env`), its mounts, and the Pod's grace period (its safety wait ends that much
-/// earlier than the Pod's, leaving the rest to Kafka).
+/// earlier than the Pod's, leaving the rest to Kafka). The gRPC port is declared only
+/// when the mode's environment gives the agent its mTLS folder (it serves gRPC only
+/// over mTLS).
 pub fn agent_container(
     image: &str,
     args: &[&str],
@@ -128,16 +130,19 @@ pub fn agent_container(
     mounts: Vec<VolumeMount>,
     grace_seconds: i64,
 ) -> Container {
+    let grpc = mode_env.iter().any(|e| e.name == "STOKER_AGENT_TLS_DIR");
     let mut agent_env = downward_env();
-    agent_env.extend([
-        env(
-            "STOKER_AGENT_ADMIN_ADDR",
-            format!("$(POD_IP):{AGENT_ADMIN_PORT}"),
-        ),
-        env(
+    agent_env.push(env(
+        "STOKER_AGENT_ADMIN_ADDR",
+        format!("$(POD_IP):{AGENT_ADMIN_PORT}"),
+    ));
+    if grpc {
+        agent_env.push(env(
             "STOKER_AGENT_GRPC_ADDR",
             format!("$(POD_IP):{AGENT_GRPC_PORT}"),
-        ),
+        ));
+    }
+    agent_env.extend([
         env("STOKER_AGENT_CONTROL_DIR", CONTROL_DIR),
         env(
             "STOKER_AGENT_SHUTDOWN_TIMEOUT",
@@ -158,18 +163,19 @@ pub fn agent_container(
         restart_policy: Some("Always".into()),
         startup_probe: Some(http_probe("/startupz", 1, 600)),
         liveness_probe: Some(http_probe("/livez", 10, 3)),
-        ports: Some(vec![
-            ContainerPort {
+        ports: Some(
+            std::iter::once(ContainerPort {
                 name: Some("agent-admin".into()),
                 container_port: AGENT_ADMIN_PORT,
                 ..ContainerPort::default()
-            },
-            ContainerPort {
+            })
+            .chain(grpc.then(|| ContainerPort {
                 name: Some("agent-grpc".into()),
                 container_port: AGENT_GRPC_PORT,
                 ..ContainerPort::default()
-            },
-        ]),
+            }))
+            .collect(),
+        ),
         volume_mounts: Some(std::iter::once(control_mount()).chain(mounts).collect()),
         // It writes only to volumes.
         security_context: Some(security::restricted_container(
@@ -213,6 +219,34 @@ mod tests {
             Some(vec![control_mount()]),
             "only the control folder, unless asked"
         );
+    }
+
+    #[test]
+    fn the_grpc_port_is_declared_only_where_the_agent_serves_it() {
+        let ports = |c: &Container| -> Vec<String> {
+            c.ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.name.clone())
+                .collect()
+        };
+        let observe = agent_container("a:1", &["observe"], Vec::new(), Vec::new(), 60);
+        assert_eq!(ports(&observe), ["agent-admin"]);
+        assert!(
+            !observe
+                .env
+                .iter()
+                .flatten()
+                .any(|e| e.name == "STOKER_AGENT_GRPC_ADDR")
+        );
+        let run = agent_container(
+            "a:1",
+            &["run"],
+            vec![env("STOKER_AGENT_TLS_DIR", "/tls")],
+            Vec::new(),
+            60,
+        );
+        assert_eq!(ports(&run), ["agent-admin", "agent-grpc"]);
     }
 
     #[test]

@@ -19,6 +19,7 @@ use stoker_proto::{
 use time::{Duration, OffsetDateTime};
 
 use super::{CLUSTER_DOMAIN, ClusterMeta, LABEL_BROKER_ID, advertised_host, cluster_labels};
+use crate::secret_data::text;
 
 /// Label on the certificate Secrets (the coordinator's cache watches only these).
 pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
@@ -149,15 +150,6 @@ pub struct CertificateView {
     pub ca: Option<Ca>,
     /// Each broker's certificate, by broker id.
     pub brokers: BTreeMap<i32, StoredLeaf>,
-}
-
-fn text(secret: &Secret, key: &str) -> String {
-    secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(key))
-        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
-        .unwrap_or_default()
 }
 
 impl CertificateView {
