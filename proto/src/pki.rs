@@ -27,7 +27,8 @@ fn failed(what: impl Into<String>) -> impl FnOnce(rcgen::Error) -> IssueError {
 /// A CA certificate and its key, PEM-encoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ca {
-    /// The CA's common name (what the certificates it signs name as their issuer).
+    /// A name for the CA in messages (the certificates it signs name the subject of
+    /// `cert` as their issuer).
     pub common_name: String,
     /// The certificate.
     pub cert: String,
@@ -99,7 +100,10 @@ pub fn issue_leaf(
     let first = names.first().cloned().unwrap_or_default();
     let signer =
         KeyPair::from_pem(&ca.key).map_err(failed(format!("CA {} key", ca.common_name)))?;
-    let issuer = Issuer::new(ca_params(&ca.common_name)?, signer);
+    // The issuer as its certificate says (subject, key identifier): a CA Stoker made
+    // and one a user brings sign alike.
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert, signer)
+        .map_err(failed(format!("CA {} certificate", ca.common_name)))?;
     let key = KeyPair::generate().map_err(failed(format!("key for {first}")))?;
     let mut params =
         CertificateParams::new(names.to_vec()).map_err(failed(format!("names {names:?}")))?;

@@ -4,14 +4,19 @@
 //! advertised name and the bootstrap Service; clients that trust only that CA produce
 //! and consume through the listener with hostname verification; a broker's certificate
 //! issued again (its Secret deleted) is served by that broker within seconds with no
-//! container restarted; a spec asking for TLS between brokers is refused, and the
-//! cluster keeps serving.
+//! container restarted; switched to a CA the user brings (`create: false`), Stoker says
+//! what it waits for, then every broker serves a certificate from that CA, again with
+//! no restart; a spec asking for TLS between brokers is refused, and the cluster keeps
+//! serving.
 
 mod support;
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::{
+    ByteString,
+    api::core::v1::{Pod, Secret},
+};
 use kube::{
     Api,
     api::{DeleteParams, Patch, PatchParams},
@@ -201,6 +206,90 @@ async fn a_tls_client_listener_serves_certificates_the_coordinator_issues_and_re
         "no container restarted"
     );
 
+    // A CA the user brings (create: false): until its Secret is there Stoker says what
+    // it waits for; then every broker gets a certificate from it, served without a
+    // restart.
+    let patch = serde_json::json!({"spec": {"listenersConfig": {"sslSecrets": {
+        "tlsSecretName": "acme-ca", "create": false,
+    }}}});
+    env.clusters
+        .patch(CLUSTER, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let notes = event_notes(&env, "CaSecretUnusable").await;
+        if let Some(n) = notes.iter().find(|n| n.contains("acme-ca")) {
+            assert!(n.contains("yours to bring") && n.contains("ca.key"), "{n}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no Warning about the missing CA");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let acme = stoker_proto::pki::issue_ca(
+        "Acme Root CA",
+        time::OffsetDateTime::now_utc(),
+        time::Duration::days(365),
+    )
+    .expect("the user's CA");
+    let user_secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("acme-ca".into()),
+            labels: Some(
+                [(
+                    "app.kubernetes.io/component".to_owned(),
+                    "listener-tls".to_owned(),
+                )]
+                .into(),
+            ),
+            ..Default::default()
+        },
+        data: Some(
+            [
+                (
+                    "ca.crt".to_owned(),
+                    ByteString(acme.cert.clone().into_bytes()),
+                ),
+                (
+                    "ca.key".to_owned(),
+                    ByteString(acme.key.clone().into_bytes()),
+                ),
+            ]
+            .into(),
+        ),
+        ..Default::default()
+    };
+    secrets
+        .create(&Default::default(), &user_secret)
+        .await
+        .expect("create the user's CA Secret");
+    let started = Instant::now();
+    for id in [0, 1, 2] {
+        while served(&env.pods, id, acme.cert.as_bytes()).await.is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "broker {id} does not serve a certificate from the user's CA"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+    println!(
+        "FIGURE tls_user_ca_all_brokers_s={:.1}",
+        started.elapsed().as_secs_f64()
+    );
+    let now = env
+        .pods
+        .list(&Default::default())
+        .await
+        .expect("pods")
+        .items;
+    assert_eq!(broker_uids(&now), broker_uids(&before), "no Pod replaced");
+    assert_eq!(restarts(&now), restarts(&before), "no container restarted");
+    assert!(
+        secrets.get("acme-ca").await.is_ok(),
+        "the user's Secret is theirs: kept"
+    );
+
     // TLS between brokers is refused naming the field; the brokers keep serving.
     let patch = serde_json::json!({"spec": {"listenersConfig": {"internalListeners": [
         {"type": "ssl", "name": "plaintext", "containerPort": 9092, "usedForInnerBrokerCommunication": true},
@@ -221,6 +310,8 @@ async fn a_tls_client_listener_serves_certificates_the_coordinator_issues_and_re
     )
     .await;
     println!("refused: {message}");
-    served(&env.pods, 0, &ca).await.expect("still serving TLS");
+    served(&env.pods, 0, acme.cert.as_bytes())
+        .await
+        .expect("still serving TLS");
     env.stop().await;
 }

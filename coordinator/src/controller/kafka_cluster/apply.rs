@@ -86,6 +86,12 @@ async fn certificates(state: &State, ns: &str, tls: &TlsPlan) -> Result<Option<C
     };
     let purpose = tls.set.purpose.component();
     let now = time::OffsetDateTime::now_utc();
+    if tls.ca_missing {
+        return Err(Error::CaSecret {
+            name: tls.set.ca_secret.clone(),
+            hint: "sslSecrets.create is false, so the CA is yours to bring: create the Secret in the cluster's namespace with the CA's certificate in ca.crt and its unencrypted key in ca.key, labelled app.kubernetes.io/component=listener-tls (or set create: true)",
+        });
+    }
     let ca = match (&tls.ca, tls.new_ca) {
         (Some(ca), _) => Some(ca.clone()),
         (None, None) => None,
@@ -103,7 +109,10 @@ async fn certificates(state: &State, ns: &str, tls: &TlsPlan) -> Result<Option<C
                     Some(
                         CertificateView::read(&tls.set, &tls.meta.name, [&stored])
                             .ca
-                            .ok_or_else(|| Error::CaSecret { name: name.clone() })?,
+                            .ok_or_else(|| Error::CaSecret {
+                                name: name.clone(),
+                                hint: "it exists but holds no ca.crt and ca.key; delete it and Stoker creates the CA there, or name another Secret in sslSecrets.tlsSecretName",
+                            })?,
                     )
                 }
                 Err(e) => return Err(err("create", name)(e)),
@@ -255,8 +264,20 @@ pub async fn run(kc: &KafkaCluster, state: &State, plan: Plan) -> Result<(), Err
     let ns = kc.namespace().unwrap_or_default();
     let publish = |note: Note| resource_status::publish(&state.ctx.recorder, kc, note);
 
-    let agent_ca = certificates(state, &ns, &plan.agent_tls).await?;
-    certificates(state, &ns, &plan.listener_tls).await?;
+    // A CA Secret Stoker cannot sign with stops the pass (no Pod would find its
+    // certificate); the Warning Event says which Secret and what to do.
+    let mut agent_ca = None;
+    for (tls, agents) in [(&plan.agent_tls, true), (&plan.listener_tls, false)] {
+        match certificates(state, &ns, tls).await {
+            Ok(ca) if agents => agent_ca = ca,
+            Ok(_) => {}
+            Err(e @ Error::CaSecret { .. }) => {
+                publish(Note::warning("CaSecretUnusable", "Issuing", e.to_string())).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
     let mut changes = Vec::new();
     for w in plan.writes {
         match write(state, &ns, w).await? {

@@ -643,17 +643,21 @@ pub async fn observe(
         &name,
         ours_certificates(),
     );
+    // A CA the user brings carries the component label but not the cluster's.
+    let listener_set =
+        CertificateSet::of_listeners(&name, &namespace, cluster.listener_tls.as_ref());
     let listener_tls = CertificateView::read(
-        &CertificateSet::listeners(
-            &name,
-            &namespace,
-            cluster
-                .listener_tls
-                .as_ref()
-                .map_or("", |t| t.ca_secret.as_str()),
-        ),
+        &listener_set,
         &name,
-        ours_certificates(),
+        certificate_secrets
+            .iter()
+            .filter(|s| {
+                in_ns(s.namespace())
+                    && (ours(s.labels())
+                        || (!listener_set.ca_secret.is_empty()
+                            && s.metadata.name.as_deref() == Some(&listener_set.ca_secret)))
+            })
+            .map(AsRef::as_ref),
     );
     let ca = agent_tls.ca.as_ref();
     let reports = join_all(cluster.brokers.keys().filter_map(|id| {

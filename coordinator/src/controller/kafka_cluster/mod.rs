@@ -88,13 +88,13 @@ pub enum Error {
     /// A CA or broker certificate could not be issued.
     #[error("failed to issue TLS material")]
     Issue(#[source] stoker_proto::pki::IssueError),
-    /// A CA Secret exists but holds no CA Stoker can sign with.
-    #[error(
-        "failed to use Secret {name} as the cluster's CA: it exists but holds no ca.crt and ca.key; delete it and Stoker creates the CA there, or name another Secret in sslSecrets.tlsSecretName"
-    )]
+    /// A CA Secret holds no CA Stoker can sign with.
+    #[error("failed to use Secret {name} as the cluster's CA: {hint}")]
     CaSecret {
         /// The Secret.
         name: String,
+        /// What is wrong and what to do.
+        hint: &'static str,
     },
     /// The caches of owned objects were not filled in time.
     #[error("failed to fill the caches of owned objects within {0:?}")]

@@ -751,13 +751,10 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         ),
         listener_tls: build::certificates::plan(
             &meta,
-            &build::certificates::CertificateSet::listeners(
+            &build::certificates::CertificateSet::of_listeners(
                 &meta.name,
                 &meta.namespace,
-                cluster
-                    .listener_tls
-                    .as_ref()
-                    .map_or("", |t| t.ca_secret.as_str()),
+                cluster.listener_tls.as_ref(),
             ),
             // Certificates only for a cluster with TLS listeners; without, those left
             // over are deleted.

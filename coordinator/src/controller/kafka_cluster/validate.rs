@@ -139,6 +139,9 @@ pub struct ValidatedCluster {
 pub struct ListenerTls {
     /// The Secret holding the cluster's listener CA (`sslSecrets.tlsSecretName`).
     pub ca_secret: String,
+    /// Stoker creates the CA there when the Secret is missing (`sslSecrets.create`);
+    /// otherwise the user brings it.
+    pub create: bool,
 }
 
 /// The Kafka image used when neither the broker nor the cluster names one.
@@ -561,9 +564,9 @@ fn validate_cruise_control(
 }
 
 /// TLS on client listeners: which listeners may have it, and the CA Secret that
-/// issues their certificates. TLS between brokers and controllers is refused (the
-/// agents and the coordinator reach brokers over those listeners in plaintext), and so
-/// is a CA the user brings (`create: false`): Stoker signs only with a CA it made.
+/// issues their certificates (made by Stoker with `create: true`, brought by the user
+/// otherwise). TLS between brokers and controllers is refused (the agents and the
+/// coordinator reach brokers over those listeners in plaintext).
 fn validate_listener_tls(config: &ListenersConfig) -> Result<Option<ListenerTls>, InvalidSpec> {
     let tls: Vec<(usize, &InternalListener)> = config
         .internal_listeners
@@ -600,13 +603,6 @@ fn validate_listener_tls(config: &ListenersConfig) -> Result<Option<ListenerTls>
                 l.type_
             ),
         )),
-        (Some(_), Some(s)) if !s.create => Err(invalid(
-            "ListenerNotSupported",
-            format!(
-                "spec.listenersConfig.sslSecrets.create is false (a CA you bring in Secret {:?}), but Stoker signs only with a CA it creates yet; set create: true and Stoker creates that Secret",
-                s.tls_secret_name
-            ),
-        )),
         (Some(_), Some(s)) if !is_dns_subdomain(&s.tls_secret_name) => Err(invalid(
             "InvalidListeners",
             format!(
@@ -616,6 +612,7 @@ fn validate_listener_tls(config: &ListenersConfig) -> Result<Option<ListenerTls>
         )),
         (Some(_), Some(s)) => Ok(Some(ListenerTls {
             ca_secret: s.tls_secret_name.clone(),
+            create: s.create,
         })),
     }
 }
@@ -906,9 +903,12 @@ mod tests {
             tls_secret_name: "kafka-tls-ca".into(),
             create: false,
         });
-        let e = validate(&spec).expect_err("a CA brought by the user");
-        assert_eq!(e.reason, "ListenerNotSupported");
-        assert!(e.message.contains("create: true"), "{}", e.message);
+        assert!(
+            validate(&spec)
+                .expect("a CA brought by the user")
+                .listener_tls
+                .is_some_and(|t| !t.create)
+        );
         spec.listeners_config.ssl_secrets = Some(crate::crd::v1alpha1::SslSecrets {
             tls_secret_name: "Not_A_Name".into(),
             create: true,
@@ -927,7 +927,8 @@ mod tests {
         assert_eq!(
             v.listener_tls,
             Some(ListenerTls {
-                ca_secret: "kafka-tls-ca".into()
+                ca_secret: "kafka-tls-ca".into(),
+                create: true,
             })
         );
         assert_eq!(v.listeners[2].protocol, "SSL");

@@ -78,8 +78,10 @@ pub struct CertificateSet {
     pub purpose: Purpose,
     /// The CA's Secret.
     pub ca_secret: String,
-    /// The CA's subject common name.
+    /// The CA's subject common name (a name in messages for a CA the user brings).
     pub ca_common_name: String,
+    /// Stoker makes the CA when its Secret holds none; otherwise the user brings it.
+    pub create_ca: bool,
 }
 
 impl CertificateSet {
@@ -89,17 +91,36 @@ impl CertificateSet {
             purpose: Purpose::Agents,
             ca_secret: format!("{cluster}-agent-ca"),
             ca_common_name: ca_common_name(cluster, namespace),
+            create_ca: true,
         }
     }
 
     /// The client listeners' TLS of cluster `cluster` in `namespace`: CA in
     /// `ca_secret` (`sslSecrets.tlsSecretName`; empty when the cluster has no TLS
-    /// listener, which still finds brokers' Secrets left over).
-    pub fn listeners(cluster: &str, namespace: &str, ca_secret: &str) -> Self {
+    /// listener, which still finds brokers' Secrets left over), made by Stoker when
+    /// `create_ca`.
+    pub fn listeners(cluster: &str, namespace: &str, ca_secret: &str, create_ca: bool) -> Self {
         Self {
             purpose: Purpose::Listeners,
             ca_secret: ca_secret.to_owned(),
-            ca_common_name: format!("stoker-cluster-ca.{cluster}.{namespace}"),
+            ca_common_name: if create_ca {
+                format!("stoker-cluster-ca.{cluster}.{namespace}")
+            } else {
+                format!("the CA in Secret {ca_secret}")
+            },
+            create_ca,
+        }
+    }
+
+    /// The client listeners' set of a validated cluster (`tls`: its `listener_tls`).
+    pub fn of_listeners(
+        cluster: &str,
+        namespace: &str,
+        tls: Option<&crate::controller::kafka_cluster::validate::ListenerTls>,
+    ) -> Self {
+        match tls {
+            Some(t) => Self::listeners(cluster, namespace, &t.ca_secret, t.create),
+            None => Self::listeners(cluster, namespace, "", false),
         }
     }
 
@@ -217,6 +238,9 @@ pub struct TlsPlan {
     pub ca: Option<Ca>,
     /// Issue a new CA, and why (none is stored). Every broker's certificate follows.
     pub new_ca: Option<&'static str>,
+    /// The CA the user brings is not there (its Secret is missing, unlabelled, or
+    /// holds no `ca.crt` and `ca.key`): nothing can be issued.
+    pub ca_missing: bool,
     /// Brokers whose certificate to issue, and why.
     pub issue: BTreeMap<i32, &'static str>,
     /// Brokers gone whose Secret to delete.
@@ -226,7 +250,7 @@ pub struct TlsPlan {
 impl TlsPlan {
     /// Whether nothing is to be done.
     pub fn is_empty(&self) -> bool {
-        self.new_ca.is_none() && self.issue.is_empty() && self.delete.is_empty()
+        self.new_ca.is_none() && !self.ca_missing && self.issue.is_empty() && self.delete.is_empty()
     }
 }
 
@@ -248,6 +272,10 @@ pub fn plan(
     let ca_cert = match &view.ca {
         Some(ca) => Some(ca.cert.as_str()),
         None if ids.is_empty() => None,
+        None if !set.create_ca => {
+            out.ca_missing = true;
+            None
+        }
         None => {
             out.new_ca = Some("the cluster has no CA for these certificates yet");
             None
@@ -420,7 +448,7 @@ mod tests {
     #[test]
     fn listener_certificates_name_the_broker_and_the_bootstrap_service() {
         let m = meta();
-        let set = CertificateSet::listeners("kf", "ns", "kf-tls-ca");
+        let set = CertificateSet::listeners("kf", "ns", "kf-tls-ca", true);
         assert_eq!(
             set.names(&m, 3),
             [
@@ -549,5 +577,76 @@ mod chain_tests {
         verifier
             .verify_client_cert(&der, &[], UnixTime::now())
             .expect("the coordinator's certificate chains to the stored CA");
+    }
+
+    #[test]
+    fn a_listener_certificate_from_a_ca_the_user_brings_verifies_against_it() {
+        let m = ClusterMeta {
+            name: "kafka".into(),
+            namespace: "ns".into(),
+            ..ClusterMeta::default()
+        };
+        let now = OffsetDateTime::now_utc();
+        let set = CertificateSet::listeners("kafka", "ns", "acme-ca", false);
+        let missing = plan(
+            &m,
+            &set,
+            &BTreeSet::from([0]),
+            &CertificateView::default(),
+            0,
+        );
+        assert!(
+            missing.ca_missing && missing.new_ca.is_none() && !missing.is_empty(),
+            "a CA the user brings is never made by Stoker: {missing:?}"
+        );
+
+        // A CA of the user's own naming, in a Secret the user made.
+        let theirs = pki::issue_ca("Acme Root CA", now, Duration::days(365)).expect("a CA");
+        let secret = Secret {
+            metadata: ObjectMeta {
+                name: Some("acme-ca".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some(BTreeMap::from([
+                (
+                    CA_FILE.to_owned(),
+                    ByteString(theirs.cert.clone().into_bytes()),
+                ),
+                (
+                    CA_KEY_FILE.to_owned(),
+                    ByteString(theirs.key.clone().into_bytes()),
+                ),
+            ])),
+            ..Secret::default()
+        };
+        let ca = CertificateView::read(&set, "kafka", [&secret])
+            .ca
+            .expect("the user's CA is read");
+        let leaf = issue_broker(&m, &set, &ca, 0, now).expect("a certificate");
+        let roots = {
+            let mut r = RootCertStore::empty();
+            r.add(CertificateDer::from_pem_slice(theirs.cert.as_bytes()).expect("CA PEM"))
+                .expect("a root");
+            Arc::new(r)
+        };
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            roots,
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .expect("a verifier");
+        let cert = CertificateDer::from_pem_slice(&leaf.data.as_ref().expect("data")[CERT_FILE].0)
+            .expect("leaf PEM");
+        let name =
+            rustls::pki_types::ServerName::try_from(set.names(&m, 0)[0].clone()).expect("a name");
+        rustls::client::danger::ServerCertVerifier::verify_server_cert(
+            verifier.as_ref(),
+            &cert,
+            &[],
+            &name,
+            &[],
+            UnixTime::now(),
+        )
+        .expect("the broker's certificate chains to the user's CA, for its advertised name");
     }
 }

@@ -178,7 +178,7 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
     // The client listeners' certificate, which the agent renders Kafka's stores from.
     if let Some(tls) = &cluster.listener_tls {
         volumes.push(certificates::volume(
-            &CertificateSet::listeners(&meta.name, &meta.namespace, &tls.ca_secret),
+            &CertificateSet::of_listeners(&meta.name, &meta.namespace, Some(tls)),
             &meta.name,
             b.id,
         ));
