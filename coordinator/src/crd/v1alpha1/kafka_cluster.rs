@@ -273,7 +273,7 @@ pub struct ListenersConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
     pub external_listeners: Option<Vec<ExternalListener>>,
-    /// TLS material for SSL listeners.
+    /// The CA of the TLS client listeners (required with an `ssl`/`sasl_ssl` listener).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_secrets: Option<SslSecrets>,
 }
@@ -322,13 +322,14 @@ pub struct ExternalListener {
     pub hostname_override: Option<String>,
 }
 
-/// TLS material for SSL listeners.
+/// The CA of the `ssl`/`sasl_ssl` client listeners: it signs every broker's certificate.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SslSecrets {
-    /// Secret holding the CA and broker certificates.
+    /// Secret in the cluster's namespace holding the CA: `ca.crt` and `ca.key`.
     pub tls_secret_name: String,
-    /// Let Stoker create the certificates.
+    /// Stoker creates the CA in that Secret when it is missing. With false the CA is
+    /// yours to bring (label the Secret app.kubernetes.io/component=listener-tls).
     #[serde(default)]
     pub create: bool,
 }
