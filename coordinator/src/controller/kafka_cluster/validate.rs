@@ -326,6 +326,20 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         validate_alert_manager(a)?;
     }
     let monitoring = validate_monitoring(spec.monitoring_config.as_ref())?;
+    refuse_tls_store_keys(
+        &listeners,
+        std::iter::once(("spec.clusterWideConfig", &cluster_wide_config)).chain(
+            brokers.values().flat_map(|b| {
+                [
+                    (
+                        "spec.readOnlyConfig or the broker's readOnlyConfig",
+                        &b.read_only_config,
+                    ),
+                    ("the broker's config", &b.dynamic_config),
+                ]
+            }),
+        ),
+    )?;
 
     Ok(ValidatedCluster {
         brokers,
@@ -615,6 +629,42 @@ fn validate_listener_tls(config: &ListenersConfig) -> Result<Option<ListenerTls>
             create: s.create,
         })),
     }
+}
+
+/// A TLS listener's key and trust stores are rendered by its agent from the broker's
+/// certificate Secret: config may not point them elsewhere.
+fn refuse_tls_store_keys<'a>(
+    listeners: &[Listener],
+    maps: impl Iterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
+) -> Result<(), InvalidSpec> {
+    let prefixes: Vec<String> = listeners
+        .iter()
+        .filter(|l| l.protocol.ends_with("SSL"))
+        .map(|l| format!("listener.name.{}.ssl.", l.name.to_ascii_lowercase()))
+        .collect();
+    if prefixes.is_empty() {
+        return Ok(());
+    }
+    for (field, map) in maps {
+        for key in map.keys() {
+            let store = prefixes.iter().any(|p| {
+                key.strip_prefix(p.as_str()).is_some_and(|rest| {
+                    rest.starts_with("keystore.")
+                        || rest.starts_with("truststore.")
+                        || rest == "key.password"
+                })
+            });
+            if store {
+                return Err(invalid(
+                    "OwnedConfigKey",
+                    format!(
+                        "{field} sets `{key}`, a store of a TLS listener, which Stoker renders from the broker's certificate Secret; remove it"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn is_dns_subdomain(name: &str) -> bool {
@@ -932,6 +982,17 @@ mod tests {
             })
         );
         assert_eq!(v.listeners[2].protocol, "SSL");
+
+        spec.read_only_config =
+            "listener.name.tls.ssl.keystore.location=/somewhere/else.p12\n".into();
+        let e = validate(&spec).expect_err("a store pointed elsewhere");
+        assert_eq!(e.reason, "OwnedConfigKey");
+        assert!(
+            e.message
+                .contains("listener.name.tls.ssl.keystore.location"),
+            "{}",
+            e.message
+        );
     }
 
     #[test]
