@@ -5,6 +5,9 @@
 //! - throughput: `RECORDS` records of `RECORD_BYTES`, pipelined (acks=all, idempotent);
 //! - latency: `PROBES` records sent one at a time, each awaited (p50, p99).
 //!
+//! The node runs with the JVM's optimising compiler, as in production (the test
+//! harness's C1-only JVMs leave TLS crypto unoptimised: ~0.1x the plaintext rate).
+//!
 //! Run: `cargo bench -p stoker-agent --bench tls_produce` (after `scripts/provision`).
 
 use std::{
@@ -81,6 +84,7 @@ async fn main() {
         .combined(1)
         .with_agents(agent_bin)
         .with_tls_listener()
+        .with_full_jit()
         .start()
         .await
         .expect("a node with an SSL listener");
