@@ -102,13 +102,7 @@ async fn main() {
         });
 
     let plain = producer(kafka.client_config());
-    let tls = producer({
-        let mut c = ClientConfig::new();
-        c.set("bootstrap.servers", kafka.tls_bootstrap_servers())
-            .set("security.protocol", "SSL")
-            .set("ssl.ca.location", kafka.tls_ca_file().display().to_string());
-        c
-    });
+    let tls = producer(kafka.tls_client_config());
     let payload = vec![b'x'; RECORD_BYTES];
     // Warm both paths (connections, JIT) before measuring.
     throughput(&plain, &payload).await;

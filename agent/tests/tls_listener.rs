@@ -14,7 +14,7 @@ use std::{
 };
 
 use rdkafka::{
-    ClientConfig, Message,
+    Message,
     admin::{AdminClient, AdminOptions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     consumer::{Consumer, StreamConsumer},
@@ -36,14 +36,6 @@ async fn served_certificate(addr: std::net::Ipv4Addr, ca_file: &Path) -> Result<
 fn certificate_in(dir: &Path) -> Vec<u8> {
     stoker_testenv::tls::first_certificate(&std::fs::read(dir.join("tls.crt")).expect("tls.crt"))
         .expect("a certificate")
-}
-
-fn tls_client(kafka: &KafkaCluster) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", kafka.tls_bootstrap_servers())
-        .set("security.protocol", "SSL")
-        .set("ssl.ca.location", kafka.tls_ca_file().display().to_string());
-    c
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -73,7 +65,7 @@ async fn an_ssl_listener_serves_a_renewed_certificate_without_a_restart() {
 
     // A client produces and consumes over TLS only.
     let admin: AdminClient<DefaultClientContext> =
-        tls_client(&kafka).create().expect("admin over TLS");
+        kafka.tls_client_config().create().expect("admin over TLS");
     admin
         .create_topics(
             [&NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1))],
@@ -85,7 +77,8 @@ async fn an_ssl_listener_serves_a_renewed_certificate_without_a_restart() {
         .for_each(|r| {
             r.expect("topic created");
         });
-    let producer: FutureProducer = tls_client(&kafka)
+    let producer: FutureProducer = kafka
+        .tls_client_config()
         .set("acks", "all")
         .set("enable.idempotence", "true")
         .set("linger.ms", "0")
@@ -159,7 +152,8 @@ async fn an_ssl_listener_serves_a_renewed_certificate_without_a_restart() {
 
     // Everything produced is read back over TLS, by a client that connects after the
     // renewal.
-    let consumer: StreamConsumer = tls_client(&kafka)
+    let consumer: StreamConsumer = kafka
+        .tls_client_config()
         .set("group.id", "tls-reader")
         .set("auto.offset.reset", "earliest")
         .create()

@@ -638,6 +638,17 @@ impl KafkaCluster {
         config
     }
 
+    /// An rdkafka config for the SSL listeners
+    /// ([`KafkaClusterBuilder::with_tls_listener`]), trusting only the cluster's CA.
+    pub fn tls_client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", self.tls_bootstrap_servers())
+            .set("security.protocol", "SSL")
+            .set("ssl.ca.location", self.tls_ca_file().display().to_string());
+        config
+    }
+
     /// The KRaft cluster id.
     pub fn cluster_id(&self) -> &str {
         &self.cluster_id
