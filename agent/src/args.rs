@@ -141,6 +141,9 @@ pub struct RenderArgs {
     /// The Pod IP listeners bind and advertise when no host is given.
     #[arg(long, env = "POD_IP", default_value = "127.0.0.1")]
     pub pod_ip: String,
+    /// The Node's address, advertised by listeners asked to advertise it.
+    #[arg(long, env = "HOST_IP", default_value = "127.0.0.1")]
+    pub host_ip: String,
     /// broker.rack to render (offline renders cannot read the Node's labels).
     #[arg(long)]
     pub rack: Option<String>,

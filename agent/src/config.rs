@@ -97,8 +97,11 @@ pub struct ValidatedListener {
     pub protocol: String,
     /// Bound port, or `None` when this node only needs the protocol.
     pub port: Option<u16>,
-    /// Advertised host; `None` means the Pod IP.
+    /// Advertised host; `None` means the Pod IP (or the Node's address, with
+    /// `advertise_node_address`).
     pub advertised_host: Option<String>,
+    /// Advertise the address of the Node the Pod runs on (a NodePort listener).
+    pub advertise_node_address: bool,
     /// Advertised port.
     pub advertised_port: u16,
     /// For SSL and SASL_SSL listeners: the mounted Secret folder the PEM stores are
@@ -271,6 +274,12 @@ impl ValidatedConfig {
                     "must be a host name or address".into(),
                 ));
             }
+            if l.advertise_node_address && !l.advertised_host.is_empty() {
+                return Err(field(
+                    &format!("{at}.advertisedHost"),
+                    "is set together with advertiseNodeAddress; a listener advertises one host, so set only one of them".into(),
+                ));
+            }
             let tls = matches!(l.security_protocol.as_str(), "SSL" | "SASL_SSL");
             let tls_dir = match (tls, l.tls_dir.as_str()) {
                 (false, "") => None,
@@ -307,6 +316,7 @@ impl ValidatedConfig {
                 port,
                 advertised_host: (!l.advertised_host.is_empty()).then(|| l.advertised_host.clone()),
                 advertised_port,
+                advertise_node_address: l.advertise_node_address,
                 tls_dir,
             });
         }
@@ -603,6 +613,7 @@ pub(crate) mod tests {
                     advertised_host: "kafka-1.kafka-headless.default.svc".into(),
                     advertised_port: 0,
                     tls_dir: String::new(),
+                    advertise_node_address: false,
                 },
                 Listener {
                     name: "CONTROLLER".into(),
@@ -611,6 +622,7 @@ pub(crate) mod tests {
                     advertised_host: String::new(),
                     advertised_port: 0,
                     tls_dir: String::new(),
+                    advertise_node_address: false,
                 },
             ],
             inter_broker_listener: "INTERNAL".into(),
@@ -756,6 +768,14 @@ pub(crate) mod tests {
         );
     }
 
+    #[test]
+    fn a_listener_advertises_one_host() {
+        let mut doc = broker_doc();
+        doc.listeners[0].advertise_node_address = true;
+        let err = ValidatedConfig::validate(doc).expect_err("two hosts");
+        assert!(err.to_string().contains("advertisedHost"), "{err}");
+    }
+
     fn with_client_tls(tls_dir: &str) -> DesiredConfig {
         let mut doc = broker_doc();
         doc.listeners.push(Listener {
@@ -765,6 +785,7 @@ pub(crate) mod tests {
             advertised_host: String::new(),
             advertised_port: 0,
             tls_dir: tls_dir.into(),
+            advertise_node_address: false,
         });
         doc
     }

@@ -49,7 +49,7 @@ pub enum FactsError {
     },
 }
 
-/// Reads `POD_NAME`, `POD_NAMESPACE`, `POD_IP` and `NODE_NAME`.
+/// Reads `POD_NAME`, `POD_NAMESPACE`, `POD_IP`, `NODE_NAME` and `HOST_IP`.
 pub fn pod_facts_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<PodFacts, FactsError> {
     let need = |name: &'static str| {
         lookup(name)
@@ -61,9 +61,20 @@ pub fn pod_facts_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Pod
         namespace: need("POD_NAMESPACE")?,
         pod_ip: need("POD_IP")?,
         node_name: lookup("NODE_NAME").unwrap_or_default(),
+        host_ip: lookup("HOST_IP").filter(|v| !v.is_empty()),
         rack: None,
         config_dir: std::path::PathBuf::new(),
     })
+}
+
+/// Checks that the Pod's facts hold what the config's listeners advertise: the
+/// Node's address (`HOST_IP`) for a listener advertised on it.
+pub fn check_advertised(config: &ValidatedConfig, facts: &PodFacts) -> Result<(), FactsError> {
+    let needs_node = config.listeners.iter().any(|l| l.advertise_node_address);
+    if needs_node && facts.host_ip.is_none() {
+        return Err(FactsError::MissingEnv("HOST_IP"));
+    }
+    Ok(())
 }
 
 /// Reads every secret file the config names. A single trailing newline (as
@@ -142,6 +153,20 @@ mod tests {
         let err = pod_facts_from_env(|k| (k != "POD_IP").then(|| "x".to_owned()))
             .expect_err("POD_IP missing");
         assert!(err.to_string().contains("POD_IP"));
+    }
+
+    #[test]
+    fn a_listener_advertised_on_the_node_needs_host_ip() {
+        let mut doc = crate::config::tests::broker_doc();
+        doc.listeners[0].advertise_node_address = true;
+        doc.listeners[0].advertised_host.clear();
+        let config = ValidatedConfig::validate(doc).expect("valid");
+        let without = pod_facts_from_env(|k| (k != "HOST_IP").then(|| "x".to_owned()))
+            .expect("HOST_IP is optional on its own");
+        let err = check_advertised(&config, &without).expect_err("HOST_IP missing");
+        assert!(err.to_string().contains("HOST_IP"), "{err}");
+        let with = pod_facts_from_env(|_| Some("x".to_owned())).expect("facts");
+        check_advertised(&config, &with).expect("HOST_IP set");
     }
 
     #[test]

@@ -134,6 +134,7 @@ fn render_offline(a: &RenderArgs) -> ExitCode {
             namespace: config.broker.namespace.clone(),
             pod_ip: a.pod_ip.clone(),
             node_name: String::new(),
+            host_ip: Some(a.host_ip.clone()),
             rack: a.rack.clone(),
             config_dir: a.out.clone(),
         };
@@ -246,6 +247,7 @@ async fn render_and_start(
     let (config, doc) = load(desired_config)?;
     let mut facts = facts::pod_facts_from_env(|k| std::env::var(k).ok())?;
     facts.config_dir = output_dir.to_owned();
+    facts::check_advertised(&config, &facts)?;
     if !config.rack_labels.is_empty() {
         let labels = facts::node_labels(&facts.node_name).await?;
         facts.rack = Some(facts::rack_from_labels(

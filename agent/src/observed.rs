@@ -122,6 +122,7 @@ impl Target {
             port: Some(port),
             advertised_host: None,
             advertised_port: port,
+            advertise_node_address: false,
             tls_dir: None,
         };
         let mut listeners = Vec::new();

@@ -66,6 +66,7 @@ pub fn desired_config(spec: &NodeSpec<'_>) -> DesiredConfig {
             advertised_host: String::new(),
             advertised_port: 0,
             tls_dir: String::new(),
+            advertise_node_address: false,
         });
     }
     if let Some(dir) = spec.tls_dir.filter(|_| spec.role.is_broker()) {
@@ -76,6 +77,7 @@ pub fn desired_config(spec: &NodeSpec<'_>) -> DesiredConfig {
             advertised_host: String::new(),
             advertised_port: 0,
             tls_dir: dir.display().to_string(),
+            advertise_node_address: false,
         });
     }
     listeners.push(Listener {
@@ -89,6 +91,7 @@ pub fn desired_config(spec: &NodeSpec<'_>) -> DesiredConfig {
         advertised_host: String::new(),
         advertised_port: 0,
         tls_dir: String::new(),
+        advertise_node_address: false,
     });
     DesiredConfig {
         schema_version: 1,

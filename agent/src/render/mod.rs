@@ -42,6 +42,9 @@ pub struct PodFacts {
     pub pod_ip: String,
     /// `NODE_NAME`.
     pub node_name: String,
+    /// `HOST_IP` (the Node's address): advertised by listeners with
+    /// `advertise_node_address`.
+    pub host_ip: Option<String>,
     /// broker.rack from the Node's labels, when rack labels are configured.
     pub rack: Option<String>,
     /// The folder the agent renders into (server.properties, TLS listeners' stores).
@@ -153,7 +156,11 @@ fn owned_properties(config: &ValidatedConfig, facts: &PodFacts) -> BTreeMap<Stri
         bound
             .iter()
             .map(|(l, _)| {
-                let host = l.advertised_host.as_deref().unwrap_or(&facts.pod_ip);
+                let host = match (&l.advertised_host, &facts.host_ip) {
+                    (Some(host), _) => host.as_str(),
+                    (None, Some(node)) if l.advertise_node_address => node.as_str(),
+                    _ => &facts.pod_ip,
+                };
                 format!("{}://{host}:{}", l.name, l.advertised_port)
             })
             .collect::<Vec<_>>()
@@ -216,9 +223,34 @@ mod tests {
             namespace: "default".into(),
             pod_ip: "10.0.0.7".into(),
             node_name: "node-a".into(),
+            host_ip: Some("192.0.2.10".into()),
             rack: None,
             config_dir: "/etc/kafka".into(),
         }
+    }
+
+    #[test]
+    fn a_node_port_listener_advertises_the_node_address_and_its_own_port() {
+        let mut doc = broker_doc();
+        doc.listeners.push(stoker_proto::agent::v1::Listener {
+            name: "EXTERNAL".into(),
+            security_protocol: "PLAINTEXT".into(),
+            container_port: 9094,
+            advertised_port: 31001,
+            advertise_node_address: true,
+            ..Default::default()
+        });
+        let out = rendered(doc, &facts(), &SecretValues::default());
+        let advertised = out
+            .lines()
+            .find_map(|l| l.strip_prefix("advertised.listeners="))
+            .expect("advertised.listeners is rendered");
+        assert!(
+            advertised.ends_with(",EXTERNAL://192.0.2.10:31001"),
+            "{advertised}"
+        );
+        assert!(out.contains("EXTERNAL://10.0.0.7:9094"), "binds the Pod IP");
+        assert!(out.contains("EXTERNAL:PLAINTEXT"));
     }
 
     fn rendered(
@@ -317,6 +349,7 @@ mod tests {
     fn tls_listeners_point_kafka_at_the_rendered_pem_stores() {
         let mut doc = broker_doc();
         doc.listeners.push(stoker_proto::agent::v1::Listener {
+            advertise_node_address: false,
             name: "CLIENT_TLS".into(),
             security_protocol: "SSL".into(),
             container_port: 9094,

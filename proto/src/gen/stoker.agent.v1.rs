@@ -44,6 +44,11 @@ pub struct Listener {
     /// restart. Empty for PLAINTEXT and SASL_PLAINTEXT listeners.
     #[prost(string, tag = "6")]
     pub tls_dir: ::prost::alloc::string::String,
+    /// Advertise the address of the Node the Pod runs on (the downward API's
+    /// status.hostIP, given to the agent as HOST_IP) instead of advertised_host: how a
+    /// NodePort external listener is reached. advertised_host must then be empty.
+    #[prost(bool, tag = "7")]
+    pub advertise_node_address: bool,
 }
 /// A config value read from a file mounted from a Secret, so it never travels in a
 /// ConfigMap, a log line or an error.
