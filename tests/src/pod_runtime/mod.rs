@@ -18,6 +18,10 @@
 //! - **Each Pod** gets its own loopback address 127.x.y.z as `podIP`; Service and Pod
 //!   DNS names go into the hosts file ([`PodRuntime::hosts_path`], also usable by
 //!   clients outside the Pods, see [`PodRuntime::resolve`]).
+//! - **NodePort and LoadBalancer Services** are served as kube-proxy and a cloud's
+//!   load-balancer controller would (see [`service_proxy`]): node ports on the Node's
+//!   address 127.0.0.1, each load balancer on a loopback address of its own, written
+//!   to its status.
 //! - **Lifecycle**: native sidecars (init containers with `restartPolicy: Always`)
 //!   start first, each waiting for its startup probe, and stop last; startup, readiness
 //!   and liveness probes (HTTP and exec); restarts per `restartPolicy` with back-off;
@@ -31,6 +35,7 @@ pub mod spec;
 
 mod pod;
 mod probe;
+pub mod service_proxy;
 
 use std::{
     collections::BTreeMap,
@@ -158,9 +163,10 @@ impl PodRuntime {
             hosts: hosts.clone(),
             shared: shared.clone(),
         });
+        let proxy = Arc::new(Mutex::new(service_proxy::ServiceProxy::default()));
         let tasks = vec![
             tokio::spawn(heartbeat(client.clone(), options.node_name.clone())),
-            tokio::spawn(watch_services(ctx.clone())),
+            tokio::spawn(watch_services(ctx.clone(), proxy)),
             tokio::spawn(watch_claims(client.clone())),
             tokio::spawn(watch_pods(ctx)),
         ];
@@ -336,7 +342,7 @@ async fn heartbeat(client: Client, name: String) {
     }
 }
 
-async fn watch_services(ctx: Arc<pod::Context>) {
+async fn watch_services(ctx: Arc<pod::Context>, proxy: Arc<Mutex<service_proxy::ServiceProxy>>) {
     let api: Api<Service> = Api::all(ctx.client.clone());
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
@@ -369,6 +375,7 @@ async fn watch_services(ctx: Arc<pod::Context>) {
         };
         if changed {
             write_hosts(&ctx);
+            service_proxy::sync(&ctx, &proxy).await;
         }
     }
 }

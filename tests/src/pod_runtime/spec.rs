@@ -380,7 +380,7 @@ pub fn mount_script(mounts: &[Mount], working_dir: Option<&str>) -> String {
 }
 
 /// Which Pods a Service's selector picks (none for a Service without a selector).
-fn selected<'a>(svc: &Service, pods: &'a [(Pod, Ipv4Addr)]) -> Vec<&'a (Pod, Ipv4Addr)> {
+pub(crate) fn selected<'a>(svc: &Service, pods: &'a [(Pod, Ipv4Addr)]) -> Vec<&'a (Pod, Ipv4Addr)> {
     let Some(sel) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
         return vec![];
     };
