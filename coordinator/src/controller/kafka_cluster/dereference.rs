@@ -29,6 +29,7 @@ use super::{
     build::{
         AGENT_GRPC_PORT, ANNOTATION_SPEC_HASH, LABEL_BROKER_ID, LABEL_CLUSTER,
         certificates::{CertificateSet, CertificateView},
+        external::{ExternalView, LABEL_LISTENER, ServiceView as ExternalServiceView},
     },
     claims::{ClaimView, Refusal},
     roll::{StopQuestion, Verdict},
@@ -148,6 +149,8 @@ pub struct PodView {
     pub phase: Option<String>,
     /// `status.podIP`.
     pub ip: Option<String>,
+    /// `status.hostIP`: its Node's address.
+    pub host_ip: Option<String>,
     /// Its Ready condition is True.
     pub ready: bool,
     /// It has a deletion timestamp.
@@ -165,6 +168,7 @@ impl PodView {
             name: p.name_any(),
             phase: status.and_then(|s| s.phase.clone()),
             ip: status.and_then(|s| s.pod_ip.clone()),
+            host_ip: status.and_then(|s| s.host_ip.clone()),
             ready: status
                 .and_then(|s| s.conditions.as_ref())
                 .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True")),
@@ -282,6 +286,8 @@ pub struct Observed {
     /// The client listeners' TLS Secrets (left-over brokers' Secrets only, when no
     /// listener uses TLS).
     pub listener_tls: CertificateView,
+    /// The external listeners' Services and the brokers' Node addresses.
+    pub external: ExternalView,
     /// A new KRaft cluster id, used only when status has none.
     pub fresh_cluster_id: String,
     /// Now, RFC 3339.
@@ -553,11 +559,21 @@ pub async fn observe(
             claims.insert(p.name_any(), ClaimView::of(&p));
         }
     }
+    let mut external = ExternalView::default();
     for s in stores.services.state() {
         if in_ns(s.namespace()) && ours(s.labels()) {
             existing.insert(ObjectKey::new(Kind::Service, s.name_any()), existing_of(&s));
+            if s.labels().contains_key(LABEL_LISTENER) {
+                external
+                    .services
+                    .insert(s.name_any(), ExternalServiceView::of(&s));
+            }
         }
     }
+    external.host_ips = pods
+        .iter()
+        .filter_map(|(id, p): (&i32, &PodView)| p.host_ip.clone().map(|h| (*id, h)))
+        .collect();
     for b in stores.pdbs.state() {
         if in_ns(b.namespace()) && ours(b.labels()) {
             existing.insert(
@@ -796,6 +812,7 @@ pub async fn observe(
         cruise_control,
         agent_tls,
         listener_tls,
+        external,
         fresh_cluster_id: super::new_cluster_id(),
         now: crate::controller::conditions::now(),
         now_unix: time::OffsetDateTime::now_utc().unix_timestamp(),
@@ -866,6 +883,7 @@ mod tests {
             name: "p".into(),
             phase: Some("Running".into()),
             ip: None,
+            host_ip: None,
             ready: !terminating,
             terminating,
             hash: None,

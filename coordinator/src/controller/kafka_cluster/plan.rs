@@ -67,6 +67,8 @@ pub const SCALE_DOWN_BLOCKED: &str = "ScaleDownBlocked";
 pub const DISK_CHANGE_BLOCKED: &str = "DiskChangeBlocked";
 /// Condition type: a broker's claim cannot be changed as the spec asks.
 pub const STORAGE_CHANGE_BLOCKED: &str = "StorageChangeBlocked";
+/// Condition: a broker waits for an external address (a load balancer has none yet).
+pub const EXTERNAL_ACCESS_PENDING: &str = "ExternalAccessPending";
 
 /// An object to write.
 #[derive(Debug, Clone, PartialEq)]
@@ -412,6 +414,16 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
             stamp!(w, Service, build::broker_service(&meta, cluster, *broker));
         }
     }
+    // External access: its Services, and where each broker is reached through them.
+    for svc in build::external::services(&meta, cluster) {
+        stamp!(w, Service, svc);
+    }
+    let external = build::external::addresses(
+        &meta,
+        cluster,
+        &observed.external,
+        previous.listener_statuses.as_ref(),
+    );
 
     stamp!(
         w,
@@ -461,16 +473,27 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
     for b in cluster.brokers.values() {
         let record = disked.record(b);
         let b = &*disked.as_built(b);
-        let doc = build::desired_config(&meta, cluster, b);
+        let doc = build::desired_config(
+            &meta,
+            cluster,
+            b,
+            external.listeners.get(&b.id).map_or(&[], Vec::as_slice),
+        );
         let desired_hash = stoker_proto::config_hash(&doc);
-        stamp!(w, ConfigMap, build::desired_config_map(&meta, &doc));
+        let pod = observed.pods.get(&b.id);
+        // Kafka takes its advertised addresses only at start: a broker without a Pod
+        // waits for its external addresses (a running one keeps what it advertises).
+        let waiting = pod.is_none() && external.waiting_for(b.id).is_some();
+        if !waiting {
+            stamp!(w, ConfigMap, build::desired_config_map(&meta, &doc));
+        }
         for pvc in build::broker_pvcs(&meta, b) {
             stamp!(w, PersistentVolumeClaim, pvc);
         }
-        let pod = observed.pods.get(&b.id);
         // A Pod being deleted is replaced from the current template; it is no cause.
         let (desired_pod, pod_hash) = build::stamped(build::broker_pod(&meta, cluster, b));
-        let template_differs = w.add(Object::Pod(Box::new(desired_pod)), &pod_hash)
+        let template_differs = !waiting
+            && w.add(Object::Pod(Box::new(desired_pod)), &pod_hash)
             && !pod.is_some_and(|p| p.terminating);
 
         let report = observed.agents.get(&b.id);
@@ -684,6 +707,42 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
             .clone_from(&disked.changes);
     }
     status.cruise_control = observed.cruise_control.as_ref().map(cruise_control_status);
+    status.listener_statuses = external.status.clone();
+    if !cluster.external_listeners.is_empty()
+        || crate::controller::conditions::find(&previous.conditions, EXTERNAL_ACCESS_PENDING)
+            .is_some()
+    {
+        let waiting: Vec<String> = external
+            .waiting
+            .iter()
+            .map(|(id, why)| format!("broker {id}: {}", why.join("; ")))
+            .collect();
+        let (reason, message) = if !waiting.is_empty() {
+            (
+                "WaitingForAddresses",
+                format!(
+                    "{}; a broker without a Pod starts once its addresses are known, a running one keeps advertising what it has",
+                    waiting.join("; ")
+                ),
+            )
+        } else if cluster.external_listeners.is_empty() {
+            ("NoExternalListeners", "no external listener".to_owned())
+        } else {
+            (
+                "AddressesKnown",
+                "every broker's external addresses are known (status.listenerStatuses)".to_owned(),
+            )
+        };
+        crate::controller::conditions::set_condition(
+            &mut status.conditions,
+            EXTERNAL_ACCESS_PENDING,
+            !waiting.is_empty(),
+            reason,
+            &message,
+            id.generation,
+            &observed.now,
+        );
+    }
     if !rolled.rolling && status.scaling.is_some() {
         status.state = Some(crate::crd::v1alpha1::ClusterState::Scaling);
     }
@@ -768,7 +827,16 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
         ),
         writes: w.out,
         removals,
-        deletes: scaled.delete.into_iter().chain(disked.delete).collect(),
+        deletes: scaled
+            .delete
+            .into_iter()
+            .chain(disked.delete)
+            .chain(
+                build::external::unwanted(&meta, cluster, &observed.external)
+                    .into_iter()
+                    .map(|n| ObjectKey::new(Kind::Service, n)),
+            )
+            .collect(),
         goals_reached: scaled
             .goals_reached
             .into_iter()
@@ -922,6 +990,7 @@ mod tests {
             now_unix: 1_796_169_600,
             agent_tls: Default::default(),
             listener_tls: Default::default(),
+            external: Default::default(),
         }
     }
 
@@ -964,6 +1033,7 @@ mod tests {
                         name: key.name.clone(),
                         phase: Some("Running".into()),
                         ip: Some(format!("10.0.0.{id}")),
+                        host_ip: Some("192.0.2.1".into()),
                         ready: true,
                         terminating: false,
                         hash: hash_of(&w.object),
@@ -1062,6 +1132,90 @@ mod tests {
         assert_eq!(kinds[0], Kind::ServiceAccount);
         assert_eq!(p.status.ready_brokers.as_deref(), Some("0/4"));
         assert_eq!(p.status.state, Some(ClusterState::Reconciling));
+    }
+
+    #[test]
+    fn a_broker_waits_for_its_load_balancer_address_and_then_advertises_it() {
+        let mut spec = base_spec();
+        spec.listeners_config.external_listeners =
+            Some(vec![crate::crd::v1alpha1::ExternalListener {
+                type_: "plaintext".into(),
+                name: "outside".into(),
+                container_port: 9094,
+                external_starting_port: 19090,
+                ..Default::default()
+            }]);
+        let c = validate(&spec).expect("valid");
+        let p = plan(&c, &empty());
+        let written: Vec<String> = p
+            .writes
+            .iter()
+            .map(|w| w.object.key().to_string())
+            .collect();
+        assert!(
+            written.contains(&"Service kf-kafka-1-outside".to_owned()),
+            "{written:?}"
+        );
+        assert!(written.contains(&"Service kf-kafka-outside-bootstrap".to_owned()));
+        assert!(
+            !written.contains(&"Pod kf-kafka-1".to_owned())
+                && !written.contains(&"ConfigMap kf-kafka-1-config".to_owned()),
+            "no address, no broker: {written:?}"
+        );
+        assert!(
+            written.contains(&"Pod kf-kafka-100".to_owned()),
+            "controller-only"
+        );
+        let cond =
+            crate::controller::conditions::find(&p.status.conditions, EXTERNAL_ACCESS_PENDING)
+                .expect("the condition");
+        assert_eq!(cond.status, "True");
+        assert!(
+            cond.message.contains(
+                "Service kf-kafka-1-outside (listener outside) has no load-balancer address yet"
+            ),
+            "{}",
+            cond.message
+        );
+
+        let mut observed = empty();
+        for id in [0, 1, 2] {
+            observed.external.services.insert(
+                format!("kf-kafka-{id}-outside"),
+                build::external::ServiceView {
+                    broker: Some(id),
+                    ingress: Some(format!("192.0.2.{id}")),
+                    node_port: None,
+                },
+            );
+        }
+        let p = plan(&c, &observed);
+        let cm = p
+            .writes
+            .iter()
+            .find_map(|w| match &w.object {
+                Object::ConfigMap(cm) if cm.name_any() == "kf-kafka-1-config" => Some(cm.clone()),
+                _ => None,
+            })
+            .expect("broker 1's config");
+        let doc = &cm.data.as_ref().expect("data")[build::config::DESIRED_CONFIG_KEY];
+        assert!(doc.contains("192.0.2.1") && doc.contains("19091"), "{doc}");
+        assert_eq!(
+            crate::controller::conditions::find(&p.status.conditions, EXTERNAL_ACCESS_PENDING)
+                .expect("the condition")
+                .status,
+            "False"
+        );
+        let addresses = &p
+            .status
+            .listener_statuses
+            .expect("addresses")
+            .external_listeners["outside"];
+        assert!(
+            addresses
+                .iter()
+                .any(|a| a.name == "broker-1" && a.address == "192.0.2.1:19091")
+        );
     }
 
     #[test]

@@ -15,9 +15,9 @@ use super::build::{
     jmx_exporter::{self, JarSource, ValidatedMonitoring},
 };
 use crate::crd::v1alpha1::{
-    Broker, BrokerConfig, CruiseControlConfig, DisruptionBudget, InternalListener,
-    KafkaClusterSpec, ListenersConfig, MonitoringConfig, PvcDeletionPolicy, RollingUpgradeConfig,
-    StorageConfig,
+    Broker, BrokerConfig, CruiseControlConfig, DisruptionBudget, ExternalListener,
+    InternalListener, KafkaClusterSpec, ListenersConfig, MonitoringConfig, PvcDeletionPolicy,
+    RollingUpgradeConfig, StorageConfig,
 };
 
 /// A spec that cannot be reconciled, and why.
@@ -131,6 +131,56 @@ pub struct ValidatedCluster {
     pub monitoring: ValidatedMonitoring,
     /// TLS on client listeners, when a listener is `ssl` or `sasl_ssl`.
     pub listener_tls: Option<ListenerTls>,
+    /// Listeners reachable from outside Kubernetes.
+    pub external_listeners: Vec<External>,
+}
+
+/// How clients outside Kubernetes reach an external listener's brokers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessMethod {
+    /// A `LoadBalancer` Service per broker; the broker advertises its address.
+    LoadBalancer,
+    /// A `NodePort` Service per broker; the broker advertises its Node's address.
+    NodePort,
+}
+
+impl AccessMethod {
+    /// The Service type.
+    pub fn service_type(self) -> &'static str {
+        match self {
+            Self::LoadBalancer => "LoadBalancer",
+            Self::NodePort => "NodePort",
+        }
+    }
+}
+
+/// An external listener, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct External {
+    /// Kafka's (upper-case) name.
+    pub name: String,
+    /// Security protocol (upper case).
+    pub protocol: String,
+    /// The port the brokers bind.
+    pub port: u16,
+    /// Broker `id` is reached on `starting_port + id`.
+    pub starting_port: u16,
+    /// Per-broker Services of this type.
+    pub access: AccessMethod,
+    /// The host every broker advertises instead of its Service's (or Node's) address.
+    pub hostname_override: Option<String>,
+}
+
+impl External {
+    /// The port broker `id` is reached on from outside (checked to fit in validation).
+    pub fn broker_port(&self, id: i32) -> u16 {
+        u16::try_from(i32::from(self.starting_port) + id).unwrap_or(u16::MAX)
+    }
+
+    /// The name in Kubernetes objects (lower case, `-` for `_`).
+    pub fn dns_name(&self) -> String {
+        self.name.to_ascii_lowercase().replace('_', "-")
+    }
 }
 
 /// TLS on the cluster's client listeners: Stoker keeps a CA in `ca_secret` and issues
@@ -220,7 +270,6 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         ));
     }
 
-    refuse_unbuilt_listeners(&spec.listeners_config)?;
     let listeners = validate_listeners(&spec.listeners_config.internal_listeners)?;
     let listener_tls = validate_listener_tls(&spec.listeners_config)?;
     let inner: Vec<_> = spec
@@ -326,6 +375,14 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         validate_alert_manager(a)?;
     }
     let monitoring = validate_monitoring(spec.monitoring_config.as_ref())?;
+    let external_listeners = validate_external_listeners(
+        spec.listeners_config
+            .external_listeners
+            .as_deref()
+            .unwrap_or_default(),
+        &listeners,
+        brokers.keys().copied(),
+    )?;
     refuse_tls_store_keys(
         &listeners,
         std::iter::once(("spec.clusterWideConfig", &cluster_wide_config)).chain(
@@ -361,6 +418,7 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         cruise_control,
         monitoring,
         listener_tls,
+        external_listeners,
     })
 }
 
@@ -680,20 +738,130 @@ fn is_dns_subdomain(name: &str) -> bool {
         })
 }
 
-/// External access is not built yet: a spec asking for it is refused, naming the
-/// field, rather than run as a cluster that cannot serve it.
-fn refuse_unbuilt_listeners(config: &ListenersConfig) -> Result<(), InvalidSpec> {
-    if config
-        .external_listeners
-        .as_ref()
-        .is_some_and(|e| !e.is_empty())
-    {
-        return Err(invalid(
-            "ListenerNotSupported",
-            "spec.listenersConfig.externalListeners is set, but Stoker does not build external access yet (no Service or advertised address would exist); remove it and reach the brokers inside the cluster",
-        ));
+/// The external listeners: names and container ports distinct from every other
+/// listener's, a protocol that needs no TLS material (brokers' certificates name only
+/// in-cluster hosts), an access method a Service provides, and for every broker a port
+/// `externalStartingPort + id` that exists and no other external listener uses.
+fn validate_external_listeners(
+    externals: &[ExternalListener],
+    internal: &[Listener],
+    ids: impl Iterator<Item = i32> + Clone,
+) -> Result<Vec<External>, InvalidSpec> {
+    let bad = |message: String| invalid("InvalidExternalListeners", message);
+    let mut names: BTreeSet<String> = internal.iter().map(|l| l.name.clone()).collect();
+    let mut ports: BTreeSet<u16> = internal.iter().map(|l| l.port).collect();
+    let mut taken: BTreeMap<u16, String> = BTreeMap::new();
+    let mut out = Vec::new();
+    for (i, e) in externals.iter().enumerate() {
+        let at = format!("spec.listenersConfig.externalListeners[{i}]");
+        if e.name.is_empty()
+            || !e
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            || e.name.starts_with('-')
+            || e.name.ends_with('-')
+            || e.name.len() > 15
+            || !e.name.bytes().any(|b| b.is_ascii_lowercase())
+        {
+            return Err(bad(format!(
+                "{at}.name {:?} must be at most 15 lower-case letters, digits and '-', with a letter (it names the listener's Services and the brokers' container port)",
+                e.name
+            )));
+        }
+        let upper = e.name.to_ascii_uppercase().replace('-', "_");
+        if !names.insert(upper.clone()) {
+            return Err(bad(format!(
+                "{at}.name {:?} clashes with another listener's name",
+                e.name
+            )));
+        }
+        let protocol = match e.type_.to_ascii_lowercase().as_str() {
+            "plaintext" => "PLAINTEXT",
+            "sasl_plaintext" => "SASL_PLAINTEXT",
+            "ssl" | "sasl_ssl" => {
+                return Err(bad(format!(
+                    "{at}.type {:?}: TLS on an external listener is not built yet (the brokers' certificates name only their in-cluster hosts, so clients outside would fail hostname verification); use plaintext or sasl_plaintext, or reach the TLS listeners inside the cluster",
+                    e.type_
+                )));
+            }
+            other => {
+                return Err(bad(format!(
+                    "{at}.type {other:?} is not one of plaintext, ssl, sasl_plaintext, sasl_ssl"
+                )));
+            }
+        };
+        let port = u16::try_from(e.container_port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{at}.containerPort {} is not a port",
+                    e.container_port
+                ))
+            })?;
+        if !ports.insert(port) {
+            return Err(bad(format!(
+                "{at}.containerPort {port} is used by another listener"
+            )));
+        }
+        let access = match e.access_method.as_deref() {
+            None | Some("LoadBalancer") => AccessMethod::LoadBalancer,
+            Some("NodePort") => AccessMethod::NodePort,
+            Some("ClusterIP") => {
+                return Err(bad(format!(
+                    "{at}.accessMethod ClusterIP is not reachable from outside Kubernetes; use LoadBalancer (one per broker) or NodePort"
+                )));
+            }
+            Some(other) => {
+                return Err(bad(format!(
+                    "{at}.accessMethod {other:?} is not LoadBalancer or NodePort"
+                )));
+            }
+        };
+        let starting_port = u16::try_from(e.external_starting_port)
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| {
+                bad(format!(
+                    "{at}.externalStartingPort {} is not a port",
+                    e.external_starting_port
+                ))
+            })?;
+        for id in ids.clone() {
+            let p = i64::from(starting_port) + i64::from(id);
+            let Ok(p) = u16::try_from(p) else {
+                return Err(bad(format!(
+                    "{at}.externalStartingPort {starting_port} + broker id {id} = {p} is not a port (at most 65535); lower externalStartingPort"
+                )));
+            };
+            if let Some(other) = taken.insert(p, e.name.clone()) {
+                return Err(bad(format!(
+                    "{at}.externalStartingPort {starting_port}: broker {id} would be reached on port {p}, which external listener {other:?} also uses; give the listeners port ranges that do not overlap"
+                )));
+            }
+        }
+        let hostname_override = match e.hostname_override.as_deref() {
+            None | Some("") => None,
+            Some(h) if is_dns_subdomain(h) || h.parse::<std::net::IpAddr>().is_ok() => {
+                Some(h.to_owned())
+            }
+            Some(h) => {
+                return Err(bad(format!(
+                    "{at}.hostnameOverride {h:?} is not a DNS name or an IP address"
+                )));
+            }
+        };
+        out.push(External {
+            name: upper,
+            protocol: protocol.to_owned(),
+            port,
+            starting_port,
+            access,
+            hostname_override,
+        });
     }
-    Ok(())
+    Ok(out)
 }
 
 fn validate_listeners(listeners: &[InternalListener]) -> Result<Vec<Listener>, InvalidSpec> {
@@ -1030,8 +1198,83 @@ mod tests {
                 external_starting_port: 19090,
                 ..Default::default()
             }]);
-        let e = validate(&spec).expect_err("no external access yet");
-        assert!(e.message.contains("externalListeners"), "{}", e.message);
+        validate(&spec).expect("a plaintext external listener is built");
+    }
+
+    fn external(name: &str, port: i32, start: i32) -> crate::crd::v1alpha1::ExternalListener {
+        crate::crd::v1alpha1::ExternalListener {
+            type_: "plaintext".into(),
+            name: name.into(),
+            container_port: port,
+            external_starting_port: start,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn external_listeners_are_validated_with_the_field_named() {
+        let with = |e: Vec<crate::crd::v1alpha1::ExternalListener>| {
+            let mut spec = example_spec();
+            spec.listeners_config.external_listeners = Some(e);
+            validate(&spec)
+        };
+        let ok = with(vec![
+            external("lb", 9094, 19090),
+            crate::crd::v1alpha1::ExternalListener {
+                access_method: Some("NodePort".into()),
+                hostname_override: Some("kafka.example.com".into()),
+                ..external("np", 9095, 31000)
+            },
+        ])
+        .expect("valid");
+        assert_eq!(ok.external_listeners[0].access, AccessMethod::LoadBalancer);
+        assert_eq!(ok.external_listeners[0].name, "LB");
+        assert_eq!(ok.external_listeners[1].access, AccessMethod::NodePort);
+        assert_eq!(ok.external_listeners[1].broker_port(2), 31002);
+
+        for (listeners, want) in [
+            (
+                vec![external("a", 9094, 19090), external("b", 9095, 19091)],
+                "externalListeners[1].externalStartingPort 19091: broker 0 would be reached on port 19091, which external listener \"a\" also uses",
+            ),
+            (
+                vec![external("a", 9094, 65534)],
+                "externalListeners[0].externalStartingPort 65534 + broker id 2 = 65536 is not a port",
+            ),
+            (
+                vec![external("a", 9092, 19090)],
+                "externalListeners[0].containerPort 9092 is used by another listener",
+            ),
+            (
+                vec![external("plaintext", 9094, 19090)],
+                "clashes with another listener's name",
+            ),
+            (
+                vec![crate::crd::v1alpha1::ExternalListener {
+                    type_: "ssl".into(),
+                    ..external("a", 9094, 19090)
+                }],
+                "externalListeners[0].type \"ssl\": TLS on an external listener is not built yet",
+            ),
+            (
+                vec![crate::crd::v1alpha1::ExternalListener {
+                    access_method: Some("ClusterIP".into()),
+                    ..external("a", 9094, 19090)
+                }],
+                "externalListeners[0].accessMethod ClusterIP is not reachable from outside",
+            ),
+            (
+                vec![crate::crd::v1alpha1::ExternalListener {
+                    hostname_override: Some("not a host".into()),
+                    ..external("a", 9094, 19090)
+                }],
+                "externalListeners[0].hostnameOverride \"not a host\" is not a DNS name",
+            ),
+        ] {
+            let e = with(listeners).expect_err(want);
+            assert!(e.message.contains(want), "{}\nwanted: {want}", e.message);
+            assert_eq!(e.reason, "InvalidExternalListeners");
+        }
     }
 
     #[test]

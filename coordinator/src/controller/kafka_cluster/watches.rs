@@ -8,6 +8,7 @@ use k8s_openapi::api::{
     coordination::v1::Lease,
     core::v1::{
         ConfigMap, Container, PersistentVolumeClaim, Pod, PodSpec, Secret, Service, ServiceAccount,
+        ServicePort, ServiceSpec, ServiceStatus,
     },
     policy::v1::PodDisruptionBudget,
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
@@ -86,8 +87,25 @@ pub fn controller(client: Client) -> (Controller<KafkaCluster>, OwnedStores) {
         .default_backoff()
         .modify(|s: &mut Service| {
             slim(s);
-            s.spec = None;
-            s.status = None;
+            // An external Service's node ports and load-balancer address are read;
+            // nothing else of a Service is.
+            s.spec = s.spec.take().map(|sp| ServiceSpec {
+                ports: sp.ports.map(|ports| {
+                    ports
+                        .into_iter()
+                        .map(|p| ServicePort {
+                            node_port: p.node_port,
+                            port: p.port,
+                            ..ServicePort::default()
+                        })
+                        .collect()
+                }),
+                ..ServiceSpec::default()
+            });
+            s.status = s.status.take().map(|st| ServiceStatus {
+                load_balancer: st.load_balancer,
+                ..ServiceStatus::default()
+            });
         })
         .reflect(writer)
         .touched_objects();

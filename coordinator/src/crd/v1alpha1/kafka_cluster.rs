@@ -312,12 +312,15 @@ pub struct ExternalListener {
     /// Port the brokers bind.
     #[schemars(range(min = 1, max = 65535))]
     pub container_port: i32,
-    /// Broker N is advertised on `externalStartingPort + N`.
+    /// Broker N is reached and advertised on `externalStartingPort + N`.
     pub external_starting_port: i32,
-    /// `LoadBalancer`, `NodePort` or `ClusterIP`.
+    /// `LoadBalancer` (the default: one per broker, plus one to bootstrap) or
+    /// `NodePort` (broker N on node port `externalStartingPort + N`, advertised on the
+    /// address of the Node it runs on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_method: Option<String>,
-    /// Host advertised instead of the Service's address.
+    /// Host every broker advertises instead of its Service's (or Node's) address,
+    /// e.g. a DNS name over the load balancers or the Nodes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname_override: Option<String>,
 }
@@ -472,6 +475,30 @@ pub struct KafkaClusterStatus {
     /// cooldown survive coordinator restarts and hold across replicas).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerting: Option<AlertingStatus>,
+    /// Where clients outside Kubernetes reach the cluster (Koperator's shape).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listener_statuses: Option<ListenerStatuses>,
+}
+
+/// The addresses of the cluster's listeners.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerStatuses {
+    /// By external listener name: `any-broker` (the bootstrap Service) and
+    /// `broker-<id>`, each with the address clients connect to. An address not known
+    /// yet is absent; the `ExternalAccessPending` condition says what it waits for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub external_listeners: BTreeMap<String, Vec<ListenerAddress>>,
+}
+
+/// One address of a listener.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ListenerAddress {
+    /// `any-broker` or `broker-<id>`.
+    pub name: String,
+    /// `host:port`.
+    pub address: String,
 }
 
 /// The alert receiver's record of a cluster.

@@ -12,11 +12,13 @@ use crate::controller::kafka_cluster::validate::{ValidatedBroker, ValidatedClust
 /// The file name of the document in the ConfigMap.
 pub const DESIRED_CONFIG_KEY: &str = "config.json";
 
-/// The desired config of broker `b`.
+/// The desired config of broker `b`, with its external listeners as
+/// [`super::external::addresses`] made them.
 pub fn desired_config(
     meta: &ClusterMeta,
     cluster: &ValidatedCluster,
     b: &ValidatedBroker,
+    external: &[Listener],
 ) -> DesiredConfig {
     let host = advertised_host(meta, b.id);
     let listeners = cluster
@@ -45,9 +47,12 @@ pub fn desired_config(
                 } else {
                     String::new()
                 },
+                advertise_node_address: false,
             }
         })
         .filter(|l| l.container_port != 0 || l.name == cluster.controller_listener)
+        // External listeners are bound by nodes that serve clients.
+        .chain(external.iter().filter(|_| b.roles.broker).cloned())
         .collect();
     DesiredConfig {
         schema_version: 1,

@@ -6,6 +6,7 @@ pub mod agent;
 pub mod certificates;
 pub mod config;
 pub mod cruise_control;
+pub mod external;
 pub mod jmx_exporter;
 pub mod pod;
 pub mod rbac;

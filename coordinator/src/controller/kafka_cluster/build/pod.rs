@@ -26,7 +26,7 @@ use super::{
     jmx_exporter::{self, JMX_EXPORTER_PORT, JarSource},
     security,
 };
-use crate::controller::kafka_cluster::validate::{ValidatedBroker, ValidatedCluster};
+use crate::controller::kafka_cluster::validate::{AccessMethod, ValidatedBroker, ValidatedCluster};
 
 pub use super::agent::DEFAULT_GRACE_SECONDS;
 
@@ -234,6 +234,15 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
             jmx_exporter::AGENT_IMAGE_JAR,
         ));
     }
+    // A NodePort listener advertises the address of the Node the Pod runs on.
+    if b.roles.broker
+        && cluster
+            .external_listeners
+            .iter()
+            .any(|e| e.access == AccessMethod::NodePort && e.hostname_override.is_none())
+    {
+        agent_env.push(super::agent::field_env("HOST_IP", "status.hostIP"));
+    }
     let agent = agent_container(&meta.agent_image, &["run"], agent_env, agent_mounts, grace);
 
     let mut kafka_env = downward_env();
@@ -285,6 +294,19 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
                     container_port: i32::from(l.port),
                     ..ContainerPort::default()
                 })
+                // External listeners: their Services target this named port, so only
+                // nodes that serve clients receive their traffic.
+                .chain(
+                    cluster
+                        .external_listeners
+                        .iter()
+                        .filter(|_| b.roles.broker)
+                        .map(|e| ContainerPort {
+                            name: Some(e.dns_name()),
+                            container_port: i32::from(e.port),
+                            ..ContainerPort::default()
+                        }),
+                )
                 .collect(),
         ),
         resources: b.config.resource_requirements.clone(),
