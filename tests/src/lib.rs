@@ -198,8 +198,11 @@ where
 }
 
 /// A binary of this workspace (e.g. `stoker-agent`) from the target dir the tests run
-/// from, built with cargo first if it is not there.
+/// from, brought up to date with cargo first (once per process): a binary left from an
+/// older build would otherwise run in place of the code under test.
 pub fn workspace_binary(name: &str) -> Result<PathBuf, Error> {
+    static BUILT: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
     let exe = std::env::current_exe().map_err(|source| Error::Io {
         what: "locate the test binary".into(),
         source,
@@ -210,11 +213,14 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf, Error> {
         .and_then(std::path::Path::parent)
         .ok_or_else(|| Error::Other(format!("{} has no target dir", exe.display())))?;
     let bin = dir.join(name);
-    if !bin.exists() {
+    let mut built = BUILT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !built.contains(name) {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let release = dir.file_name().is_some_and(|d| d == "release");
         let status = std::process::Command::new(cargo)
-            .args(["build", "-p", name, "--bin", name])
+            .args(["build", "--quiet", "-p", name, "--bin", name])
             .args(release.then_some("--release"))
             .status()
             .map_err(|source| Error::Spawn {
@@ -228,6 +234,7 @@ pub fn workspace_binary(name: &str) -> Result<PathBuf, Error> {
                 bin.display()
             )));
         }
+        built.insert(name.to_owned());
     }
     Ok(bin)
 }
