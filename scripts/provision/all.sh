@@ -6,7 +6,7 @@ source "$(dirname "$0")/../lib.sh"
 "$STOKER_ROOT/scripts/provision/build.sh"
 "$STOKER_ROOT/scripts/provision/kafka.sh"
 "$STOKER_ROOT/scripts/provision/cruise-control.sh"
-"$STOKER_ROOT/scripts/provision/prometheus.sh"
+"$STOKER_ROOT/scripts/provision/daemons.sh"
 "$STOKER_ROOT/scripts/provision/kube.sh" servers
 "$STOKER_ROOT/scripts/provision/tools.sh"
 "$STOKER_ROOT/scripts/provision/helm.sh"

@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     services: BTreeMap<String, Service>,
     /// Main process of every running container, by `namespace/pod/container`.
     pids: BTreeMap<String, u32>,
+    /// No new load balancer gets an address (a cloud that cannot provide one).
+    hold_load_balancers: bool,
 }
 
 /// A running local Pod runtime; dropping it kills every container.
@@ -201,6 +203,15 @@ impl PodRuntime {
         let pods: Vec<(Pod, Ipv4Addr)> = shared.pods.values().cloned().collect();
         let services: Vec<Service> = shared.services.values().cloned().collect();
         spec::dns_names(&pods, &services).get(host).copied()
+    }
+
+    /// From now on, a `LoadBalancer` Service without an address gets none (as in a
+    /// cloud out of load balancers), until released.
+    pub fn hold_load_balancers(&self, hold: bool) {
+        self.shared
+            .lock()
+            .expect("runtime state lock")
+            .hold_load_balancers = hold;
     }
 
     /// The main process of a running container.

@@ -103,8 +103,14 @@ pub(crate) async fn sync(ctx: &Arc<Context>, proxy: &Mutex<ServiceProxy>) {
         if kind != "LoadBalancer" {
             continue;
         }
+        let held = ctx
+            .shared
+            .lock()
+            .expect("runtime state lock")
+            .hold_load_balancers;
         let ip = match ingress_of(s) {
             Some(ip) => ip,
+            None if held => continue,
             None => {
                 let given = proxy
                     .lock()

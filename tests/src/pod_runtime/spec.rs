@@ -95,8 +95,17 @@ pub fn map_image(image: &str, images: &ImageMap) -> Result<MappedImage, String> 
             entrypoint: vec![COORDINATOR_BIN_IN_IMAGE.to_owned()],
             cmd: vec!["run".to_owned()],
         }),
+        // Debian's haproxy package (scripts/provision/daemons.sh), on PATH as in the image.
+        "haproxy" => Ok(MappedImage {
+            mounts: vec![],
+            entrypoint: vec!["haproxy".to_owned()],
+            cmd: vec![
+                "-f".to_owned(),
+                "/usr/local/etc/haproxy/haproxy.cfg".to_owned(),
+            ],
+        }),
         _ => Err(format!(
-            "image {image:?} has no local install: the local Pod runtime runs */kafka:* (the test environment's Kafka at {KAFKA_HOME_IN_IMAGE}), */cruise-control:* (the provisioned Cruise Control at {CRUISE_CONTROL_HOME_IN_IMAGE}), */stoker-agent:* (the built agent) and, when given one, */stoker-coordinator:* (the built coordinator)"
+            "image {image:?} has no local install: the local Pod runtime runs */kafka:* (the test environment's Kafka at {KAFKA_HOME_IN_IMAGE}), */cruise-control:* (the provisioned Cruise Control at {CRUISE_CONTROL_HOME_IN_IMAGE}), */stoker-agent:* (the built agent), haproxy:* (the installed HAProxy) and, when given one, */stoker-coordinator:* (the built coordinator)"
         )),
     }
 }
