@@ -20,7 +20,10 @@
 //!   until proven empty;
 //! - the roll follows [`roll::step`].
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -40,7 +43,7 @@ use super::{
     roll::{self, BrokerView, PodState, StopQuestion},
     scaling,
     status::{self, AgentFacts, BrokerFacts},
-    validate::{InvalidSpec, ValidatedCluster},
+    validate::{AccessMethod, InvalidSpec, ValidatedCluster},
 };
 use crate::{
     controller::resource_status::Note,
@@ -417,6 +420,27 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
     // External access: its Services, and where each broker is reached through them.
     for svc in build::external::services(&meta, cluster) {
         stamp!(w, Service, svc);
+    }
+    // The single load balancer's proxies, routing to the brokers' Pod IPs.
+    let broker_ips: BTreeMap<i32, String> = observed
+        .pods
+        .iter()
+        .filter(|(_, p)| !p.terminating)
+        .filter_map(|(id, p)| p.ip.clone().map(|ip| (*id, ip)))
+        .collect();
+    let mut proxies = BTreeSet::new();
+    if let Some(hp) = &cluster.haproxy {
+        for e in cluster
+            .external_listeners
+            .iter()
+            .filter(|e| e.access == AccessMethod::Proxy)
+        {
+            let config = build::haproxy::config(&meta, cluster, e, &broker_ips);
+            stamp!(w, ConfigMap, build::haproxy::config_map(&meta, e, config));
+            let (d, hash) = build::stamped(build::haproxy::deployment(&meta, e, hp));
+            w.add(Object::Deployment(Box::new(d)), &hash);
+            proxies.insert(build::haproxy::name(&meta, e));
+        }
     }
     let external = build::external::addresses(
         &meta,
@@ -835,6 +859,17 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
                 build::external::unwanted(&meta, cluster, &observed.external)
                     .into_iter()
                     .map(|n| ObjectKey::new(Kind::Service, n)),
+            )
+            .chain(
+                observed
+                    .existing
+                    .keys()
+                    .filter(|k| matches!(k.kind, Kind::Deployment | Kind::ConfigMap))
+                    .filter(|k| {
+                        build::haproxy::is_proxy_object(&meta, &k.name)
+                            && !proxies.contains(&k.name)
+                    })
+                    .cloned(),
             )
             .collect(),
         goals_reached: scaled

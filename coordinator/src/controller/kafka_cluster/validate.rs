@@ -133,7 +133,23 @@ pub struct ValidatedCluster {
     pub listener_tls: Option<ListenerTls>,
     /// Listeners reachable from outside Kubernetes.
     pub external_listeners: Vec<External>,
+    /// The proxy of `ingressController: haproxy`.
+    pub haproxy: Option<ValidatedHaproxy>,
 }
+
+/// The HAProxy Deployment in front of the brokers (`ingressController: haproxy`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedHaproxy {
+    /// Its image.
+    pub image: String,
+    /// Its replicas.
+    pub replicas: i32,
+    /// Its container's resources.
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+}
+
+/// The HAProxy image when `haproxyConfig.image` is unset.
+pub const DEFAULT_HAPROXY_IMAGE: &str = "haproxy:2.6";
 
 /// How clients outside Kubernetes reach an external listener's brokers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,13 +158,16 @@ pub enum AccessMethod {
     LoadBalancer,
     /// A `NodePort` Service per broker; the broker advertises its Node's address.
     NodePort,
+    /// One `LoadBalancer` Service in front of an HAProxy Deployment that routes
+    /// `externalStartingPort + id` to broker `id`; every broker advertises its address.
+    Proxy,
 }
 
 impl AccessMethod {
     /// The Service type.
     pub fn service_type(self) -> &'static str {
         match self {
-            Self::LoadBalancer => "LoadBalancer",
+            Self::LoadBalancer | Self::Proxy => "LoadBalancer",
             Self::NodePort => "NodePort",
         }
     }
@@ -375,7 +394,8 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         validate_alert_manager(a)?;
     }
     let monitoring = validate_monitoring(spec.monitoring_config.as_ref())?;
-    let external_listeners = validate_external_listeners(
+    let haproxy = validate_ingress_controller(spec)?;
+    let mut external_listeners = validate_external_listeners(
         spec.listeners_config
             .external_listeners
             .as_deref()
@@ -383,6 +403,22 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         &listeners,
         brokers.keys().copied(),
     )?;
+    if haproxy.is_some() {
+        let mut proxied = 0;
+        for e in external_listeners
+            .iter_mut()
+            .filter(|e| e.access == AccessMethod::LoadBalancer)
+        {
+            e.access = AccessMethod::Proxy;
+            proxied += 1;
+        }
+        if proxied == 0 {
+            return Err(invalid(
+                "InvalidExternalListeners",
+                "spec.ingressController is haproxy, but no external listener has accessMethod LoadBalancer for it to serve; add one or remove ingressController",
+            ));
+        }
+    }
     refuse_tls_store_keys(
         &listeners,
         std::iter::once(("spec.clusterWideConfig", &cluster_wide_config)).chain(
@@ -419,7 +455,43 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         monitoring,
         listener_tls,
         external_listeners,
+        haproxy,
     })
+}
+
+/// `ingressController` and `haproxyConfig`: unset, or HAProxy with its settings.
+fn validate_ingress_controller(
+    spec: &KafkaClusterSpec,
+) -> Result<Option<ValidatedHaproxy>, InvalidSpec> {
+    let bad = |message: String| invalid("InvalidExternalListeners", message);
+    match spec.ingress_controller.as_deref() {
+        None | Some("") => {
+            if spec.haproxy_config.is_some() {
+                return Err(bad(
+                    "spec.haproxyConfig is set, but spec.ingressController is not haproxy; set ingressController: haproxy or remove haproxyConfig".into(),
+                ));
+            }
+            Ok(None)
+        }
+        Some("haproxy") => {
+            let c = spec.haproxy_config.clone().unwrap_or_default();
+            let image = c
+                .image
+                .filter(|i| !i.is_empty())
+                .unwrap_or_else(|| DEFAULT_HAPROXY_IMAGE.to_owned());
+            Ok(Some(ValidatedHaproxy {
+                image,
+                replicas: c.replicas.unwrap_or(1),
+                resources: c.resource_requirements,
+            }))
+        }
+        Some("envoy") => Err(bad(
+            "spec.ingressController envoy is not built (Stoker's single load balancer is HAProxy); use ingressController: haproxy".into(),
+        )),
+        Some(other) => Err(bad(format!(
+            "spec.ingressController {other:?} is not haproxy; remove it for a load balancer per broker"
+        ))),
+    }
 }
 
 /// Where the JMX exporter comes from and its rules. Paths go into Kafka's `-javaagent`
@@ -1231,6 +1303,42 @@ mod tests {
         assert_eq!(ok.external_listeners[0].name, "LB");
         assert_eq!(ok.external_listeners[1].access, AccessMethod::NodePort);
         assert_eq!(ok.external_listeners[1].broker_port(2), 31002);
+
+        let mut spec = example_spec();
+        spec.listeners_config.external_listeners = Some(vec![external("lb", 9094, 19090)]);
+        spec.ingress_controller = Some("haproxy".into());
+        let v = validate(&spec).expect("haproxy");
+        assert_eq!(v.external_listeners[0].access, AccessMethod::Proxy);
+        assert_eq!(v.haproxy.expect("proxy").image, DEFAULT_HAPROXY_IMAGE);
+        for (controller, listeners, want) in [
+            (
+                Some("envoy"),
+                vec![external("lb", 9094, 19090)],
+                "ingressController envoy is not built",
+            ),
+            (
+                Some("haproxy"),
+                vec![crate::crd::v1alpha1::ExternalListener {
+                    access_method: Some("NodePort".into()),
+                    ..external("np", 9094, 31000)
+                }],
+                "no external listener has accessMethod LoadBalancer",
+            ),
+            (
+                None,
+                vec![],
+                "spec.haproxyConfig is set, but spec.ingressController is not haproxy",
+            ),
+        ] {
+            let mut spec = example_spec();
+            spec.listeners_config.external_listeners = Some(listeners);
+            spec.ingress_controller = controller.map(Into::into);
+            if controller.is_none() {
+                spec.haproxy_config = Some(Default::default());
+            }
+            let e = validate(&spec).expect_err(want);
+            assert!(e.message.contains(want), "{}", e.message);
+        }
 
         for (listeners, want) in [
             (

@@ -94,6 +94,32 @@ pub struct KafkaClusterSpec {
     /// and `brokerId`. Unset: the exporter from the agent's image with Stoker's rules.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub monitoring_config: Option<MonitoringConfig>,
+    /// How `LoadBalancer` external listeners are exposed. Unset: a load balancer per
+    /// broker. `haproxy`: one load balancer per listener in front of an HAProxy
+    /// Deployment that routes `externalStartingPort + id` to broker `id` (TCP
+    /// passthrough) — the seed's single-load-balancer model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress_controller: Option<String>,
+    /// The HAProxy Deployment of `ingressController: haproxy`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub haproxy_config: Option<HaproxyConfig>,
+}
+
+/// The proxy in front of the brokers with `ingressController: haproxy`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct HaproxyConfig {
+    /// Its image (default `haproxy:2.6`): any whose `haproxy` is on `PATH` and that
+    /// has `/bin/sh`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Proxies behind the load balancer (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 16))]
+    pub replicas: Option<i32>,
+    /// Its container's resources.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_requirements: Option<ResourceRequirements>,
 }
 
 /// Where the brokers' JMX exporter comes from and what it exports (Koperator's field

@@ -38,7 +38,7 @@ pub fn bootstrap_service_name(meta: &ClusterMeta, e: &External) -> String {
 
 /// The ids of the nodes that serve clients (controller-only nodes bind no client
 /// listener, so they get no external Service).
-fn broker_ids(cluster: &ValidatedCluster) -> impl Iterator<Item = i32> + '_ {
+pub(super) fn broker_ids(cluster: &ValidatedCluster) -> impl Iterator<Item = i32> + '_ {
     cluster
         .brokers
         .values()
@@ -46,7 +46,7 @@ fn broker_ids(cluster: &ValidatedCluster) -> impl Iterator<Item = i32> + '_ {
         .map(|b| b.id)
 }
 
-fn external_service(
+pub(super) fn external_service(
     meta: &ClusterMeta,
     e: &External,
     name: String,
@@ -80,6 +80,10 @@ fn external_service(
 pub fn services(meta: &ClusterMeta, cluster: &ValidatedCluster) -> Vec<Service> {
     let mut out = Vec::new();
     for e in &cluster.external_listeners {
+        if e.access == AccessMethod::Proxy {
+            out.push(super::haproxy::service(meta, cluster, e));
+            continue;
+        }
         let target = Some(IntOrString::String(e.dns_name()));
         out.push(external_service(
             meta,
@@ -218,7 +222,7 @@ pub fn addresses(
         let bootstrap_view = view.services.get(&bootstrap);
         let any_host_ip = view.host_ips.values().next();
         let bootstrap_address = match e.access {
-            AccessMethod::LoadBalancer => e
+            AccessMethod::LoadBalancer | AccessMethod::Proxy => e
                 .hostname_override
                 .clone()
                 .or_else(|| bootstrap_view.and_then(|v| v.ingress.clone()))
@@ -251,7 +255,13 @@ pub fn addresses(
                     listener.advertise_node_address = true;
                     view.host_ips.get(&id).cloned()
                 }
-                (None, AccessMethod::LoadBalancer) => {
+                (None, AccessMethod::LoadBalancer | AccessMethod::Proxy) => {
+                    // Behind the proxy every broker is reached on the one load balancer.
+                    let service = if e.access == AccessMethod::Proxy {
+                        bootstrap.clone()
+                    } else {
+                        service
+                    };
                     match view
                         .services
                         .get(&service)

@@ -7,6 +7,7 @@ pub mod certificates;
 pub mod config;
 pub mod cruise_control;
 pub mod external;
+pub mod haproxy;
 pub mod jmx_exporter;
 pub mod pod;
 pub mod rbac;
