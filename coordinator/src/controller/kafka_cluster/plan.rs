@@ -497,12 +497,8 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
     for b in cluster.brokers.values() {
         let record = disked.record(b);
         let b = &*disked.as_built(b);
-        let doc = build::desired_config(
-            &meta,
-            cluster,
-            b,
-            external.listeners.get(&b.id).map_or(&[], Vec::as_slice),
-        );
+        let served = external.listeners.get(&b.id).map_or(&[][..], Vec::as_slice);
+        let doc = build::desired_config(&meta, cluster, b, served);
         let desired_hash = stoker_proto::config_hash(&doc);
         let pod = observed.pods.get(&b.id);
         // Kafka takes its advertised addresses only at start: a broker without a Pod
@@ -515,7 +511,7 @@ pub fn plan(cluster: &ValidatedCluster, observed: &Observed) -> Plan {
             stamp!(w, PersistentVolumeClaim, pvc);
         }
         // A Pod being deleted is replaced from the current template; it is no cause.
-        let (desired_pod, pod_hash) = build::stamped(build::broker_pod(&meta, cluster, b));
+        let (desired_pod, pod_hash) = build::stamped(build::broker_pod(&meta, cluster, b, served));
         let template_differs = !waiting
             && w.add(Object::Pod(Box::new(desired_pod)), &pod_hash)
             && !pod.is_some_and(|p| p.terminating);
@@ -1250,6 +1246,39 @@ mod tests {
             addresses
                 .iter()
                 .any(|a| a.name == "broker-1" && a.address == "192.0.2.1:19091")
+        );
+    }
+
+    #[test]
+    fn a_listener_added_without_an_address_changes_no_running_broker() {
+        let (_, observed) = steady();
+        let mut spec = base_spec();
+        spec.listeners_config.external_listeners =
+            Some(vec![crate::crd::v1alpha1::ExternalListener {
+                type_: "plaintext".into(),
+                name: "late".into(),
+                container_port: 9094,
+                external_starting_port: 19090,
+                ..Default::default()
+            }]);
+        let c = validate(&spec).expect("valid");
+        let p = plan(&c, &observed);
+        let written: Vec<String> = p
+            .writes
+            .iter()
+            .map(|w| w.object.key().to_string())
+            .collect();
+        assert!(
+            written.iter().all(|k| k.starts_with("Service ")),
+            "only the listener's Services: {written:?}"
+        );
+        assert!(p.restarts.is_empty() && p.reconfigure.is_empty());
+        assert!(
+            p.status
+                .brokers_state
+                .values()
+                .all(|b| b.restart_causes.is_empty()),
+            "no restart needed for a listener not served yet"
         );
     }
 

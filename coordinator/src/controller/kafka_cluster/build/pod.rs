@@ -26,7 +26,8 @@ use super::{
     jmx_exporter::{self, JMX_EXPORTER_PORT, JarSource},
     security,
 };
-use crate::controller::kafka_cluster::validate::{AccessMethod, ValidatedBroker, ValidatedCluster};
+use crate::controller::kafka_cluster::validate::{ValidatedBroker, ValidatedCluster};
+use stoker_proto::agent::v1::Listener;
 
 pub use super::agent::DEFAULT_GRACE_SECONDS;
 
@@ -89,8 +90,14 @@ pub fn broker_pvcs(meta: &ClusterMeta, b: &ValidatedBroker) -> Vec<PersistentVol
         .collect()
 }
 
-/// The Pod of broker `b`.
-pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedBroker) -> Pod {
+/// The Pod of broker `b`, serving the external listeners `external` (those whose
+/// address is known, as [`super::external::addresses`] made them).
+pub fn broker_pod(
+    meta: &ClusterMeta,
+    cluster: &ValidatedCluster,
+    b: &ValidatedBroker,
+    external: &[Listener],
+) -> Pod {
     let name = broker_name(meta, b.id);
     let mut labels = b.config.broker_labels.clone();
     labels.extend(broker_labels(meta, b.id));
@@ -235,12 +242,7 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
         ));
     }
     // A NodePort listener advertises the address of the Node the Pod runs on.
-    if b.roles.broker
-        && cluster
-            .external_listeners
-            .iter()
-            .any(|e| e.access == AccessMethod::NodePort && e.hostname_override.is_none())
-    {
+    if b.roles.broker && external.iter().any(|l| l.advertise_node_address) {
         agent_env.push(super::agent::field_env("HOST_IP", "status.hostIP"));
     }
     let agent = agent_container(&meta.agent_image, &["run"], agent_env, agent_mounts, grace);
@@ -295,15 +297,15 @@ pub fn broker_pod(meta: &ClusterMeta, cluster: &ValidatedCluster, b: &ValidatedB
                     ..ContainerPort::default()
                 })
                 // External listeners: their Services target this named port, so only
-                // nodes that serve clients receive their traffic.
+                // nodes that serve clients receive their traffic. One still waiting for
+                // its address is not served yet, so not declared (no restart for it).
                 .chain(
-                    cluster
-                        .external_listeners
+                    external
                         .iter()
                         .filter(|_| b.roles.broker)
-                        .map(|e| ContainerPort {
-                            name: Some(e.dns_name()),
-                            container_port: i32::from(e.port),
+                        .map(|l| ContainerPort {
+                            name: Some(l.name.to_ascii_lowercase().replace('_', "-")),
+                            container_port: i32::try_from(l.container_port).unwrap_or(0),
                             ..ContainerPort::default()
                         }),
                 )
@@ -408,7 +410,7 @@ mod tests {
     #[test]
     fn every_broker_runs_the_jmx_exporter_and_its_agent_samples_it() {
         let cluster = validate(&example_spec()).expect("valid");
-        let pod = broker_pod(&meta(), &cluster, &cluster.brokers[&0]);
+        let pod = broker_pod(&meta(), &cluster, &cluster.brokers[&0], &[]);
         let spec = pod.spec.expect("spec");
         let kafka = &spec.containers[0];
         assert_eq!(
@@ -439,7 +441,7 @@ mod tests {
     #[test]
     fn broker_pods_meet_the_restricted_standard_unless_the_spec_says_otherwise() {
         let cluster = validate(&example_spec()).expect("valid");
-        let spec = broker_pod(&meta(), &cluster, &cluster.brokers[&0])
+        let spec = broker_pod(&meta(), &cluster, &cluster.brokers[&0], &[])
             .spec
             .expect("spec");
         let pod = spec
@@ -476,7 +478,7 @@ mod tests {
             ..Default::default()
         });
         let cluster = validate(&spec).expect("valid");
-        let pod = broker_pod(&meta(), &cluster, &cluster.brokers[&0])
+        let pod = broker_pod(&meta(), &cluster, &cluster.brokers[&0], &[])
             .spec
             .and_then(|s| s.security_context)
             .expect("the spec's");
@@ -493,7 +495,7 @@ mod tests {
             },
             ..ValidatedMonitoring::default()
         };
-        let spec = broker_pod(&meta(), &cluster, &cluster.brokers[&0])
+        let spec = broker_pod(&meta(), &cluster, &cluster.brokers[&0], &[])
             .spec
             .expect("spec");
         let inits = spec.init_containers.expect("init containers");
