@@ -401,7 +401,8 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
             .as_deref()
             .unwrap_or_default(),
         &listeners,
-        brokers.keys().copied(),
+        // Controller-only nodes serve no clients: they get no external port.
+        brokers.values().filter(|b| b.roles.broker).map(|b| b.id),
     )?;
     if haproxy.is_some() {
         let mut proxied = 0;
@@ -812,8 +813,9 @@ fn is_dns_subdomain(name: &str) -> bool {
 
 /// The external listeners: names and container ports distinct from every other
 /// listener's, a protocol that needs no TLS material (brokers' certificates name only
-/// in-cluster hosts), an access method a Service provides, and for every broker a port
-/// `externalStartingPort + id` that exists and no other external listener uses.
+/// in-cluster hosts), an access method a Service provides, and for every node with the
+/// broker role a port `externalStartingPort + id` that exists and no other external
+/// listener uses.
 fn validate_external_listeners(
     externals: &[ExternalListener],
     internal: &[Listener],
@@ -1303,6 +1305,8 @@ mod tests {
         assert_eq!(ok.external_listeners[0].name, "LB");
         assert_eq!(ok.external_listeners[1].access, AccessMethod::NodePort);
         assert_eq!(ok.external_listeners[1].broker_port(2), 31002);
+        with(vec![external("a", 9094, 19090), external("b", 9095, 19190)])
+            .expect("node 100 is a controller only: 19190 is not a port of listener a");
 
         let mut spec = example_spec();
         spec.listeners_config.external_listeners = Some(vec![external("lb", 9094, 19090)]);
