@@ -35,7 +35,7 @@ use rdkafka::{
     consumer::{BaseConsumer, Consumer},
     producer::{FutureProducer, FutureRecord},
 };
-use stoker_coordinator::crd::v1alpha1::{ExternalListener, KafkaCluster};
+use stoker_coordinator::crd::v1alpha1::KafkaCluster;
 use support::*;
 
 const PARTITIONS: i32 = 6;
@@ -43,22 +43,8 @@ const PER_PARTITION: usize = 50;
 
 fn with_external_listeners(mut kc: KafkaCluster) -> KafkaCluster {
     kc.spec.listeners_config.external_listeners = Some(vec![
-        ExternalListener {
-            type_: "plaintext".into(),
-            name: "lb".into(),
-            container_port: 29095,
-            external_starting_port: 19090,
-            access_method: Some("LoadBalancer".into()),
-            hostname_override: None,
-        },
-        ExternalListener {
-            type_: "plaintext".into(),
-            name: "np".into(),
-            container_port: 29096,
-            external_starting_port: 31090,
-            access_method: Some("NodePort".into()),
-            hostname_override: None,
-        },
+        external_listener("lb", 29095, 19090, Some("LoadBalancer")),
+        external_listener("np", 29096, 31090, Some("NodePort")),
     ]);
     kc
 }
@@ -389,14 +375,8 @@ async fn one_load_balancer_in_front_of_haproxy_routes_every_broker_and_follows_s
     let mut kc = example_cluster();
     kc.spec.cruise_control_config = None;
     kc.spec.ingress_controller = Some("haproxy".into());
-    kc.spec.listeners_config.external_listeners = Some(vec![ExternalListener {
-        type_: "plaintext".into(),
-        name: "edge".into(),
-        container_port: 29097,
-        external_starting_port: 19190,
-        access_method: None,
-        hostname_override: None,
-    }]);
+    kc.spec.listeners_config.external_listeners =
+        Some(vec![external_listener("edge", 29097, 19190, None)]);
     let env = Env::start_with(kc).await;
     let client = env.clusters.clone().into_client();
     let services: Api<Service> = Api::namespaced(client.clone(), NS);

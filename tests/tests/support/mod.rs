@@ -835,3 +835,22 @@ pub fn replicas_per_broker(env: &Env, bootstrap: &str) -> std::collections::BTre
     }
     per
 }
+
+/// A plaintext external listener `name`: brokers bind `container_port`, broker N is
+/// reached on `start + N`, through `access` (`LoadBalancer`, `NodePort`; None: the
+/// default).
+pub fn external_listener(
+    name: &str,
+    container_port: i32,
+    start: i32,
+    access: Option<&str>,
+) -> stoker_coordinator::crd::v1alpha1::ExternalListener {
+    stoker_coordinator::crd::v1alpha1::ExternalListener {
+        type_: "plaintext".into(),
+        name: name.into(),
+        container_port,
+        external_starting_port: start,
+        access_method: access.map(Into::into),
+        hostname_override: None,
+    }
+}
