@@ -57,6 +57,7 @@ fuzz_target!(|data: &[u8]| {
         namespace: "default".into(),
         pod_ip: "10.0.0.1".into(),
         node_name: "node".into(),
+        host_ip: Some("10.0.0.100".into()),
         rack: None,
         config_dir: "/etc/kafka".into(),
     };
