@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::{
     api::core::v1::{Service, ServicePort, ServiceSpec},
-    apimachinery::pkg::{apis::meta::v1::ObjectMeta, util::intstr::IntOrString},
+    apimachinery::pkg::util::intstr::IntOrString,
 };
 use stoker_proto::agent::v1::Listener;
 
@@ -55,22 +55,17 @@ pub(super) fn external_service(
     port: ServicePort,
 ) -> Service {
     labels.insert(LABEL_LISTENER.to_owned(), e.dns_name());
-    Service {
-        metadata: ObjectMeta {
-            name: Some(name),
-            namespace: Some(meta.namespace.clone()),
-            labels: Some(labels),
-            owner_references: Some(vec![meta.owner.clone()]),
-            ..ObjectMeta::default()
-        },
-        spec: Some(ServiceSpec {
+    super::services::service(
+        meta,
+        name,
+        labels,
+        selector,
+        ServiceSpec {
             type_: Some(e.access.service_type().to_owned()),
-            selector: Some(selector),
             ports: Some(vec![port]),
             ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
+        },
+    )
 }
 
 /// Every external Service of the cluster: per listener, its bootstrap Service (port

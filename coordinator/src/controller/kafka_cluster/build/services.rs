@@ -49,7 +49,7 @@ fn ports(cluster: &ValidatedCluster) -> Vec<ServicePort> {
         .collect()
 }
 
-fn service(
+pub(super) fn service(
     meta: &ClusterMeta,
     name: String,
     labels: BTreeMap<String, String>,
