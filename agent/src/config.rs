@@ -373,21 +373,22 @@ impl ValidatedConfig {
             None
         };
 
-        // The agent reads its broker (and controller) over these listeners in
-        // plaintext: TLS between nodes is not built yet.
+        // The agent reads its broker (and controller) over these listeners with
+        // certificates only: plaintext, or SSL with the broker's Secret mounted (its own
+        // certificate is its client identity there); never SASL.
         for name in doc
             .controller_listeners
             .iter()
             .chain(inter_broker_listener.as_ref())
         {
-            if listeners
-                .iter()
-                .any(|l| &l.name == name && l.protocol.ends_with("SSL"))
-            {
+            let Some(l) = listeners.iter().find(|l| &l.name == name) else {
+                continue;
+            };
+            if l.protocol.starts_with("SASL") {
                 return Err(field(
                     "listeners",
                     format!(
-                        "makes {name:?} an SSL listener, but TLS between brokers and controllers is not supported yet (the agent and peers reach the node over it in plaintext); keep it PLAINTEXT and put TLS on a client listener"
+                        "{name:?} carries traffic between nodes and uses SASL, but the agent and the nodes authenticate there with certificates only; make it SSL or PLAINTEXT"
                     ),
                 ));
             }
@@ -516,6 +517,19 @@ impl ValidatedConfig {
             secret_files,
             log_level,
         })
+    }
+
+    /// Whether listener `name` carries traffic between nodes (it is the inter-broker or
+    /// a controller listener).
+    pub fn carries_node_traffic(&self, name: &str) -> bool {
+        self.inter_broker_listener.as_deref() == Some(name)
+            || self.controller_listeners.iter().any(|c| c == name)
+    }
+
+    /// The controller listener, when this node is a controller.
+    pub fn controller_listener(&self) -> Option<&ValidatedListener> {
+        let name = self.controller_listeners.first()?;
+        self.listeners.iter().find(|l| &l.name == name)
     }
 
     /// The listener this agent uses to reach its own broker: the inter-broker one for
@@ -805,15 +819,15 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn tls_between_nodes_and_user_set_stores_are_refused_with_the_reason() {
+    fn sasl_between_nodes_and_user_set_stores_are_refused_with_the_reason() {
         let mut doc = with_client_tls("/tls");
         doc.listeners[0].security_protocol = "SSL".into();
         doc.listeners[0].tls_dir = "/tls-internal".into();
+        let v = ValidatedConfig::validate(doc.clone()).expect("mutual TLS between nodes");
+        assert!(v.carries_node_traffic("INTERNAL"));
+        doc.listeners[0].security_protocol = "SASL_SSL".into();
         let e = rejects(doc);
-        assert!(
-            e.contains("\"INTERNAL\"") && e.contains("not supported yet"),
-            "{e}"
-        );
+        assert!(e.contains("\"INTERNAL\"") && e.contains("SASL"), "{e}");
         let mut doc = with_client_tls("/tls");
         doc.broker_config.insert(
             "listener.name.client_tls.ssl.keystore.location".into(),

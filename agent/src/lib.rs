@@ -408,7 +408,9 @@ async fn run_agent(a: ServeArgs, start: Start) -> anyhow::Result<()> {
         );
     }
     let (stores_dir, tls_listeners) = running.tls_stores.clone();
-    if !tls_listeners.is_empty() && running.roles.broker {
+    // A controller-only node renews its controller listener through that listener
+    // (its client is the controller's).
+    if !tls_listeners.is_empty() {
         info!(
             listeners = tls_listeners.len(),
             "TLS listeners' certificates are renewed from their Secrets without a restart"

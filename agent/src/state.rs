@@ -202,6 +202,27 @@ pub struct Running {
     pub tls_stores: (PathBuf, Vec<crate::tls_store::ListenerStores>),
 }
 
+/// A client of listener `l` of the broker at `pod_ip` (port `default_port` when the
+/// listener is unknown): over mutual TLS with the broker's own certificate when the
+/// listener is `SSL`, checking the broker's advertised name.
+fn client_of(
+    l: Option<&crate::config::ValidatedListener>,
+    pod_ip: &str,
+    default_port: u16,
+) -> BrokerClient {
+    let port = l.and_then(|l| l.port).unwrap_or(default_port);
+    let tls = l.filter(|l| l.protocol == "SSL").and_then(|l| {
+        l.tls_dir.clone().map(|dir| crate::broker::kafka::NodeTls {
+            dir,
+            server_name: l
+                .advertised_host
+                .clone()
+                .unwrap_or_else(|| pod_ip.to_owned()),
+        })
+    });
+    BrokerClient::new(format!("{pod_ip}:{port}"), BROKER_CALL_TIMEOUT, tls)
+}
+
 impl Running {
     /// The state of a freshly rendered broker; `rack` is the broker.rack rendered from its
     /// Node's labels, if any (otherwise the one in its config counts).
@@ -214,20 +235,11 @@ impl Running {
         let rack = rack
             .or_else(|| config.user_config.get("broker.rack").cloned())
             .unwrap_or_default();
-        let internal = config
-            .internal_listener()
-            .and_then(|l| l.port)
-            .unwrap_or(9092);
-        let client = BrokerClient::new(format!("{pod_ip}:{internal}"), BROKER_CALL_TIMEOUT);
-        let controller_client = config.roles.controller.then(|| {
-            let port = config
-                .controller_listeners
-                .first()
-                .and_then(|n| config.listeners.iter().find(|l| &l.name == n))
-                .and_then(|l| l.port)
-                .unwrap_or(9093);
-            BrokerClient::new(format!("{pod_ip}:{port}"), BROKER_CALL_TIMEOUT)
-        });
+        let client = client_of(config.internal_listener(), pod_ip, 9092);
+        let controller_client = config
+            .roles
+            .controller
+            .then(|| client_of(config.controller_listener(), pod_ip, 9093));
         let labels = IdentityLabels {
             kafka_cr: config.broker.cluster.clone(),
             namespace: config.broker.namespace.clone(),

@@ -3,8 +3,8 @@
 //! and stores what comes out.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use time::{Duration, OffsetDateTime};
 
@@ -43,6 +43,16 @@ pub enum Usage {
     Server,
     /// A TLS client (`clientAuth`): a verifier of clients refuses a server certificate.
     Client,
+}
+
+/// Whom a leaf certificate names as its subject (what Kafka turns into its principal:
+/// `User:CN=<common name>[,O=<organization>]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subject<'a> {
+    /// The common name.
+    pub common_name: &'a str,
+    /// The organization, if any.
+    pub organization: Option<&'a str>,
 }
 
 /// A leaf certificate and its key, PEM-encoded.
@@ -98,29 +108,57 @@ pub fn issue_leaf(
     validity: Duration,
 ) -> Result<Leaf, IssueError> {
     let first = names.first().cloned().unwrap_or_default();
+    let subject = Subject {
+        common_name: &first,
+        organization: None,
+    };
+    issue_leaf_for(ca, subject, names, &[usage], now, validity)
+}
+
+/// A certificate for `subject` and `names` (DNS names or IP addresses, may be empty)
+/// signed by `ca`, for every one of `usages`, valid from an hour before `now` for
+/// `validity`.
+pub fn issue_leaf_for(
+    ca: &Ca,
+    subject: Subject<'_>,
+    names: &[String],
+    usages: &[Usage],
+    now: OffsetDateTime,
+    validity: Duration,
+) -> Result<Leaf, IssueError> {
+    let cn = subject.common_name;
     let signer =
         KeyPair::from_pem(&ca.key).map_err(failed(format!("CA {} key", ca.common_name)))?;
     // The issuer as its certificate says (subject, key identifier): a CA Stoker made
     // and one a user brings sign alike.
     let issuer = Issuer::from_ca_cert_pem(&ca.cert, signer)
         .map_err(failed(format!("CA {} certificate", ca.common_name)))?;
-    let key = KeyPair::generate().map_err(failed(format!("key for {first}")))?;
+    let key = KeyPair::generate().map_err(failed(format!("key for {cn}")))?;
     let mut params =
         CertificateParams::new(names.to_vec()).map_err(failed(format!("names {names:?}")))?;
-    params.distinguished_name.push(DnType::CommonName, &first);
+    // Encoded organization first: Kafka prints a subject most specific first (RFC
+    // 2253), so the principal reads `CN=...,O=...`.
+    params.distinguished_name = DistinguishedName::new();
+    if let Some(o) = subject.organization {
+        params.distinguished_name.push(DnType::OrganizationName, o);
+    }
+    params.distinguished_name.push(DnType::CommonName, cn);
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
-    params.extended_key_usages = vec![match usage {
-        Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
-        Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
-    }];
+    params.extended_key_usages = usages
+        .iter()
+        .map(|u| match u {
+            Usage::Server => ExtendedKeyUsagePurpose::ServerAuth,
+            Usage::Client => ExtendedKeyUsagePurpose::ClientAuth,
+        })
+        .collect();
     params.not_before = now - Duration::hours(1);
     params.not_after = now + validity;
     let cert = params
         .signed_by(&key, &issuer)
-        .map_err(failed(format!("certificate for {first}")))?;
+        .map_err(failed(format!("certificate for {cn}")))?;
     Ok(Leaf {
         cert: cert.pem(),
         key: key.serialize_pem(),

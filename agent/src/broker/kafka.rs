@@ -2,7 +2,7 @@
 //! safe-to-stop and the broker-fact metrics; the broker's configs and their
 //! dynamic-ness; incremental config changes; the KRaft quorum's state.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use kafka_protocol::{
     ResponseError,
@@ -38,6 +38,14 @@ pub enum KafkaError {
     /// The exchange itself failed.
     #[error(transparent)]
     Wire(#[from] WireError),
+    /// The TLS settings for the broker could not be made from the mounted Secret.
+    #[error("failed to set up TLS to the broker from {dir}: {message}")]
+    Tls {
+        /// The Secret's folder.
+        dir: PathBuf,
+        /// What was wrong.
+        message: String,
+    },
     /// The broker answered with an error.
     #[error("the broker refused {api}: {error}{}", message.as_deref().map(|m| format!(" ({m})")).unwrap_or_default())]
     Refused {
@@ -127,17 +135,63 @@ pub struct Quorum {
     pub voters: Vec<VoterView>,
 }
 
+/// How the agent reaches a listener that speaks TLS between nodes: it presents its
+/// broker's own certificate (the node's identity) and trusts the cluster's CA, both
+/// read from the mounted Secret at every connection, so a renewed certificate is used
+/// at once.
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    /// The mounted Secret's folder (`tls.crt`, `tls.key`, `ca.crt`).
+    pub dir: PathBuf,
+    /// The name the broker's certificate carries (its advertised host).
+    pub server_name: String,
+}
+
+impl NodeTls {
+    async fn client(&self, server_name: &str) -> Result<stoker_kafka::TlsClient, KafkaError> {
+        use crate::tls_store::{CA_FILE, CERT_FILE, KEY_FILE};
+        let failed = |message: String| KafkaError::Tls {
+            dir: self.dir.clone(),
+            message,
+        };
+        let read = |file: &'static str| {
+            let path = self.dir.join(file);
+            async move {
+                tokio::fs::read(&path)
+                    .await
+                    .map_err(|e| format!("failed to read {}: {e}", path.display()))
+            }
+        };
+        let (cert, key, ca) = (
+            read(CERT_FILE).await.map_err(failed)?,
+            read(KEY_FILE).await.map_err(failed)?,
+            read(CA_FILE).await.map_err(failed)?,
+        );
+        stoker_kafka::TlsClient::new(
+            &ca,
+            Some(stoker_kafka::ClientIdentity {
+                cert: &cert,
+                key: &key,
+            }),
+            server_name,
+        )
+        .map_err(|e| failed(e.to_string()))
+    }
+}
+
 /// A client of the agent's own broker (or controller).
 #[derive(Debug, Clone)]
 pub struct BrokerClient {
     addr: String,
     timeout: Duration,
+    tls: Option<NodeTls>,
 }
 
 impl BrokerClient {
-    /// A client of the broker at `addr` (host:port of its internal listener).
-    pub fn new(addr: String, timeout: Duration) -> Self {
-        Self { addr, timeout }
+    /// A client of the broker at `addr` (host:port of its internal listener), over TLS
+    /// when `tls` is given.
+    pub fn new(addr: String, timeout: Duration, tls: Option<NodeTls>) -> Self {
+        Self { addr, timeout, tls }
     }
 
     /// The address.
@@ -145,8 +199,26 @@ impl BrokerClient {
         &self.addr
     }
 
-    async fn connect(&self) -> Result<Connection, WireError> {
-        Connection::connect(&self.addr, self.timeout).await
+    async fn connect(&self) -> Result<Connection, KafkaError> {
+        let name = self.tls.as_ref().map(|t| t.server_name.clone());
+        self.connect_to(&self.addr, name.as_deref()).await
+    }
+
+    /// A connection to `addr`, over TLS checking `server_name` when this client speaks
+    /// TLS.
+    async fn connect_to(
+        &self,
+        addr: &str,
+        server_name: Option<&str>,
+    ) -> Result<Connection, KafkaError> {
+        let tls = match &self.tls {
+            Some(t) => {
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                Some(t.client(server_name.unwrap_or(host)).await?)
+            }
+            None => None,
+        };
+        Ok(Connection::connect_with(addr, self.timeout, tls.as_ref()).await?)
     }
 
     /// Metadata of every topic, plus each topic's effective min.insync.replicas.
@@ -397,7 +469,9 @@ impl BrokerClient {
             Some(q) => Ok(q),
             None => {
                 let leader = active_controller(&mut conn).await?;
-                let mut conn = Connection::connect(&leader, self.timeout).await?;
+                // The active controller is reached by its advertised name, which its
+                // certificate carries.
+                let mut conn = self.connect_to(&leader, None).await?;
                 describe_quorum(&mut conn).await?.ok_or(KafkaError::Refused {
                     api: "DescribeQuorum",
                     error: ResponseError::NotLeaderOrFollower,

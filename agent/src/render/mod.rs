@@ -178,6 +178,17 @@ fn owned_properties(config: &ValidatedConfig, facts: &PodFacts) -> BTreeMap<Stri
     for l in config.listeners.iter().filter(|l| l.tls_dir.is_some()) {
         let paths = tls_store::store_paths(&facts.config_dir, &l.name, tls_store::Pair::Static);
         p.extend(tls_store::location_properties(&l.name, &paths));
+        // Between nodes TLS is mutual: a node, an agent or the coordinator connects
+        // there only with a certificate from the cluster's CA.
+        if config.carries_node_traffic(&l.name) {
+            p.insert(
+                format!(
+                    "listener.name.{}.ssl.client.auth",
+                    l.name.to_ascii_lowercase()
+                ),
+                "required".into(),
+            );
+        }
     }
     if let Some(ibl) = &config.inter_broker_listener {
         p.insert("inter.broker.listener.name".into(), ibl.clone());
@@ -367,5 +378,26 @@ mod tests {
             assert!(out.contains(line), "{line} in {out}");
         }
         assert!(!out.contains("listener.name.internal.ssl"));
+        assert!(
+            !out.contains("client_tls.ssl.client.auth"),
+            "a client listener asks for no client certificate"
+        );
+    }
+
+    #[test]
+    fn tls_between_nodes_requires_client_certificates() {
+        let mut doc = broker_doc();
+        for l in &mut doc.listeners {
+            l.security_protocol = "SSL".into();
+            l.tls_dir = "/etc/stoker/listener-tls".into();
+        }
+        let out = rendered(doc.clone(), &facts(), &SecretValues::default());
+        for l in &doc.listeners {
+            let line = format!(
+                "listener.name.{}.ssl.client.auth=required\n",
+                l.name.to_ascii_lowercase()
+            );
+            assert!(out.contains(&line), "{line} in {out}");
+        }
     }
 }

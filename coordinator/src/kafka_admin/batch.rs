@@ -5,7 +5,7 @@
 //! answers each topic on its own, so one failing topic never holds back the others;
 //! only a failed exchange fails the whole batch (and it is retried by the reconciles).
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use stoker_kafka::{
     Connection,
@@ -25,8 +25,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::debug;
 
 use super::{
-    AdminError, ConfigValue, RESOURCE_TOPIC, SOURCE_DEFAULT, TIMEOUT, TopicState, connect_any,
-    refused,
+    AdminError, ConfigValue, RESOURCE_TOPIC, SOURCE_DEFAULT, TIMEOUT, Target, TopicState,
+    connect_any, refused,
 };
 use crate::controller::error_chain;
 
@@ -90,9 +90,9 @@ fn gone() -> AdminError {
 impl Batcher {
     /// Starts the batching task of the cluster at `bootstrap` (it ends when the last
     /// handle is dropped).
-    pub(super) fn start(bootstrap: String) -> Self {
+    pub(super) fn start(target: Arc<Target>) -> Self {
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        tokio::spawn(run(bootstrap, rx));
+        tokio::spawn(run(target, rx));
         Self { tx }
     }
 
@@ -123,7 +123,7 @@ impl Batcher {
     }
 }
 
-async fn run(bootstrap: String, mut rx: mpsc::Receiver<Job>) {
+async fn run(target: Arc<Target>, mut rx: mpsc::Receiver<Job>) {
     let mut conn: Option<Connection> = None;
     while let Some(first) = rx.recv().await {
         let mut jobs = vec![first];
@@ -151,13 +151,13 @@ async fn run(bootstrap: String, mut rx: mpsc::Receiver<Job>) {
             "Topic batch"
         );
         if !describes.is_empty() {
-            with_connection(&bootstrap, &mut conn, describes, metadata).await;
+            with_connection(&target, &mut conn, describes, metadata).await;
         }
         if !creates.is_empty() {
-            with_connection(&bootstrap, &mut conn, creates, create_topics).await;
+            with_connection(&target, &mut conn, creates, create_topics).await;
         }
         if !configs.is_empty() {
-            with_connection(&bootstrap, &mut conn, configs, describe_configs).await;
+            with_connection(&target, &mut conn, configs, describe_configs).await;
         }
     }
 }
@@ -165,13 +165,13 @@ async fn run(bootstrap: String, mut rx: mpsc::Receiver<Job>) {
 /// Runs one batched exchange on the kept connection (opening it when needed); a failed
 /// exchange drops the connection and fails every request of the batch.
 async fn with_connection<I, T>(
-    bootstrap: &str,
+    target: &Target,
     conn: &mut Option<Connection>,
     batch: Vec<(I, Reply<T>)>,
     exchange: impl AsyncFnOnce(&mut Connection, &[I]) -> Result<Vec<Result<T, AdminError>>, AdminError>,
 ) {
     if conn.is_none() {
-        match connect_any(bootstrap).await {
+        match connect_any(target).await {
             Ok(c) => *conn = Some(c),
             Err(e) => return fail_all(batch, &e),
         }

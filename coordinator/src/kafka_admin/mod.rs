@@ -20,7 +20,7 @@ use std::{
 };
 
 use stoker_kafka::{
-    Connection, WireError,
+    Connection, TlsClient, WireError,
     kafka_protocol::{
         ResponseError,
         messages::{
@@ -93,6 +93,12 @@ pub enum AdminError {
         /// The cause and its sources.
         message: String,
     },
+    /// The coordinator's TLS client settings for the cluster could not be made.
+    #[error("failed to set up TLS to the cluster: {message}")]
+    Tls {
+        /// What was wrong.
+        message: String,
+    },
     /// The system's random number generator failed (passwords and salts need it).
     #[error("failed to draw random bytes for a password or salt")]
     Random,
@@ -158,16 +164,26 @@ pub struct ConfigValue {
     pub is_default: bool,
 }
 
+/// Where a cluster is reached, and how.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The bootstrap list (host:port,...).
+    pub bootstrap: String,
+    /// TLS settings, when the listener speaks TLS.
+    pub tls: Option<TlsClient>,
+}
+
 /// The admin client of one Kafka cluster.
 pub struct KafkaAdmin {
-    bootstrap: String,
+    target: Arc<Target>,
     batcher: batch::Batcher,
 }
 
 impl std::fmt::Debug for KafkaAdmin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaAdmin")
-            .field("bootstrap", &self.bootstrap)
+            .field("bootstrap", &self.target.bootstrap)
+            .field("tls", &self.target.tls.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -180,15 +196,16 @@ fn refused(operation: &'static str, code: i16, message: Option<StrBytes>) -> Opt
     })
 }
 
-/// A connection to the first broker of `bootstrap` (host:port,...) that answers.
-async fn connect_any(bootstrap: &str) -> Result<Connection, AdminError> {
+/// A connection to the first broker of the target's bootstrap list that answers.
+async fn connect_any(target: &Target) -> Result<Connection, AdminError> {
+    let bootstrap = target.bootstrap.as_str();
     let mut last = None;
     for addr in bootstrap
         .split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
     {
-        match Connection::connect(addr, TIMEOUT).await {
+        match Connection::connect_with(addr, TIMEOUT, target.tls.as_ref()).await {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }
@@ -203,17 +220,26 @@ async fn connect_any(bootstrap: &str) -> Result<Connection, AdminError> {
 }
 
 impl KafkaAdmin {
-    /// A client of the cluster reachable at `bootstrap` (host:port,...); starts its
-    /// batching task, so it must be called inside a Tokio runtime.
+    /// A client of the cluster reachable at `bootstrap` (host:port,...) in plaintext;
+    /// starts its batching task, so it must be called inside a Tokio runtime.
     pub fn new(bootstrap: &str) -> Self {
-        Self {
+        Self::with_target(Target {
             bootstrap: bootstrap.to_owned(),
-            batcher: batch::Batcher::start(bootstrap.to_owned()),
+            tls: None,
+        })
+    }
+
+    /// A client of the cluster at `target`; starts its batching task.
+    pub fn with_target(target: Target) -> Self {
+        let target = Arc::new(target);
+        Self {
+            batcher: batch::Batcher::start(target.clone()),
+            target,
         }
     }
 
     async fn connect(&self) -> Result<Connection, AdminError> {
-        connect_any(&self.bootstrap).await
+        connect_any(&self.target).await
     }
 
     /// Live brokers, and the topic if it exists (batched with other reconciles').
@@ -358,23 +384,140 @@ impl KafkaAdmin {
     }
 }
 
+/// How long the coordinator's Kafka client certificate is valid.
+const CLIENT_VALIDITY: time::Duration = time::Duration::days(7);
+/// It is signed again after this long (clients made before keep theirs until then).
+const CLIENT_RENEW_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// A cluster whose brokers speak TLS to the coordinator: the CA that signs their
+/// certificates (and, with its key, the coordinator's own), and the name every
+/// broker's certificate carries.
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    /// The cluster's listener CA.
+    pub ca: stoker_proto::pki::Ca,
+    /// The name checked in the brokers' certificates (the bootstrap Service's).
+    pub server_name: String,
+}
+
+/// An admin client, and when its client certificate was signed (plaintext: never).
+#[derive(Debug)]
+struct Pooled {
+    admin: Arc<KafkaAdmin>,
+    ca_cert: Option<String>,
+    signed: std::time::Instant,
+    /// When its CA was last compared with the cluster's.
+    checked: std::time::Instant,
+}
+
 /// One admin client per bootstrap list, shared by reconciles.
 #[derive(Debug, Default)]
 pub struct AdminPool {
-    clients: Mutex<HashMap<String, Arc<KafkaAdmin>>>,
+    clients: Mutex<HashMap<String, Pooled>>,
 }
 
 impl AdminPool {
-    /// The client of the cluster at `bootstrap`.
+    /// The plaintext client of the cluster at `bootstrap`.
     pub fn get(&self, bootstrap: &str) -> Arc<KafkaAdmin> {
         let mut clients = self
             .clients
             .lock()
             .expect("the admin pool lock is never poisoned");
+        match clients.get(bootstrap).filter(|p| p.ca_cert.is_none()) {
+            Some(p) => p.admin.clone(),
+            None => {
+                let admin = Arc::new(KafkaAdmin::new(bootstrap));
+                clients.insert(
+                    bootstrap.to_owned(),
+                    Pooled {
+                        admin: admin.clone(),
+                        ca_cert: None,
+                        signed: std::time::Instant::now(),
+                        checked: std::time::Instant::now(),
+                    },
+                );
+                admin
+            }
+        }
+    }
+
+    /// The mutual-TLS client of the cluster at `bootstrap`: the coordinator presents a
+    /// certificate it signs for itself with the cluster's CA (`CN=stoker-coordinator,
+    /// O=stoker.io`, 7 days, signed again daily or when the CA changes).
+    pub fn get_tls(
+        &self,
+        bootstrap: &str,
+        tls: &ClusterTls,
+    ) -> Result<Arc<KafkaAdmin>, AdminError> {
+        use stoker_proto::pki::{self, Subject, Usage};
+        let mut clients = self
+            .clients
+            .lock()
+            .expect("the admin pool lock is never poisoned");
+        if let Some(p) = clients.get_mut(bootstrap).filter(|p| {
+            p.ca_cert.as_deref() == Some(tls.ca.cert.as_str())
+                && p.signed.elapsed() < CLIENT_RENEW_AFTER
+        }) {
+            p.checked = std::time::Instant::now();
+            return Ok(p.admin.clone());
+        }
+        let failed = |message: String| AdminError::Tls { message };
+        let leaf = pki::issue_leaf_for(
+            &tls.ca,
+            Subject {
+                common_name:
+                    crate::controller::kafka_cluster::build::certificates::COORDINATOR_COMMON_NAME,
+                organization: Some(
+                    crate::controller::kafka_cluster::build::certificates::IDENTITY_ORGANIZATION,
+                ),
+            },
+            &[],
+            &[Usage::Client],
+            time::OffsetDateTime::now_utc(),
+            CLIENT_VALIDITY,
+        )
+        .map_err(|e| failed(crate::controller::error_chain(&e)))?;
+        let client = TlsClient::new(
+            tls.ca.cert.as_bytes(),
+            Some(stoker_kafka::ClientIdentity {
+                cert: leaf.cert.as_bytes(),
+                key: leaf.key.as_bytes(),
+            }),
+            &tls.server_name,
+        )
+        .map_err(|e| failed(e.to_string()))?;
+        let admin = Arc::new(KafkaAdmin::with_target(Target {
+            bootstrap: bootstrap.to_owned(),
+            tls: Some(client),
+        }));
+        clients.insert(
+            bootstrap.to_owned(),
+            Pooled {
+                admin: admin.clone(),
+                ca_cert: Some(tls.ca.cert.clone()),
+                signed: std::time::Instant::now(),
+                checked: std::time::Instant::now(),
+            },
+        );
+        Ok(admin)
+    }
+
+    /// The mutual-TLS client of the cluster at `bootstrap` if its CA was compared with
+    /// the cluster's within `within` (a burst of reconciles reads the CA once) and its
+    /// certificate needs no renewal.
+    pub fn recent_tls(&self, bootstrap: &str, within: Duration) -> Option<Arc<KafkaAdmin>> {
+        let clients = self
+            .clients
+            .lock()
+            .expect("the admin pool lock is never poisoned");
         clients
-            .entry(bootstrap.to_owned())
-            .or_insert_with(|| Arc::new(KafkaAdmin::new(bootstrap)))
-            .clone()
+            .get(bootstrap)
+            .filter(|p| {
+                p.ca_cert.is_some()
+                    && p.checked.elapsed() < within
+                    && p.signed.elapsed() < CLIENT_RENEW_AFTER
+            })
+            .map(|p| p.admin.clone())
     }
 }
 

@@ -154,17 +154,29 @@ pub async fn wait_cluster_ready(clusters: &Api<KafkaCluster>, pods: &Api<Pod>, w
 /// Runs one of Kafka's tools as a client inside the cluster (names resolve through the
 /// runtime's hosts file) and returns its stdout.
 pub fn kafka_tool(runtime: &PodRuntime, tool: &str, args: &[&str]) -> String {
-    let out = runtime
-        .client_command(kafka_home().join("bin").join(tool))
-        .args(args)
+    kafka_tool_output(tool, kafka_tool_command(runtime, tool, args).output())
+}
+
+/// The command [`kafka_tool`] runs, to run it in the background.
+pub fn kafka_tool_command(
+    runtime: &PodRuntime,
+    tool: &str,
+    args: &[&str],
+) -> std::process::Command {
+    let mut cmd = runtime.client_command(kafka_home().join("bin").join(tool));
+    cmd.args(args)
         .env("KAFKA_HEAP_OPTS", "-Xmx256m")
         .env(
             "KAFKA_JVM_PERFORMANCE_OPTS",
             "-XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Djava.awt.headless=true",
         )
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the Kafka tool");
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// The stdout of a Kafka tool that ran, failing the test when it failed.
+pub fn kafka_tool_output(tool: &str, out: std::io::Result<std::process::Output>) -> String {
+    let out = out.expect("run the Kafka tool");
     assert!(
         out.status.success(),
         "{tool} failed: {}\n{}\n{}",

@@ -387,6 +387,18 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
         .as_ref()
         .map(validate_cruise_control)
         .transpose()?;
+    if let Some(l) = inner
+        .first()
+        .filter(|l| cruise_control.is_some() && l.type_.eq_ignore_ascii_case("ssl"))
+    {
+        return Err(invalid(
+            "ListenerNotSupported",
+            format!(
+                "spec.cruiseControlConfig is set and the inter-broker listener {:?} is ssl: Cruise Control and the brokers' metrics reporter reach Kafka on that listener, and their TLS client settings are not built yet; keep the inter-broker listener plaintext while the cluster runs Cruise Control",
+                l.name
+            ),
+        ));
+    }
     if let Some(capacity) = cruise_control.as_ref().and_then(|c| c.capacity.as_deref()) {
         disks_in_capacity(capacity, &brokers)?;
     }
@@ -422,6 +434,7 @@ pub fn validate(spec: &KafkaClusterSpec) -> Result<ValidatedCluster, InvalidSpec
     }
     refuse_tls_store_keys(
         &listeners,
+        &[inner[0].name.as_str(), ctrl[0].name.as_str()],
         std::iter::once(("spec.clusterWideConfig", &cluster_wide_config)).chain(
             brokers.values().flat_map(|b| {
                 [
@@ -708,10 +721,11 @@ fn validate_cruise_control(
     })
 }
 
-/// TLS on client listeners: which listeners may have it, and the CA Secret that
-/// issues their certificates (made by Stoker with `create: true`, brought by the user
-/// otherwise). TLS between brokers and controllers is refused (the agents and the
-/// coordinator reach brokers over those listeners in plaintext).
+/// TLS listeners: which listeners may have it, and the CA Secret that issues their
+/// certificates (made by Stoker with `create: true`, brought by the user otherwise).
+/// The inter-broker and controller listeners carry the agents' and the coordinator's
+/// admin calls too, which authenticate with certificates only: there they may be
+/// `plaintext` or `ssl` (mutual TLS), never SASL.
 fn validate_listener_tls(config: &ListenersConfig) -> Result<Option<ListenerTls>, InvalidSpec> {
     let tls: Vec<(usize, &InternalListener)> = config
         .internal_listeners
@@ -719,7 +733,7 @@ fn validate_listener_tls(config: &ListenersConfig) -> Result<Option<ListenerTls>
         .enumerate()
         .filter(|(_, l)| matches!(l.type_.to_ascii_lowercase().as_str(), "ssl" | "sasl_ssl"))
         .collect();
-    for (i, l) in &tls {
+    for (i, l) in config.internal_listeners.iter().enumerate() {
         let role = if l.used_for_inner_broker_communication {
             "the inter-broker listener"
         } else if l.used_for_controller_communication {
@@ -727,19 +741,21 @@ fn validate_listener_tls(config: &ListenersConfig) -> Result<Option<ListenerTls>
         } else {
             continue;
         };
-        return Err(invalid(
-            "ListenerNotSupported",
-            format!(
-                "spec.listenersConfig.internalListeners[{i}] is {role} and its type is {:?}, but TLS between brokers and controllers is not built yet (the agents and the coordinator reach brokers over it in plaintext); keep it plaintext or sasl_plaintext and put TLS on a client listener",
-                l.type_
-            ),
-        ));
+        if l.type_.to_ascii_lowercase().starts_with("sasl") {
+            return Err(invalid(
+                "ListenerNotSupported",
+                format!(
+                    "spec.listenersConfig.internalListeners[{i}] is {role} and its type is {:?}, but the brokers, the agents and the coordinator authenticate there with certificates, not SASL; make it ssl (mutual TLS from the cluster CA) or plaintext, and put SASL on a client listener",
+                    l.type_
+                ),
+            ));
+        }
     }
     match (tls.first(), &config.ssl_secrets) {
         (None, None) => Ok(None),
         (None, Some(_)) => Err(invalid(
             "InvalidListeners",
-            "spec.listenersConfig.sslSecrets is set, but no internal listener is ssl or sasl_ssl; remove sslSecrets or give a client listener type: ssl",
+            "spec.listenersConfig.sslSecrets is set, but no internal listener is ssl or sasl_ssl; remove sslSecrets or give a listener type: ssl",
         )),
         (Some((i, l)), None) => Err(invalid(
             "InvalidListeners",
@@ -763,33 +779,42 @@ fn validate_listener_tls(config: &ListenersConfig) -> Result<Option<ListenerTls>
 }
 
 /// A TLS listener's key and trust stores are rendered by its agent from the broker's
-/// certificate Secret: config may not point them elsewhere.
+/// certificate Secret, and the listeners between nodes (`node_listeners`) always ask
+/// for a client certificate: config may not point the stores elsewhere or change that.
 fn refuse_tls_store_keys<'a>(
     listeners: &[Listener],
+    node_listeners: &[&str],
     maps: impl Iterator<Item = (&'a str, &'a BTreeMap<String, String>)>,
 ) -> Result<(), InvalidSpec> {
-    let prefixes: Vec<String> = listeners
+    let prefixes: Vec<(String, bool)> = listeners
         .iter()
         .filter(|l| l.protocol.ends_with("SSL"))
-        .map(|l| format!("listener.name.{}.ssl.", l.name.to_ascii_lowercase()))
+        .map(|l| {
+            let lower = l.name.to_ascii_lowercase();
+            let node = node_listeners
+                .iter()
+                .any(|n| n.to_ascii_lowercase().replace('-', "_") == lower);
+            (format!("listener.name.{lower}.ssl."), node)
+        })
         .collect();
     if prefixes.is_empty() {
         return Ok(());
     }
     for (field, map) in maps {
         for key in map.keys() {
-            let store = prefixes.iter().any(|p| {
+            let store = prefixes.iter().any(|(p, node)| {
                 key.strip_prefix(p.as_str()).is_some_and(|rest| {
                     rest.starts_with("keystore.")
                         || rest.starts_with("truststore.")
                         || rest == "key.password"
+                        || (*node && rest == "client.auth")
                 })
             });
             if store {
                 return Err(invalid(
                     "OwnedConfigKey",
                     format!(
-                        "{field} sets `{key}`, a store of a TLS listener, which Stoker renders from the broker's certificate Secret; remove it"
+                        "{field} sets `{key}`, which Stoker owns on a TLS listener (its stores come from the broker's certificate Secret; between nodes it always requires client certificates); remove it"
                     ),
                 ));
             }
@@ -1238,10 +1263,49 @@ mod tests {
     }
 
     #[test]
+    fn tls_between_nodes_is_mutual_tls_without_cruise_control_for_now() {
+        let mut spec = example_spec();
+        for l in &mut spec.listeners_config.internal_listeners {
+            l.type_ = "ssl".into();
+        }
+        spec.listeners_config.ssl_secrets = Some(crate::crd::v1alpha1::SslSecrets {
+            tls_secret_name: "kafka-tls-ca".into(),
+            create: true,
+        });
+        let e = validate(&spec).expect_err("Cruise Control has no TLS client settings yet");
+        assert_eq!(e.reason, "ListenerNotSupported");
+        assert!(
+            e.message.contains("spec.cruiseControlConfig"),
+            "{}",
+            e.message
+        );
+
+        spec.cruise_control_config = None;
+        let v = validate(&spec).expect("a TLS-only cluster");
+        assert!(v.listeners.iter().all(|l| l.protocol == "SSL"));
+        assert!(v.listener_tls.is_some());
+
+        let mut loose = spec.clone();
+        loose.read_only_config = "listener.name.plaintext.ssl.client.auth=none\n".into();
+        let e = validate(&loose).expect_err("client certificates between nodes are owned");
+        assert_eq!(e.reason, "OwnedConfigKey");
+        assert!(e.message.contains("ssl.client.auth"), "{}", e.message);
+
+        spec.listeners_config.internal_listeners[1].type_ = "sasl_plaintext".into();
+        let e = validate(&spec).expect_err("no SASL between controllers");
+        assert!(
+            e.message
+                .contains("internalListeners[1] is the controller listener"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
     fn listeners_not_built_yet_are_refused_naming_the_field() {
         let mut spec = example_spec();
-        spec.listeners_config.internal_listeners[0].type_ = "ssl".into();
-        let e = validate(&spec).expect_err("no TLS between brokers yet");
+        spec.listeners_config.internal_listeners[0].type_ = "sasl_ssl".into();
+        let e = validate(&spec).expect_err("no SASL between brokers");
         assert_eq!(e.reason, "ListenerNotSupported");
         assert!(
             e.message

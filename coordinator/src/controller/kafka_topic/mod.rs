@@ -10,8 +10,7 @@ pub mod plan;
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use super::{
-    ReconcileError,
-    cluster_ref::{self, bootstrap_servers},
+    ReconcileError, cluster_ref,
     conditions::{READY, now, set_condition},
     error_chain, object_key, resource_status,
     resource_status::Note,
@@ -330,17 +329,22 @@ async fn apply(kt: &KafkaTopic, ctx: &State) -> Result<Action, Error> {
         )
         .await;
     };
-    let Some(bootstrap) = bootstrap_servers(&cluster) else {
-        return not_ready(
-            ctx,
-            kt,
-            "ClusterNotReady",
-            "the KafkaCluster has no inner-broker listener to connect to".into(),
-            Some(Duration::from_secs(30)),
-        )
-        .await;
+    let admin = match cluster_ref::admin(&ctx.client, &ctx.admins, &cluster)
+        .await
+        .map_err(|e| Error::Kube("read the KafkaCluster's CA Secret", e))?
+    {
+        cluster_ref::Access::Admin(a) => a,
+        cluster_ref::Access::NotYet(message) => {
+            return not_ready(
+                ctx,
+                kt,
+                "ClusterNotReady",
+                message,
+                Some(Duration::from_secs(30)),
+            )
+            .await;
+        }
     };
-    let admin = ctx.admins.get(&bootstrap);
     let (brokers, topic) = admin
         .describe_topic(&kt.spec.name)
         .await
@@ -533,15 +537,20 @@ async fn cleanup(kt: &KafkaTopic, ctx: &State) -> Result<Action, Error> {
         info!(topic = %name, "Resource deleted; the Kafka topic is kept");
         return Ok(Action::await_change());
     }
-    let Some(bootstrap) = referenced_cluster(kt, ctx)
-        .await?
-        .1
-        .and_then(|c| bootstrap_servers(&c))
-    else {
+    let Some(cluster) = referenced_cluster(kt, ctx).await?.1 else {
         warn!(topic = %name, "The KafkaCluster is gone; nothing to delete the topic from");
         return Ok(Action::await_change());
     };
-    let admin = ctx.admins.get(&bootstrap);
+    let admin = match cluster_ref::admin(&ctx.client, &ctx.admins, &cluster)
+        .await
+        .map_err(|e| Error::Kube("read the KafkaCluster's CA Secret", e))?
+    {
+        cluster_ref::Access::Admin(a) => a,
+        cluster_ref::Access::NotYet(message) => {
+            warn!(topic = %name, %message, "Cannot reach the cluster to delete the topic yet");
+            return Ok(Action::requeue(Duration::from_secs(30)));
+        }
+    };
     admin.delete_topic(name).await.map_err(Error::Kafka)?;
     info!(topic = %name, "Deleted the Kafka topic (deletionPolicy: Delete)");
     Ok(Action::await_change())

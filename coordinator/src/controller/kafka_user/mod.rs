@@ -4,6 +4,7 @@
 //! from Kafka, and so is any ACL naming the user that the spec does not hold), and
 //! quotas. Deleting the resource removes the user's credentials, ACLs and quotas.
 
+pub mod certificate;
 pub mod plan;
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
@@ -25,15 +26,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, instrument, warn};
 
 use super::{
-    ReconcileError,
-    cluster_ref::{self, bootstrap_servers},
+    ReconcileError, cluster_ref,
     conditions::{READY, now, set_condition},
     error_chain, object_key, resource_status,
     resource_status::Note,
 };
 use crate::{
     context::Context,
-    crd::v1alpha1::{KafkaUser, KafkaUserStatus},
+    crd::v1alpha1::{KafkaCluster, KafkaUser, KafkaUserStatus},
     kafka_admin::{
         AdminError, KafkaAdmin,
         users::{SCRAM_SHA_512, generate_password},
@@ -235,11 +235,8 @@ fn secret_value(s: &Secret, key: &str) -> Option<String> {
         .filter(|p| !p.is_empty())
 }
 
-/// The generated Secret: the password, plus what a client needs to use it.
-fn generated_secret(ku: &KafkaUser, name: &str, username: &str, password: &str) -> Secret {
-    let jaas = format!(
-        "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{username}\" password=\"{password}\";"
-    );
+/// A Secret the coordinator makes for user `username`: its name, labels and owner.
+fn owned_secret(ku: &KafkaUser, name: &str, username: &str) -> Secret {
     let mut s = Secret::default();
     s.metadata.name = Some(name.to_owned());
     s.metadata.namespace = ku.namespace();
@@ -251,6 +248,15 @@ fn generated_secret(ku: &KafkaUser, name: &str, username: &str, password: &str) 
         ),
     ]));
     s.metadata.owner_references = ku.controller_owner_ref(&()).map(|o| vec![o]);
+    s
+}
+
+/// The generated Secret: the password, plus what a client needs to use it.
+fn generated_secret(ku: &KafkaUser, name: &str, username: &str, password: &str) -> Secret {
+    let jaas = format!(
+        "org.apache.kafka.common.security.scram.ScramLoginModule required username=\"{username}\" password=\"{password}\";"
+    );
+    let mut s = owned_secret(ku, name, username);
     s.type_ = Some("Opaque".into());
     s.string_data = Some(BTreeMap::from([
         ("username".to_owned(), username.to_owned()),
@@ -306,31 +312,18 @@ async fn credentials(
     }
 
     let username = ku.name_any();
-    let name = ku
-        .spec
-        .secret_name
-        .clone()
-        .unwrap_or_else(|| username.clone());
-    let existing = secrets
-        .get_opt(&name)
-        .await
-        .map_err(|e| Error::Kube("read the credentials Secret", e))?;
+    let (name, existing) = match own_secret(
+        ku,
+        &secrets,
+        "Choose another spec.secretName, delete that Secret, or use it as authentication.passwordSecretRef",
+    )
+    .await?
+    {
+        Ok(found) => found,
+        Err(conflict) => return Ok(Err(conflict)),
+    };
     let s = match existing {
-        Some(s) => {
-            let ours = s
-                .owner_references()
-                .iter()
-                .any(|o| Some(&o.uid) == ku.uid().as_ref());
-            if !ours {
-                return Ok(Err(NoCredentials {
-                    reason: "SecretConflict",
-                    message: format!(
-                        "Secret {ns}/{name} already exists and was not created for this KafkaUser; it is left untouched. Choose another spec.secretName, delete that Secret, or use it as authentication.passwordSecretRef"
-                    ),
-                }));
-            }
-            s
-        }
+        Some(s) => s,
         None => {
             let password = generate_password().map_err(Error::Kafka)?;
             let created = secrets
@@ -366,17 +359,153 @@ async fn credentials(
     }))
 }
 
+/// The user's Secret `secretName` (default: the user's name) and, if it exists, its
+/// content; a conflict (`what_to_do` completing the message) when a Secret of that
+/// name exists but was not created for this user: it is never touched.
+async fn own_secret(
+    ku: &KafkaUser,
+    secrets: &Api<Secret>,
+    what_to_do: &str,
+) -> Result<Result<(String, Option<Secret>), NoCredentials>, Error> {
+    let name = ku.spec.secret_name.clone().unwrap_or_else(|| ku.name_any());
+    let existing = secrets
+        .get_opt(&name)
+        .await
+        .map_err(|e| Error::Kube("read the user's Secret", e))?;
+    if let Some(s) = &existing
+        && !s
+            .owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == ku.uid().as_ref())
+    {
+        let ns = ku.namespace().unwrap_or_default();
+        return Ok(Err(NoCredentials {
+            reason: "SecretConflict",
+            message: format!(
+                "Secret {ns}/{name} already exists and was not created for this KafkaUser; it is left untouched. {what_to_do}"
+            ),
+        }));
+    }
+    Ok(Ok((name, existing)))
+}
+
+/// A TLS user's client certificate in its Secret `secretName` (owned by the user),
+/// signed by the cluster's CA: issued when missing, when the CA changed, and 30 days
+/// before it expires. Returns the Secret's name and when the certificate expires.
+async fn client_certificate(
+    ku: &KafkaUser,
+    ctx: &Context,
+    cluster: &KafkaCluster,
+) -> Result<Result<(String, String), NoCredentials>, Error> {
+    let ca = match cluster_ref::cluster_ca(&ctx.client, cluster)
+        .await
+        .map_err(|e| Error::Kube("read the KafkaCluster's CA Secret", e))?
+    {
+        Ok(ca) => ca,
+        Err(missing) => {
+            return Ok(Err(NoCredentials {
+                reason: "ClusterHasNoCa",
+                message: format!(
+                    "authentication.type tls needs a client certificate from {missing}; give the KafkaCluster a TLS listener with sslSecrets, or use scram-sha-512"
+                ),
+            }));
+        }
+    };
+    let ns = ku.namespace().unwrap_or_default();
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let username = ku.name_any();
+    let (name, existing) = match own_secret(
+        ku,
+        &secrets,
+        "Choose another spec.secretName or delete that Secret",
+    )
+    .await?
+    {
+        Ok(found) => found,
+        Err(conflict) => return Ok(Err(conflict)),
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let why = existing
+        .as_ref()
+        .map_or(Some("the user has no certificate yet"), |s| {
+            certificate::reissue_reason(s, &ca, now.unix_timestamp())
+        });
+    let secret = match why {
+        None => existing.unwrap_or_default(),
+        Some(why) => {
+            let leaf = match certificate::issue(&ca, &username, now) {
+                Ok(l) => l,
+                Err(e) => {
+                    return Ok(Err(NoCredentials {
+                        reason: "CaUnusable",
+                        message: format!(
+                            "failed to sign {username}'s certificate with {}: {}",
+                            ca.common_name,
+                            error_chain(&e)
+                        ),
+                    }));
+                }
+            };
+            let written = match existing {
+                Some(old) => {
+                    // Replaced whole (a password kept from a SCRAM past goes), at the
+                    // version read.
+                    let mut base = old;
+                    base.string_data = None;
+                    secrets
+                        .replace(
+                            &name,
+                            &PostParams::default(),
+                            &certificate::secret(base, &ca, &leaf),
+                        )
+                        .await
+                        .map_err(|e| Error::Kube("write the certificate Secret", e))?
+                }
+                None => secrets
+                    .create(
+                        &PostParams::default(),
+                        &certificate::secret(owned_secret(ku, &name, &username), &ca, &leaf),
+                    )
+                    .await
+                    .map_err(|e| Error::Kube("create the certificate Secret", e))?,
+            };
+            info!(user = %username, secret = %name, why, "Issued a client certificate");
+            event(
+                ctx,
+                ku,
+                "CertificateIssued",
+                format!("issued CN={username}'s client certificate into Secret {name}: {why}"),
+            )
+            .await;
+            written
+        }
+    };
+    let expires = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(certificate::NOT_AFTER_ANNOTATION))
+        .and_then(|v| v.parse::<i64>().ok())
+        .and_then(|t| time::OffsetDateTime::from_unix_timestamp(t).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default();
+    Ok(Ok((name, expires)))
+}
+
 /// How the user's cluster can be reached.
 enum ClusterAccess {
-    /// An admin client of the cluster.
-    Admin(Arc<KafkaAdmin>),
+    /// An admin client of the cluster, and the cluster.
+    Admin(Arc<KafkaAdmin>, Box<KafkaCluster>),
     /// No KafkaCluster of that name in that namespace.
     Missing {
         /// The namespace looked in.
         namespace: String,
     },
-    /// The KafkaCluster has no listener the coordinator can connect to.
-    NoListener,
+    /// The coordinator cannot connect to the KafkaCluster yet, and why.
+    NotYet(String),
 }
 
 async fn cluster_access(ku: &KafkaUser, ctx: &Context) -> Result<ClusterAccess, Error> {
@@ -387,9 +516,12 @@ async fn cluster_access(ku: &KafkaUser, ctx: &Context) -> Result<ClusterAccess, 
     let Some(cluster) = cluster else {
         return Ok(ClusterAccess::Missing { namespace });
     };
-    match bootstrap_servers(&cluster) {
-        Some(b) => Ok(ClusterAccess::Admin(ctx.admins.get(&b))),
-        None => Ok(ClusterAccess::NoListener),
+    match cluster_ref::admin(&ctx.client, &ctx.admins, &cluster)
+        .await
+        .map_err(|e| Error::Kube("read the KafkaCluster's CA Secret", e))?
+    {
+        cluster_ref::Access::Admin(a) => Ok(ClusterAccess::Admin(a, Box::new(cluster))),
+        cluster_ref::Access::NotYet(message) => Ok(ClusterAccess::NotYet(message)),
     }
 }
 
@@ -397,8 +529,8 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
     if let Err(r) = plan::validate(&ku.spec) {
         return not_ready(ctx, ku, r.reason, r.message, None).await;
     }
-    let admin = match cluster_access(ku, ctx).await? {
-        ClusterAccess::Admin(a) => a,
+    let (admin, cluster) = match cluster_access(ku, ctx).await? {
+        ClusterAccess::Admin(a, c) => (a, c),
         ClusterAccess::Missing { namespace } => {
             return not_ready(
                 ctx,
@@ -409,71 +541,98 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
             )
             .await;
         }
-        ClusterAccess::NoListener => {
-            return not_ready(
-                ctx,
-                ku,
-                "ClusterNotReady",
-                "the KafkaCluster has no inner-broker listener to connect to".into(),
-                Some(RETRY),
-            )
-            .await;
+        ClusterAccess::NotYet(message) => {
+            return not_ready(ctx, ku, "ClusterNotReady", message, Some(RETRY)).await;
         }
     };
     let username = ku.name_any();
-    let creds = match credentials(ku, ctx).await? {
-        Ok(c) => c,
-        Err(n) => return not_ready(ctx, ku, n.reason, n.message, Some(RETRY)).await,
+    // The name Kafka knows the user by: `alice` for SCRAM, `CN=alice` for a certificate.
+    let kafka_name = plan::kafka_name(&ku.spec, &username);
+    let tls = plan::is_tls(&ku.spec);
+    let creds = if tls {
+        match client_certificate(ku, ctx, &cluster).await? {
+            Ok((secret, expires)) => Err((secret, expires)),
+            Err(n) => return not_ready(ctx, ku, n.reason, n.message, Some(RETRY)).await,
+        }
+    } else {
+        match credentials(ku, ctx).await? {
+            Ok(c) => Ok(c),
+            Err(n) => return not_ready(ctx, ku, n.reason, n.message, Some(RETRY)).await,
+        }
     };
     let mut st = ku.status.clone().unwrap_or_default();
 
+    // Switched between SCRAM and TLS: the identity Kafka knew goes (its ACLs, quotas
+    // and SCRAM credentials), so no grant outlives the way to use it.
+    if let Some(previous) = st.username.clone().filter(|p| *p != kafka_name) {
+        remove_identity(&admin, &previous, &username).await?;
+        info!(user = %username, from = %previous, to = %kafka_name, "Authentication changed; the previous identity was removed from Kafka");
+        event(
+            ctx,
+            ku,
+            "IdentityChanged",
+            format!("{previous} removed from Kafka (its ACLs, quotas and SCRAM credentials); the user is now {kafka_name}"),
+        )
+        .await;
+    }
+
     // Quotas are checked by Kafka before anything changes, so a bad value leaves the
     // user as it was.
-    let actual_quotas = admin.user_quotas(&username).await.map_err(Error::Kafka)?;
+    let actual_quotas = admin.user_quotas(&kafka_name).await.map_err(Error::Kafka)?;
     let quota_ops = plan::quota_changes(ku.spec.quotas.as_ref(), &actual_quotas);
-    if let Err(e) = admin.alter_user_quotas(&username, &quota_ops, true).await {
+    if let Err(e) = admin.alter_user_quotas(&kafka_name, &quota_ops, true).await {
         if !e.is_retriable() {
             return not_ready(ctx, ku, "InvalidQuotas", e.to_string(), None).await;
         }
         return Err(Error::Kafka(e));
     }
 
-    // Credentials: set when Kafka has none, rotated when the Secret changed.
-    let has_scram = admin
-        .scram_mechanisms(&username)
-        .await
-        .map_err(Error::Kafka)?
-        .contains(&SCRAM_SHA_512);
-    if !has_scram || st.credentials_version.as_deref() != Some(creds.version.as_str()) {
-        admin
-            .upsert_scram_sha512(&username, &creds.password)
-            .await
-            .map_err(Error::Kafka)?;
-        let (reason, what) = if has_scram {
-            ("CredentialsRotated", "rotated")
-        } else {
-            ("CredentialsSet", "set")
-        };
-        info!(user = %username, secret = %creds.secret, "SCRAM-SHA-512 credentials {what}");
-        event(
-            ctx,
-            ku,
-            reason,
-            format!(
-                "SCRAM-SHA-512 credentials of {username} {what} from Secret {}",
-                creds.secret
-            ),
-        )
-        .await;
-    }
-    st.credentials_version = Some(creds.version);
-    st.secret = Some(creds.secret);
-    st.username = Some(username.clone());
+    let what = match creds {
+        Err((secret, expires)) => {
+            st.credentials_version = Some(expires.clone());
+            st.secret = Some(secret);
+            format!("its client certificate (until {expires})")
+        }
+        Ok(creds) => {
+            // Credentials: set when Kafka has none, rotated when the Secret changed.
+            let has_scram = admin
+                .scram_mechanisms(&username)
+                .await
+                .map_err(Error::Kafka)?
+                .contains(&SCRAM_SHA_512);
+            if !has_scram || st.credentials_version.as_deref() != Some(creds.version.as_str()) {
+                admin
+                    .upsert_scram_sha512(&username, &creds.password)
+                    .await
+                    .map_err(Error::Kafka)?;
+                let (reason, what) = if has_scram {
+                    ("CredentialsRotated", "rotated")
+                } else {
+                    ("CredentialsSet", "set")
+                };
+                info!(user = %username, secret = %creds.secret, "SCRAM-SHA-512 credentials {what}");
+                event(
+                    ctx,
+                    ku,
+                    reason,
+                    format!(
+                        "SCRAM-SHA-512 credentials of {username} {what} from Secret {}",
+                        creds.secret
+                    ),
+                )
+                .await;
+            }
+            st.credentials_version = Some(creds.version);
+            st.secret = Some(creds.secret);
+            "its SCRAM-SHA-512 credentials".to_owned()
+        }
+    };
+    st.username = Some(kafka_name.clone());
 
     // ACLs: exactly the spec's.
-    let desired = plan::desired_acls(&ku.spec, &username);
+    let desired = plan::desired_acls(&ku.spec, &kafka_name);
     let actual = admin
-        .acls(&plan::principal(&username))
+        .acls(&plan::principal(&kafka_name))
         .await
         .map_err(Error::Kafka)?;
     let (create, delete) = plan::acl_changes(&desired, &actual);
@@ -492,14 +651,14 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
             ctx,
             ku,
             "AclsUpdated",
-            format!("{username}: {}", what.join("; ")),
+            format!("{kafka_name}: {}", what.join("; ")),
         )
         .await;
     }
 
     if !quota_ops.is_empty() {
         admin
-            .alter_user_quotas(&username, &quota_ops, false)
+            .alter_user_quotas(&kafka_name, &quota_ops, false)
             .await
             .map_err(Error::Kafka)?;
         let what: Vec<String> = quota_ops
@@ -513,7 +672,7 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
             ctx,
             ku,
             "QuotasUpdated",
-            format!("{username}: {}", what.join(", ")),
+            format!("{kafka_name}: {}", what.join(", ")),
         )
         .await;
     }
@@ -535,7 +694,7 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
         true,
         "UserReady",
         &format!(
-            "{username} has its SCRAM-SHA-512 credentials, {} ACL(s) and the spec's quotas",
+            "{kafka_name} has {what}, {} ACL(s) and the spec's quotas",
             desired.len()
         ),
         ku.metadata.generation,
@@ -545,23 +704,24 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(RESYNC))
 }
 
-async fn cleanup(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
-    let username = ku.name_any();
-    let ClusterAccess::Admin(admin) = cluster_access(ku, ctx).await? else {
-        warn!(user = %username, "The KafkaCluster is gone; nothing to remove the user from");
-        return Ok(Action::await_change());
-    };
+/// Removes identity `kafka_name` of user `username` from Kafka: the ACLs naming it, the
+/// quotas Stoker manages on it, and the user's SCRAM credentials.
+async fn remove_identity(
+    admin: &KafkaAdmin,
+    kafka_name: &str,
+    username: &str,
+) -> Result<usize, Error> {
     let acls = admin
-        .acls(&plan::principal(&username))
+        .acls(&plan::principal(kafka_name))
         .await
         .map_err(Error::Kafka)?;
     admin.delete_acls(&acls).await.map_err(Error::Kafka)?;
     admin
-        .delete_scram_sha512(&username)
+        .delete_scram_sha512(username)
         .await
         .map_err(Error::Kafka)?;
     let quotas: BTreeMap<String, Option<f64>> = admin
-        .user_quotas(&username)
+        .user_quotas(kafka_name)
         .await
         .map_err(Error::Kafka)?
         .into_keys()
@@ -569,9 +729,20 @@ async fn cleanup(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
         .map(|k| (k, None))
         .collect();
     admin
-        .alter_user_quotas(&username, &quotas, false)
+        .alter_user_quotas(kafka_name, &quotas, false)
         .await
         .map_err(Error::Kafka)?;
-    info!(user = %username, acls = acls.len(), "Removed the user's credentials, ACLs and quotas from Kafka");
+    Ok(acls.len())
+}
+
+async fn cleanup(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
+    let username = ku.name_any();
+    let ClusterAccess::Admin(admin, _) = cluster_access(ku, ctx).await? else {
+        warn!(user = %username, "The KafkaCluster is gone; nothing to remove the user from");
+        return Ok(Action::await_change());
+    };
+    let kafka_name = plan::kafka_name(&ku.spec, &username);
+    let acls = remove_identity(&admin, &kafka_name, &username).await?;
+    info!(user = %kafka_name, acls, "Removed the user's credentials, ACLs and quotas from Kafka");
     Ok(Action::await_change())
 }

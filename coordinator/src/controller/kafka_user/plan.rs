@@ -41,6 +41,24 @@ pub fn principal(username: &str) -> String {
     format!("User:{username}")
 }
 
+/// Whether the user authenticates with a client certificate.
+pub fn is_tls(spec: &KafkaUserSpec) -> bool {
+    spec.authentication
+        .as_ref()
+        .is_some_and(|a| a.type_ == AuthenticationType::Tls)
+}
+
+/// The name Kafka knows user `name` by (its principal is `User:<that>`, its quotas are
+/// on that user entity): `name` for SCRAM, its certificate's subject `CN=<name>` for
+/// TLS (Kafka's default mapping of a certificate to a principal).
+pub fn kafka_name(spec: &KafkaUserSpec, name: &str) -> String {
+    if is_tls(spec) {
+        format!("CN={name}")
+    } else {
+        name.to_owned()
+    }
+}
+
 fn operation_code(op: AclOperation) -> i8 {
     let name = match op {
         AclOperation::All => "All",
@@ -122,10 +140,11 @@ fn type_name(t: AclResourceType) -> &'static str {
 pub fn validate(spec: &KafkaUserSpec) -> Result<(), Invalid> {
     if let Some(auth) = &spec.authentication
         && auth.type_ == AuthenticationType::Tls
+        && auth.password_secret_ref.is_some()
     {
         return Err(Invalid {
-            reason: "UnsupportedAuthentication",
-            message: "authentication.type tls is not supported yet; use scram-sha-512".into(),
+            reason: "InvalidUser",
+            message: "authentication.passwordSecretRef is for scram-sha-512; a tls user gets a client certificate issued into spec.secretName, so remove passwordSecretRef".into(),
         });
     }
     for (i, rule) in spec.acls.iter().enumerate() {
@@ -445,17 +464,21 @@ mod tests {
         )))
         .expect_err("named cluster");
         assert!(e.message.contains("remove resource.name"), "{}", e.message);
-        let tls = KafkaUserSpec {
+        let mut tls = KafkaUserSpec {
             authentication: Some(UserAuthentication {
                 type_: AuthenticationType::Tls,
                 password_secret_ref: None,
             }),
             ..Default::default()
         };
-        assert_eq!(
-            validate(&tls).expect_err("tls").reason,
-            "UnsupportedAuthentication"
-        );
+        assert!(validate(&tls).is_ok());
+        assert_eq!(kafka_name(&tls, "alice"), "CN=alice");
+        assert_eq!(kafka_name(&KafkaUserSpec::default(), "alice"), "alice");
+        if let Some(a) = tls.authentication.as_mut() {
+            a.password_secret_ref = Some(Default::default());
+        }
+        let e = validate(&tls).expect_err("a password for a tls user");
+        assert!(e.message.contains("passwordSecretRef"), "{}", e.message);
         assert!(validate(&KafkaUserSpec::default()).is_ok());
     }
 

@@ -299,7 +299,8 @@ pub struct ListenersConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16))]
     pub external_listeners: Option<Vec<ExternalListener>>,
-    /// The CA of the TLS client listeners (required with an `ssl`/`sasl_ssl` listener).
+    /// The CA of the TLS listeners, client listeners and those between nodes (required
+    /// with an `ssl`/`sasl_ssl` listener); it also signs TLS KafkaUsers' certificates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssl_secrets: Option<SslSecrets>,
 }

@@ -32,8 +32,9 @@ pub struct KafkaUserSpec {
     /// The KafkaCluster the user lives in.
     pub cluster_ref: ClusterRef,
     /// The Secret that receives the generated credentials (`username`, `password`,
-    /// `sasl.jaas.config`); default: the resource's name. Unused when
-    /// `authentication.passwordSecretRef` supplies the password.
+    /// `sasl.jaas.config`; for `tls`: `tls.crt`, `tls.key`, `ca.crt`, `keystore.pem`);
+    /// default: the resource's name. Unused when `authentication.passwordSecretRef`
+    /// supplies the password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,
@@ -75,7 +76,8 @@ pub enum AuthenticationType {
     #[default]
     #[serde(rename = "scram-sha-512")]
     ScramSha512,
-    /// A TLS client certificate (not supported yet: rejected with a status condition).
+    /// A TLS client certificate signed by the KafkaCluster's CA (`sslSecrets`); the
+    /// principal is `User:CN=<metadata.name>`.
     #[serde(rename = "tls")]
     Tls,
 }
@@ -268,14 +270,15 @@ pub struct KafkaUserStatus {
     /// Ready, with a reason and message when not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
-    /// The user's name in Kafka (principal `User:<username>`).
+    /// The user's name in Kafka (principal `User:<username>`; `CN=<name>` for tls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// The Secret holding the password.
+    /// The Secret holding the password (or the client certificate).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// The version (`uid/resourceVersion`) of that Secret whose password Kafka has: a
-    /// different one means the password changed and is rotated.
+    /// different one means the password changed and is rotated. For tls: when the
+    /// client certificate expires (RFC 3339); it is issued again 30 days before.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials_version: Option<String>,
     /// Number of ACLs the user holds in Kafka.

@@ -14,7 +14,7 @@ use k8s_openapi::{
 use kube::api::ObjectMeta;
 use stoker_proto::{
     agent_tls::{CA_FILE, CA_KEY_FILE, CERT_FILE, KEY_FILE, agent_name, ca_common_name},
-    pki::{self, Ca, IssueError, Leaf, Usage},
+    pki::{self, Ca, IssueError, Leaf, Subject, Usage},
 };
 use time::{Duration, OffsetDateTime};
 
@@ -33,6 +33,30 @@ pub const CA_VALIDITY: Duration = Duration::days(3650);
 pub const LEAF_VALIDITY: Duration = Duration::days(90);
 /// A broker's certificate is issued again this long before it expires.
 pub const RENEW_BEFORE: Duration = Duration::days(30);
+
+/// The organization of the identities Stoker issues from a cluster's listener CA for
+/// its own parts (the nodes, the coordinator). A KafkaUser's certificate names no
+/// organization, so no user can hold one of these principals.
+pub const IDENTITY_ORGANIZATION: &str = "stoker.io";
+/// The common name of the coordinator's Kafka client certificate.
+pub const COORDINATOR_COMMON_NAME: &str = "stoker-coordinator";
+
+/// The common name every node of cluster `cluster` presents, the cluster's name (its
+/// Kafka principal is `User:CN=<cluster>,O=stoker.io`): one principal for all nodes,
+/// so adding a node changes no ACL and no `super.users`.
+pub fn node_common_name(cluster: &str) -> String {
+    cluster.to_owned()
+}
+
+/// The Kafka principals of cluster `cluster`'s nodes and of the coordinator, as
+/// `super.users` lists them (`;`-separated): with mutual TLS between nodes and an
+/// authorizer, they must be allowed everything the cluster itself does.
+pub fn own_principals(cluster: &str) -> String {
+    format!(
+        "User:CN={},O={IDENTITY_ORGANIZATION};User:CN={COORDINATOR_COMMON_NAME},O={IDENTITY_ORGANIZATION}",
+        node_common_name(cluster)
+    )
+}
 
 /// What a set of certificates is for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -372,7 +396,22 @@ pub fn issue_broker(
         cert,
         key,
         not_after,
-    } = pki::issue_leaf(ca, &names, Usage::Server, now, LEAF_VALIDITY)?;
+    } = match set.purpose {
+        Purpose::Agents => pki::issue_leaf(ca, &names, Usage::Server, now, LEAF_VALIDITY)?,
+        // A node serves its listeners with it and presents it to the nodes it connects
+        // to (mutual TLS between brokers and controllers).
+        Purpose::Listeners => pki::issue_leaf_for(
+            ca,
+            Subject {
+                common_name: &node_common_name(&meta.name),
+                organization: Some(IDENTITY_ORGANIZATION),
+            },
+            &names,
+            &[Usage::Server, Usage::Client],
+            now,
+            LEAF_VALIDITY,
+        )?,
+    };
     Ok(secret(
         meta,
         set.purpose,
@@ -580,6 +619,37 @@ mod chain_tests {
     }
 
     #[test]
+    fn a_node_certificate_names_the_clusters_identity_as_kafka_prints_it() {
+        let m = ClusterMeta {
+            name: "kafka".into(),
+            namespace: "ns".into(),
+            ..ClusterMeta::default()
+        };
+        let now = OffsetDateTime::now_utc();
+        let set = CertificateSet::listeners("kafka", "ns", "kafka-ca", true);
+        let (ca, _) = issue_ca(&m, &set, now).expect("a CA");
+        let secret = issue_broker(&m, &set, &ca, 0, now).expect("a certificate");
+        let der = CertificateDer::from_pem_slice(&secret.data.as_ref().expect("data")[CERT_FILE].0)
+            .expect("leaf PEM");
+        let find = |needle: &[u8], from: usize| {
+            der[from..]
+                .windows(needle.len())
+                .position(|w| w == needle)
+                .map(|p| p + from)
+        };
+        // The subject follows the issuer (whose only attribute is its common name):
+        // O=stoker.io encoded before CN=kafka, which Kafka prints `CN=kafka,O=stoker.io`
+        // (most specific first), the principal `own_principals` lists.
+        let issuer_cn = find(&[0x55, 0x04, 0x03], 0).expect("the issuer's CN");
+        let org = find(&[0x55, 0x04, 0x0a], issuer_cn).expect("the subject's O");
+        let cn = find(&[0x55, 0x04, 0x03], org).expect("the subject's CN after its O");
+        assert!(der[org..].starts_with(&[0x55, 0x04, 0x0a, 0x0c, 9]));
+        assert_eq!(&der[org + 5..org + 14], b"stoker.io");
+        assert_eq!(&der[cn + 5..cn + 10], b"kafka");
+        assert!(own_principals("kafka").starts_with("User:CN=kafka,O=stoker.io;"));
+    }
+
+    #[test]
     fn a_listener_certificate_from_a_ca_the_user_brings_verifies_against_it() {
         let m = ClusterMeta {
             name: "kafka".into(),
@@ -630,7 +700,7 @@ mod chain_tests {
             Arc::new(r)
         };
         let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-            roots,
+            roots.clone(),
             Arc::new(rustls::crypto::ring::default_provider()),
         )
         .build()
@@ -648,5 +718,14 @@ mod chain_tests {
             UnixTime::now(),
         )
         .expect("the broker's certificate chains to the user's CA, for its advertised name");
+        // The same certificate is the node's client identity towards the other nodes.
+        WebPkiClientVerifier::builder_with_provider(
+            roots,
+            Arc::new(rustls::crypto::ring::default_provider()),
+        )
+        .build()
+        .expect("a client verifier")
+        .verify_client_cert(&cert, &[], UnixTime::now())
+        .expect("a node's certificate also authenticates it as a client");
     }
 }

@@ -78,6 +78,16 @@ pub fn desired_config(
             .collect(),
         read_only_config: {
             let mut c = b.read_only_config.clone();
+            // With mutual TLS between nodes, the nodes and the coordinator authenticate
+            // as Stoker's identities; an authorizer must let them do everything.
+            if nodes_use_tls(cluster) {
+                let own = super::certificates::own_principals(&meta.name);
+                let users = match c.get("super.users").map(|u| u.trim()) {
+                    Some(u) if !u.is_empty() => format!("{u};{own}"),
+                    _ => own,
+                };
+                c.insert("super.users".into(), users);
+            }
             // Every broker reports its load to Cruise Control when the cluster has one.
             if let Some(cc) = cluster.cruise_control.as_ref().filter(|_| b.roles.broker) {
                 let reporters = super::cruise_control::with_reporter(c.get("metric.reporters"));
@@ -94,6 +104,16 @@ pub fn desired_config(
         secret_files: vec![],
         log_level: String::new(),
     }
+}
+
+/// Whether brokers and controllers talk to each other over TLS (the inter-broker or the
+/// controller listener is `ssl`): then they, the agents and the coordinator present
+/// certificates from the cluster's listener CA.
+pub fn nodes_use_tls(cluster: &ValidatedCluster) -> bool {
+    cluster.listeners.iter().any(|l| {
+        (l.name == cluster.inter_broker_listener || l.name == cluster.controller_listener)
+            && l.protocol == "SSL"
+    })
 }
 
 /// The ConfigMap `<cluster>-<id>-config` holding the document as `config.json`.
@@ -114,5 +134,49 @@ pub fn desired_config_map(meta: &ClusterMeta, doc: &DesiredConfig) -> ConfigMap 
         },
         data: Some(BTreeMap::from([(DESIRED_CONFIG_KEY.to_owned(), json)])),
         ..ConfigMap::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::kafka_cluster::{test_support::example_spec, validate::validate};
+
+    fn meta() -> ClusterMeta {
+        ClusterMeta {
+            name: "kf".into(),
+            namespace: "ns".into(),
+            ..ClusterMeta::default()
+        }
+    }
+
+    #[test]
+    fn with_tls_between_nodes_the_own_identities_are_super_users_beside_the_users_own() {
+        let mut spec = example_spec();
+        spec.cruise_control_config = None;
+        let plain = validate(&spec).expect("valid");
+        let doc = desired_config(&meta(), &plain, &plain.brokers[&0], &[]);
+        assert!(!nodes_use_tls(&plain));
+        assert_eq!(doc.read_only_config.get("super.users"), None);
+
+        for l in &mut spec.listeners_config.internal_listeners {
+            l.type_ = "ssl".into();
+        }
+        spec.listeners_config.ssl_secrets = Some(crate::crd::v1alpha1::SslSecrets {
+            tls_secret_name: "kf-ca".into(),
+            create: true,
+        });
+        spec.read_only_config = "super.users=User:admin\n".into();
+        let tls = validate(&spec).expect("valid");
+        assert!(nodes_use_tls(&tls));
+        for b in tls.brokers.values() {
+            let doc = desired_config(&meta(), &tls, b, &[]);
+            assert_eq!(
+                doc.read_only_config.get("super.users").map(String::as_str),
+                Some("User:admin;User:CN=kf,O=stoker.io;User:CN=stoker-coordinator,O=stoker.io"),
+                "node {}",
+                b.id
+            );
+        }
     }
 }
