@@ -528,7 +528,8 @@ async fn a_tls_only_cluster_is_managed_over_mutual_tls_and_refuses_other_identit
     );
 
     // Anyone else is refused: another identity from the same CA is authenticated but
-    // not authorized; no client certificate, or one from another CA, gets no session.
+    // not authorized; no client certificate, an expired one, or one from another CA
+    // (even for the super user's name) gets no session.
     let addr = format!("{}:9092", ips[0]);
     assert_eq!(
         metadata_as(&addr, &ca_pem, Some(&admin), "tls-only").await,
@@ -549,6 +550,20 @@ async fn a_tls_only_cluster_is_managed_over_mutual_tls_and_refuses_other_identit
         time::Duration::days(1),
     )
     .expect("another CA");
+    let expired = stoker_proto::pki::issue_leaf_for(
+        &ca,
+        stoker_proto::pki::Subject {
+            common_name: "ops-admin",
+            organization: Some("acme"),
+        },
+        &[],
+        &[stoker_proto::pki::Usage::Client],
+        time::OffsetDateTime::now_utc() - time::Duration::days(3),
+        time::Duration::days(1),
+    )
+    .expect("an expired certificate");
+    let refused = metadata_as(&addr, &ca_pem, Some(&expired), "tls-only").await;
+    assert!(refused.is_err(), "an expired certificate: {refused:?}");
     let forged = client_leaf(&other_ca, "ops-admin", Some("acme"));
     let refused = metadata_as(&addr, &ca_pem, Some(&forged), "tls-only").await;
     assert!(
