@@ -214,6 +214,19 @@ struct Credentials {
     version: String,
 }
 
+/// How a user proves who it is, ready in its Secret.
+enum Proof {
+    /// A SCRAM-SHA-512 password.
+    Scram(Credentials),
+    /// A client certificate in Secret `secret`, valid until `expires` (RFC 3339).
+    Certificate {
+        /// The Secret.
+        secret: String,
+        /// When it expires.
+        expires: String,
+    },
+}
+
 /// Why credentials are not available: a condition reason and message.
 struct NoCredentials {
     reason: &'static str,
@@ -549,16 +562,16 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
     // The name Kafka knows the user by: `alice` for SCRAM, `CN=alice` for a certificate.
     let kafka_name = plan::kafka_name(&ku.spec, &username);
     let tls = plan::is_tls(&ku.spec);
-    let creds = if tls {
-        match client_certificate(ku, ctx, &cluster).await? {
-            Ok((secret, expires)) => Err((secret, expires)),
-            Err(n) => return not_ready(ctx, ku, n.reason, n.message, Some(RETRY)).await,
-        }
+    let proof = if tls {
+        client_certificate(ku, ctx, &cluster)
+            .await?
+            .map(|(secret, expires)| Proof::Certificate { secret, expires })
     } else {
-        match credentials(ku, ctx).await? {
-            Ok(c) => Ok(c),
-            Err(n) => return not_ready(ctx, ku, n.reason, n.message, Some(RETRY)).await,
-        }
+        credentials(ku, ctx).await?.map(Proof::Scram)
+    };
+    let proof = match proof {
+        Ok(p) => p,
+        Err(n) => return not_ready(ctx, ku, n.reason, n.message, Some(RETRY)).await,
     };
     let mut st = ku.status.clone().unwrap_or_default();
 
@@ -587,13 +600,13 @@ async fn apply(ku: &KafkaUser, ctx: &Context) -> Result<Action, Error> {
         return Err(Error::Kafka(e));
     }
 
-    let what = match creds {
-        Err((secret, expires)) => {
+    let what = match proof {
+        Proof::Certificate { secret, expires } => {
             st.credentials_version = Some(expires.clone());
             st.secret = Some(secret);
             format!("its client certificate (until {expires})")
         }
-        Ok(creds) => {
+        Proof::Scram(creds) => {
             // Credentials: set when Kafka has none, rotated when the Secret changed.
             let has_scram = admin
                 .scram_mechanisms(&username)
